@@ -1,0 +1,53 @@
+# Everything a developer or CI runs. The app/test venv (.venv) and the SAM CLI venv (.venv-tools) are separate
+# because the SAM CLI pins its own boto3.
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .venv-tools
+SAM := $(TOOLS)/bin/sam
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= eu-west-1
+
+.PHONY: help venv tools test lint format validate build local demo bench clean
+
+help:
+	@echo "make local     run the whole stack on 127.0.0.1 (no AWS account, no Docker)"
+	@echo "make demo      boot the local stack, send a sample Kommo webhook, show the room and the note"
+	@echo "make test      unit and integration tests (what CI runs)"
+	@echo "make lint      ruff"
+	@echo "make validate  sam validate --lint"
+	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+tools: $(TOOLS)/.installed
+$(TOOLS)/.installed: .ci/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r .ci/tools-requirements.txt
+	touch $@
+
+test: venv
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+validate: tools
+	$(SAM) validate --lint
+
+# The layer's Makefile runs "python3 -m pip": the tools venv comes first on PATH so that pip is there.
+build: tools
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(SAM) build
+
+clean:
+	rm -rf .aws-sam $(VENV) $(TOOLS) .pytest_cache .ruff_cache

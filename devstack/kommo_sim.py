@@ -1,0 +1,380 @@
+"""Simulator of the Kommo API v4 calls the bridge makes (contracts/kommo.md §3): lead notes, PATCH and GET lead.
+
+Leads are created on first touch (a note or a PATCH), so tests need no setup; `add_lead` seeds one
+explicitly. Like Kommo's nginx, the per-integration rate limit answers 429 with an HTML page.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from collections import deque
+from typing import Any
+
+from devstack.sim_server import (
+    ControlHandler,
+    Fault,
+    Request,
+    Response,
+    SimError,
+    SimServer,
+    empty_response,
+    html_error,
+    json_response,
+    status_phrase,
+)
+
+HAL_TYPE = "application/hal+json"
+PROBLEM_TYPE = "application/problem+json"
+NOTE_TYPES = ("common", "service_message", "extended_service_message")
+NGINX_STATUSES = (429, 502, 503, 504)  # answered by the proxy, with an HTML body
+BULK_NOTES_PATH = "/api/v4/leads/notes"
+_LEAD_PATH = re.compile(r"/api/v4/leads/(\d+)")
+_LEAD_NOTES_PATH = re.compile(r"/api/v4/leads/(\d+)/notes")
+DEFAULT_PIPELINE_ID = 1
+DEFAULT_STATUS_ID = 1
+
+
+def problem(status: int, detail: str, extra: dict[str, Any] | None = None) -> Response:
+    payload = {
+        "title": status_phrase(status),
+        "type": f"https://httpstatus.es/{status}",
+        "status": status,
+        "detail": detail,
+        **(extra or {}),
+    }
+    return json_response(status, payload, PROBLEM_TYPE)
+
+
+def issue(request_id: str, code: str, path: str, detail: str) -> dict[str, str]:
+    return {"request_id": request_id, "code": code, "path": path, "detail": detail}
+
+
+def validation_failed(issues: list[dict[str, str]]) -> SimError:
+    return SimError(400, "Request validation failed", issues)
+
+
+def group_issues(issues: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Kommo's `validation-errors`: one entry per request_id, each with its errors."""
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for item in issues:
+        grouped.setdefault(item["request_id"], []).append(
+            {"code": item["code"], "path": item["path"], "detail": item["detail"]}
+        )
+    return [{"request_id": request_id, "errors": errors} for request_id, errors in grouped.items()]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+# ----- notes -----
+
+
+def _request_id(item: Any, index: int) -> str:
+    if isinstance(item, dict) and isinstance(item.get("request_id"), str | int):
+        return str(item["request_id"])
+    return str(index)
+
+
+def _entity_issues(item: dict[str, Any], rid: str, path_entity_id: int | None) -> list[dict[str, str]]:
+    if path_entity_id is not None:
+        if "entity_id" in item and item["entity_id"] != path_entity_id:
+            return [issue(rid, "InvalidValue", "entity_id", "entity_id differs from the lead in the URL")]
+        return []
+    if "entity_id" not in item:
+        return [issue(rid, "FieldMissing", "entity_id", "This field is missing.")]
+    if not _is_int(item["entity_id"]) or item["entity_id"] <= 0:
+        return [issue(rid, "InvalidType", "entity_id", "This value should be a positive integer.")]
+    return []
+
+
+def _params_issues(item: dict[str, Any], rid: str) -> list[dict[str, str]]:
+    params = item.get("params")
+    if not isinstance(params, dict):
+        return [issue(rid, "FieldMissing", "params", "params must be an object.")]
+    required = ("text",) if item.get("note_type") == "common" else ("service", "text")
+    return [
+        issue(rid, "NotBlank", f"params.{key}", "This value should be a non-empty string.")
+        for key in required
+        if not _is_text(params.get(key))
+    ]
+
+
+def note_issues(item: Any, rid: str, path_entity_id: int | None) -> list[dict[str, str]]:
+    if not isinstance(item, dict):
+        return [issue(rid, "InvalidType", "", "Each note must be an object.")]
+    found = _entity_issues(item, rid, path_entity_id)
+    if item.get("note_type") not in NOTE_TYPES:
+        found.append(issue(rid, "NotSupportedChoice", "note_type", "The value you selected is not a valid choice."))
+        return found
+    return found + _params_issues(item, rid)
+
+
+def parse_notes(body: Any, path_entity_id: int | None) -> list[dict[str, Any]]:
+    """Validated notes as {"entity_id", "note_type", "params", "request_id"}; raises SimError(400)."""
+    if not isinstance(body, list) or not body:
+        raise validation_failed([issue("0", "InvalidType", "", "The body must be a non-empty JSON array.")])
+    issues = [
+        found
+        for index, item in enumerate(body)
+        for found in note_issues(item, _request_id(item, index), path_entity_id)
+    ]
+    if issues:
+        raise validation_failed(issues)
+    return [
+        {
+            "entity_id": path_entity_id if path_entity_id is not None else item["entity_id"],
+            "note_type": item["note_type"],
+            "params": copy.deepcopy(item["params"]),
+            "request_id": _request_id(item, index),
+        }
+        for index, item in enumerate(body)
+    ]
+
+
+# ----- custom fields -----
+
+
+def _value_ok(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    return (
+        isinstance(value.get("value"), str | int | float | bool)
+        or _is_int(value.get("enum_id"))
+        or isinstance(value.get("enum_code"), str)
+    )
+
+
+def custom_field_issues(item: Any, index: int) -> list[dict[str, str]]:
+    path = f"custom_fields_values.{index}"
+    if not isinstance(item, dict):
+        return [issue("0", "InvalidType", path, "Each custom field must be an object.")]
+    found = []
+    if not (_is_int(item.get("field_id")) or isinstance(item.get("field_code"), str)):
+        found.append(issue("0", "FieldMissing", f"{path}.field_id", "field_id (integer) or field_code is required."))
+    values = item.get("values", "missing")
+    if values is not None and not (isinstance(values, list) and all(_value_ok(v) for v in values)):
+        found.append(issue("0", "InvalidType", f"{path}.values", 'values must be null or [{"value": ...}].'))
+    return found
+
+
+def parse_lead_patch(body: Any) -> list[dict[str, Any]]:
+    """The custom field updates of a PATCH body (other keys are ignored); raises SimError(400)."""
+    if not isinstance(body, dict):
+        raise validation_failed([issue("0", "InvalidType", "", "The body must be a JSON object.")])
+    updates = body.get("custom_fields_values", [])
+    if not isinstance(updates, list):
+        raise validation_failed([issue("0", "InvalidType", "custom_fields_values", "This value should be an array.")])
+    issues = [found for index, item in enumerate(updates) for found in custom_field_issues(item, index)]
+    if issues:
+        raise validation_failed(issues)
+    return updates
+
+
+def _same_field(stored: dict[str, Any], update: dict[str, Any]) -> bool:
+    if "field_id" in update:
+        return stored.get("field_id") == update["field_id"]
+    return stored.get("field_code") == update.get("field_code")
+
+
+def _stored_field(existing: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
+    label = update.get("field_id", update.get("field_code"))
+    base = existing or {
+        "field_id": update.get("field_id"),
+        "field_name": f"Field {label}",
+        "field_code": update.get("field_code"),
+        "field_type": "text",
+    }
+    return {**base, "values": copy.deepcopy(update["values"])}
+
+
+def apply_custom_fields(
+    current: list[dict[str, Any]] | None, updates: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """Merge PATCH updates into a lead's fields; `values: null` clears a field. Kommo answers null, not []."""
+    fields = list(current or [])
+    for update in updates:
+        index = next((i for i, stored in enumerate(fields) if _same_field(stored, update)), None)
+        if update.get("values") is None:
+            if index is not None:
+                del fields[index]
+        elif index is None:
+            fields.append(_stored_field(None, update))
+        else:
+            fields[index] = _stored_field(fields[index], update)
+    return fields or None
+
+
+def default_lead(lead_id: int, now: int) -> dict[str, Any]:
+    return {
+        "id": lead_id,
+        "name": f"Lead #{lead_id}",
+        "price": 0,
+        "responsible_user_id": 0,
+        "group_id": 0,
+        "status_id": DEFAULT_STATUS_ID,
+        "pipeline_id": DEFAULT_PIPELINE_ID,
+        "loss_reason_id": None,
+        "created_by": 0,
+        "updated_by": 0,
+        "created_at": now,
+        "updated_at": now,
+        "closed_at": None,
+        "closest_task_at": None,
+        "is_deleted": False,
+        "custom_fields_values": None,
+        "score": None,
+        "account_id": 1,
+        "labor_cost": None,
+        "_embedded": {"tags": [], "companies": []},
+    }
+
+
+# ----- the simulator -----
+
+
+class KommoSimulator(SimServer):
+    """In-process fake of https://{subdomain}.kommo.com for the API v4 calls listed in the module docstring."""
+
+    def __init__(
+        self, access_token: str, host: str = "127.0.0.1", port: int = 0, rate_limit_per_second: float = 7.0
+    ) -> None:
+        super().__init__(host, port)
+        self.access_token = access_token
+        self.rate_limit_per_second = rate_limit_per_second  # 0 switches the limiter off
+        self._window: deque[float] = deque()
+        self._leads: dict[int, dict[str, Any]] = {}
+        self._notes: list[dict[str, Any]] = []
+        self._next_note_id = 1  # not reset: note ids are never reused
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url
+
+    def notes(self, lead_id: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(n) for n in self._notes if lead_id is None or n["entity_id"] == lead_id]
+
+    def lead(self, lead_id: int) -> dict[str, Any]:
+        """The stored lead; a lead never touched comes back in its default shape (and stays unknown)."""
+        with self._lock:
+            stored = self._leads.get(lead_id)
+            return copy.deepcopy(stored) if stored else default_lead(lead_id, int(time.time()))
+
+    def add_lead(self, lead_id: int, **fields: Any) -> None:
+        with self._lock:
+            self._leads[lead_id] = {**default_lead(lead_id, int(time.time())), **copy.deepcopy(fields)}
+
+    # ----- SimServer hooks -----
+
+    def _reset_state(self) -> None:
+        self._window.clear()
+        self._leads.clear()
+        self._notes.clear()
+
+    def _admit(self, request: Request) -> Response | None:
+        if self.rate_limit_per_second <= 0:
+            return None
+        now = time.monotonic()
+        while self._window and now - self._window[0] >= 1.0:
+            self._window.popleft()
+        if len(self._window) >= self.rate_limit_per_second:
+            return html_error(429)  # rejected requests do not use up the window
+        self._window.append(now)
+        return None
+
+    def _authorized(self, request: Request) -> bool:
+        return request.bearer_token() == self.access_token
+
+    def _unauthorized(self) -> Response:
+        return problem(401, "Access token is missing, expired or revoked")
+
+    def _error_response(self, error: SimError) -> Response:
+        extra = {"validation-errors": group_issues(error.issues)} if error.issues else None
+        return problem(error.status, error.detail, extra)
+
+    def _fault_body(self, fault: Fault) -> Response:
+        if fault.html or fault.status in NGINX_STATUSES:
+            return html_error(fault.status)
+        return problem(fault.status, status_phrase(fault.status))
+
+    def _extra_control_routes(self) -> dict[tuple[str, str], ControlHandler]:
+        return {
+            ("GET", "/_sim/notes"): self._control_notes,
+            ("POST", "/_sim/leads"): self._control_add_lead,
+        }
+
+    def _route(self, request: Request) -> Response:
+        method, path = request.method, request.path
+        if method == "POST" and path == BULK_NOTES_PATH:
+            return self._add_notes(request, None)
+        if method == "POST" and (match := _LEAD_NOTES_PATH.fullmatch(path)):
+            return self._add_notes(request, int(match.group(1)))
+        if (match := _LEAD_PATH.fullmatch(path)) and method in ("GET", "PATCH"):
+            lead_id = int(match.group(1))
+            return self._get_lead(lead_id) if method == "GET" else self._patch_lead(request, lead_id)
+        raise SimError(404, "Route not found")
+
+    # ----- endpoints (called with the lock held) -----
+
+    def _add_notes(self, request: Request, path_entity_id: int | None) -> Response:
+        parsed = parse_notes(request.json_body(), path_entity_id)
+        embedded = [self._store_note(note) for note in parsed]
+        return json_response(200, {"_links": self._links(request.path), "_embedded": {"notes": embedded}}, HAL_TYPE)
+
+    def _patch_lead(self, request: Request, lead_id: int) -> Response:
+        updates = parse_lead_patch(request.json_body())
+        lead = self._touch_lead(lead_id)
+        lead["custom_fields_values"] = apply_custom_fields(lead["custom_fields_values"], updates)
+        lead["updated_at"] = int(time.time())
+        body = {"id": lead_id, "updated_at": lead["updated_at"], "_links": self._links(f"/api/v4/leads/{lead_id}")}
+        return json_response(200, body, HAL_TYPE)
+
+    def _get_lead(self, lead_id: int) -> Response:
+        lead = self._leads.get(lead_id)
+        if lead is None:
+            return empty_response(204)
+        body = {**copy.deepcopy(lead), "_links": self._links(f"/api/v4/leads/{lead_id}")}
+        return json_response(200, body, HAL_TYPE)
+
+    # ----- helpers -----
+
+    def _store_note(self, note: dict[str, Any]) -> dict[str, Any]:
+        note_id, self._next_note_id = self._next_note_id, self._next_note_id + 1
+        entity_id = note["entity_id"]
+        self._touch_lead(entity_id)
+        self._notes.append(
+            {"id": note_id, "entity_id": entity_id, "note_type": note["note_type"], "params": note["params"]}
+        )
+        return {
+            "id": note_id,
+            "entity_id": entity_id,
+            "request_id": note["request_id"],
+            "_links": self._links(f"/api/v4/leads/{entity_id}/notes/{note_id}"),
+        }
+
+    def _touch_lead(self, lead_id: int) -> dict[str, Any]:
+        if lead_id not in self._leads:
+            self._leads[lead_id] = default_lead(lead_id, int(time.time()))
+        return self._leads[lead_id]
+
+    def _links(self, path: str) -> dict[str, Any]:
+        return {"self": {"href": f"{self.root_url}{path}"}}
+
+    def _control_notes(self, request: Request) -> Response:
+        lead_id = request.query.get("lead_id")
+        return json_response(200, self.notes(int(lead_id) if lead_id else None))
+
+    def _control_add_lead(self, request: Request) -> Response:
+        body = json.loads(request.body or b"{}")
+        if not isinstance(body, dict) or not _is_int(body.get("id")):
+            raise ValueError('body must be a JSON object with an integer "id"')
+        self.add_lead(body.pop("id"), **body)
+        return empty_response(204)

@@ -1,0 +1,15 @@
+"""POST /kommo/close: a deal was won, lost or deleted → a "close rooms" job in that deal's queue group."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bridge import kommo_intake
+from bridge.observability import logger, metrics
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return kommo_intake.answer(APIGatewayProxyEventV2(event), kommo_intake.close_job_kind)

@@ -1,0 +1,15 @@
+"""POST /kommo/stage: a deal entered a stage → an "ensure room" job on the queue."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bridge import kommo_intake
+from bridge.observability import logger, metrics
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return kommo_intake.answer(APIGatewayProxyEventV2(event), kommo_intake.stage_job_kind)

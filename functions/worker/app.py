@@ -1,0 +1,14 @@
+"""SQS FIFO consumer: runs the Kommo jobs (open a deal's room, close a deal's rooms)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bridge import job_runner
+from bridge.observability import logger, metrics
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return job_runner.process_batch(event, context)

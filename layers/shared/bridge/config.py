@@ -1,0 +1,182 @@
+"""Settings: the environment read and validated once, at cold start.
+
+Nothing else in the package reads ``os.environ``. A bad value raises ``ConfigError`` naming the variable and
+what was expected, so a misconfigured stack fails loudly on its first invocation instead of misbehaving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+DEFAULT_WHEREBY_BASE_URL = "https://api.whereby.dev/v1"
+DEFAULT_KOMMO_BASE_URL = "https://{subdomain}.kommo.com"
+ROOM_MODES = ("normal", "group")
+RECORDING_TYPES = ("none", "local", "cloud")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class StageRule:
+    """What room a deal gets when it enters one Kommo status."""
+
+    status_id: int
+    name: str
+    duration_minutes: int = 60
+    room_mode: str = "normal"
+    locked: bool = False
+    prefix: str = "meeting"
+    recording: str = "none"
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    secret_id: str
+    jobs_queue_url: str = ""
+    whereby_base_url: str = DEFAULT_WHEREBY_BASE_URL
+    kommo_subdomain: str = ""
+    kommo_account_id: int | None = None
+    kommo_base_url: str = DEFAULT_KOMMO_BASE_URL
+    stage_rules: Mapping[int, StageRule] = field(default_factory=dict)
+    closed_status_ids: frozenset[int] = frozenset({142, 143})
+    meeting_field_id: int | None = None
+    kommo_requests_per_second: float = 3.0
+    mattermost_default_minutes: int = 60
+    mattermost_max_minutes: int = 480
+    mattermost_team_ids: frozenset[str] = frozenset()
+    sweep_max_deletes: int = 40
+    sweep_max_pages: int = 5
+    secret_max_age_seconds: int = 300
+
+    @property
+    def kommo_api_url(self) -> str:
+        return self.kommo_base_url.replace("{subdomain}", self.kommo_subdomain).rstrip("/")
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise ConfigError(f"{name} is required")
+    return default
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _id_set(env: Mapping[str, str], name: str, default: str) -> frozenset[int]:
+    raw = env.get(name, default)
+    try:
+        return frozenset(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated status ids, got {raw!r}") from None
+
+
+def _stage_rule(status: str, spec: object) -> StageRule:
+    where = f"STAGE_RULES[{status!r}]"
+    if not isinstance(spec, dict):
+        raise ConfigError(f'{where} must be an object like {{"name": "Demo", "duration_minutes": 60}}')
+    unknown = set(spec) - {"name", "duration_minutes", "room_mode", "locked", "prefix", "recording"}
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
+    try:
+        status_id = int(status)
+    except ValueError:
+        raise ConfigError(f"STAGE_RULES keys must be Kommo status ids, got {status!r}") from None
+    duration = spec.get("duration_minutes", 60)
+    if not isinstance(duration, int) or isinstance(duration, bool) or not 5 <= duration <= 60 * 24 * 30:
+        raise ConfigError(f"{where}.duration_minutes must be a whole number of minutes from 5 to 43200")
+    room_mode = spec.get("room_mode", "normal")
+    if room_mode not in ROOM_MODES:
+        raise ConfigError(f"{where}.room_mode must be one of {ROOM_MODES}")
+    recording = spec.get("recording", "none")
+    if recording not in RECORDING_TYPES:
+        raise ConfigError(f"{where}.recording must be one of {RECORDING_TYPES}")
+    locked = spec.get("locked", False)
+    if not isinstance(locked, bool):
+        raise ConfigError(f"{where}.locked must be true or false")
+    name = str(spec.get("name") or f"stage {status_id}")
+    prefix = str(spec.get("prefix") or name)
+    return StageRule(status_id, name, duration, room_mode, locked, prefix, recording)
+
+
+def parse_stage_rules(raw: str) -> dict[int, StageRule]:
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"STAGE_RULES must be JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("STAGE_RULES must be a JSON object keyed by Kommo status id")
+    rules = {rule.status_id: rule for rule in (_stage_rule(k, v) for k, v in data.items())}
+    return rules
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    minimum_minutes = 5
+    default_minutes = _int(env, "MATTERMOST_DEFAULT_MINUTES", 60, minimum_minutes) or 60
+    max_minutes = _int(env, "MATTERMOST_MAX_MINUTES", 480, minimum_minutes) or 480
+    if default_minutes > max_minutes:
+        raise ConfigError("MATTERMOST_DEFAULT_MINUTES must not exceed MATTERMOST_MAX_MINUTES")
+    stage_rules = parse_stage_rules(env.get("STAGE_RULES", ""))
+    closed = _id_set(env, "CLOSED_STATUS_IDS", "142,143")
+    overlap = closed & set(stage_rules)
+    if overlap:
+        raise ConfigError(f"CLOSED_STATUS_IDS and STAGE_RULES share status ids {sorted(overlap)}")
+    return Settings(
+        table_name=_text(env, "TABLE_NAME"),
+        secret_id=_text(env, "SECRET_ID"),
+        jobs_queue_url=_text(env, "JOBS_QUEUE_URL", ""),
+        whereby_base_url=_text(env, "WHEREBY_BASE_URL", DEFAULT_WHEREBY_BASE_URL).rstrip("/"),
+        kommo_subdomain=_text(env, "KOMMO_SUBDOMAIN", "").lower(),
+        kommo_account_id=_int(env, "KOMMO_ACCOUNT_ID", None, 1),
+        kommo_base_url=_text(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL),
+        stage_rules=stage_rules,
+        closed_status_ids=closed,
+        meeting_field_id=_int(env, "KOMMO_MEETING_FIELD_ID", None, 1),
+        kommo_requests_per_second=_positive_float(env, "KOMMO_REQUESTS_PER_SECOND", 3.0),
+        mattermost_default_minutes=default_minutes,
+        mattermost_max_minutes=max_minutes,
+        mattermost_team_ids=frozenset(t for t in env.get("MATTERMOST_TEAM_IDS", "").replace(" ", "").split(",") if t),
+        sweep_max_deletes=_int(env, "SWEEP_MAX_DELETES", 40, 1) or 40,
+        sweep_max_pages=_int(env, "SWEEP_MAX_PAGES", 5, 1) or 5,
+        secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300, 0) or 0,
+    )
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """The settings of this process, read once; tests call ``load_settings.cache_clear()``."""
+    return settings_from(os.environ)

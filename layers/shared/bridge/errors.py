@@ -1,0 +1,39 @@
+"""The few domain errors every adapter translates its failures into.
+
+The worker decides retry or give-up from these alone: ``Throttled`` and ``PeerUnavailable`` are worth retrying,
+``Rejected`` is not (the peer refused what we sent), ``NotFound`` is an answer, not a failure.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of the domain errors."""
+
+
+class PeerUnavailable(BridgeError):
+    """A peer timed out, refused the connection or answered 5xx; worth retrying later."""
+
+
+class Throttled(PeerUnavailable):
+    """A peer answered 429; ``retry_after`` is how long it asked us to wait, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Rejected(BridgeError):
+    """A peer refused the request itself (4xx other than 404/429): retrying the same request will not help."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(BridgeError):
+    """The thing asked for does not exist at the peer."""
+
+
+class Unauthorized(Rejected):
+    """The peer refused our credentials (401)."""

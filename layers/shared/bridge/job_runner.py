@@ -1,0 +1,42 @@
+"""The worker's batch loop: each SQS record is one job, failures fail only their own message group.
+
+On a FIFO queue a failed message must not be overtaken by the next event of the same deal, so the FIFO batch
+processor fails that message and the rest of its group, and lets the other groups through. SQS then redelivers
+the group in order; after the redrive policy's count the message lands in the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from bridge import runtime
+from bridge.deal_rooms import DealPorts, run_job
+from bridge.jobs import Job
+from bridge.observability import count, logger
+
+
+def handle_record(record: SQSRecord) -> str:
+    job = Job.from_json(record.body)
+    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
+    try:
+        outcome = run_job(job, runtime.settings(), ports)
+    except Exception as exc:
+        count("JobsFailed")
+        logger.warning(
+            "job failed, SQS will retry it or move it to the dead-letter queue",
+            extra={
+                "reason": f"{type(exc).__name__}: {exc}",
+                "receive_count": record.attributes.approximate_receive_count,
+            },
+        )
+        raise
+    logger.info("job done", extra={"outcome": outcome})
+    return outcome
+
+
+def process_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)

@@ -1,0 +1,105 @@
+"""Jobs on the FIFO queue: what the Kommo handlers hand to the worker.
+
+The message group is the account + lead, so one deal's events are applied in order (a deal that enters Demo and
+is lost a second later never leaks a room). The deduplication id is the event's identity, so Kommo's retries and
+duplicate deliveries within SQS's five-minute window are dropped by SQS itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bridge.errors import PeerUnavailable
+from bridge.kommo_webhook import LeadEvent
+
+ENSURE_ROOM = "ensure_room"
+CLOSE_ROOMS = "close_rooms"
+KINDS = (ENSURE_ROOM, CLOSE_ROOMS)
+SQS_BATCH = 10
+
+
+class MalformedJob(ValueError):
+    """A queue message that is not a job of ours; retrying it cannot help."""
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    account: str  # the Kommo subdomain: the stack serves one account, named the same way in every record
+    lead_id: int
+    action: str  # the Kommo action that caused it: status, add, delete
+    status_id: int | None
+    event_at: int  # when the change happened (from the body), else when we received it
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.account}:{self.lead_id}"
+
+    @property
+    def dedup_id(self) -> str:
+        identity = f"{self.kind}|{self.account}|{self.lead_id}|{self.action}|{self.status_id}|{self.event_at}"
+        return hashlib.sha256(identity.encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        try:
+            data: dict[str, Any] = json.loads(text)
+            job = cls(
+                kind=str(data["kind"]),
+                account=str(data["account"]),
+                lead_id=int(data["lead_id"]),
+                action=str(data["action"]),
+                status_id=None if data.get("status_id") is None else int(data["status_id"]),
+                event_at=int(data["event_at"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedJob(f"not a job: {type(exc).__name__}") from None
+        if job.kind not in KINDS:
+            raise MalformedJob(f"unknown job kind {job.kind!r}")
+        return job
+
+    @classmethod
+    def for_event(cls, kind: str, account: str, event: LeadEvent, received_at: int) -> Job:
+        return cls(kind, account, event.lead_id, event.action, event.status_id, event.occurred_at or received_at)
+
+
+class JobQueue:
+    def __init__(self, queue_url: str, client: Any = None) -> None:
+        self.queue_url = queue_url
+        self._client = client or boto3.client("sqs")
+
+    def send_all(self, jobs: Sequence[Job]) -> None:
+        """Enqueue every job or raise ``PeerUnavailable``; entries that failed are sent once more first."""
+        for start in range(0, len(jobs), SQS_BATCH):
+            batch = jobs[start : start + SQS_BATCH]
+            failed = self._send_batch(batch)
+            if failed:
+                failed = self._send_batch([batch[i] for i in failed])
+            if failed:
+                raise PeerUnavailable(f"sqs refused {len(failed)} of {len(batch)} jobs")
+
+    def _send_batch(self, batch: Sequence[Job]) -> list[int]:
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": job.to_json(),
+                "MessageGroupId": job.group_id,
+                "MessageDeduplicationId": job.dedup_id,
+            }
+            for i, job in enumerate(batch)
+        ]
+        try:
+            answer = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            raise PeerUnavailable(f"sqs send failed: {type(exc).__name__}") from None
+        return [int(item["Id"]) for item in answer.get("Failed", [])]

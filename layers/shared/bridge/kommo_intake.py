@@ -1,0 +1,132 @@
+"""What the Kommo routes do between the HTTP request and the queue: authenticate, parse, choose, enqueue.
+
+Kommo waits at most 2 s and disables a webhook after 100 failed deliveries in 2 hours, so nothing slow happens
+here: every change becomes a job on the queue and the worker does the rest. Events the bridge does not act on
+still get a 200, because a 4xx would count against the webhook too.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from bridge import runtime
+from bridge.config import Settings
+from bridge.credentials import SecretError
+from bridge.errors import PeerUnavailable
+from bridge.http_api import BadRequest, body_bytes, json_response
+from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, Job, JobQueue
+from bridge.kommo_webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
+from bridge.observability import count, logger
+
+STAGE_ACTIONS = ("status", "add")
+
+
+class WebhookRefused(Exception):
+    """The request is refused as a whole; nothing was enqueued. ``reason`` is safe to show the caller."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Intake:
+    accepted: int
+    ignored: int
+
+
+Classifier = Callable[[LeadEvent, Settings], str | None]
+
+
+def stage_job_kind(event: LeadEvent, settings: Settings) -> str | None:
+    if event.action in STAGE_ACTIONS and event.status_id in settings.stage_rules:
+        return ENSURE_ROOM
+    return None
+
+
+def close_job_kind(event: LeadEvent, settings: Settings) -> str | None:
+    if event.action == "delete":
+        return CLOSE_ROOMS
+    if event.action == "status" and event.status_id in settings.closed_status_ids:
+        return CLOSE_ROOMS
+    return None
+
+
+def token_matches(given: str | None, expected: Sequence[str]) -> bool:
+    """Constant-time comparison against each valid token (several during a rotation)."""
+    given_bytes = (given or "").encode()
+    matched = False
+    for token in expected:
+        if token:
+            matched |= hmac.compare_digest(given_bytes, token.encode())
+    return matched
+
+
+def check_account(webhook: KommoWebhook, settings: Settings) -> None:
+    if webhook.subdomain and webhook.subdomain == settings.kommo_subdomain:
+        return
+    if webhook.account_id is not None and webhook.account_id == settings.kommo_account_id:
+        return
+    raise WebhookRefused(403, "webhook is from another Kommo account")
+
+
+def accept_webhook(
+    body: bytes,
+    token: str | None,
+    expected_token: str,
+    classify: Classifier,
+    settings: Settings,
+    queue: JobQueue,
+    received_at: int,
+) -> Intake:
+    if not token_matches(token, [expected_token]):
+        raise WebhookRefused(401, "missing or wrong token")
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookRefused(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        webhook = parse_webhook(body)
+    except MalformedWebhook as exc:
+        raise WebhookRefused(400, str(exc)) from None
+    check_account(webhook, settings)
+    jobs: list[Job] = []
+    for event in webhook.events:
+        kind = classify(event, settings)
+        if kind:
+            jobs.append(Job.for_event(kind, settings.kommo_subdomain, event, received_at))
+    unique = list({job.dedup_id: job for job in jobs}.values())
+    queue.send_all(unique)
+    return Intake(accepted=len(unique), ignored=webhook.ignored + len(webhook.events) - len(unique))
+
+
+def answer(event: APIGatewayProxyEventV2, classify: Classifier) -> dict[str, Any]:
+    """The whole Kommo route: refusals are 4xx with a short reason, outages 503 so Kommo delivers again."""
+    try:
+        intake = accept_webhook(
+            body=body_bytes(event),
+            token=(event.query_string_parameters or {}).get("token"),
+            expected_token=runtime.credentials().kommo_webhook_token,
+            classify=classify,
+            settings=runtime.settings(),
+            queue=runtime.job_queue(),
+            received_at=int(time.time()),
+        )
+    except BadRequest as exc:
+        count("WebhooksRejected")
+        return json_response(400, {"error": str(exc)})
+    except WebhookRefused as exc:
+        count("WebhooksRejected")
+        logger.warning("kommo webhook refused", extra={"status": exc.status, "reason": exc.reason})
+        return json_response(exc.status, {"error": exc.reason})
+    except (SecretError, PeerUnavailable) as exc:
+        logger.error("kommo webhook not accepted, Kommo will retry", extra={"reason": str(exc)})
+        return json_response(503, {"error": "temporarily unavailable, retry later"})
+    count("JobsEnqueued", intake.accepted)
+    logger.info("kommo webhook accepted", extra={"accepted": intake.accepted, "ignored": intake.ignored})
+    return json_response(200, {"accepted": intake.accepted, "ignored": intake.ignored})

@@ -1,0 +1,306 @@
+"""The meetings table: one record per room, one per Kommo lead, read by key or by index, never scanned.
+
+Keys (single table, ``pk``/``sk``):
+- ``ROOM#<room key>`` / ``ROOM``: a room. The room key is ours, made before the room exists and embedded in the
+  room's name at Whereby, so a room found at Whereby can always be tied back to its record.
+- ``LEAD#<account>#<lead id>`` / ``LEAD``: the lead's current room per stage rule (``slot_<status id>``), the time of
+  the newest event applied and when it was closed, so a late retry of an old event cannot reopen a room.
+- ``SWEEP`` / ``STATE``: where the sweeper's walk through Whereby's room list stopped.
+
+Indexes: ``by_owner`` (owner, created_at) lists a channel's rooms; ``by_expiry`` (expiry_bucket, end_at) holds
+only rooms not yet deleted, so the sweeper reads the expired ones and nothing else.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bridge.errors import PeerUnavailable
+
+CREATING = "creating"
+ACTIVE = "active"
+DELETED = "deleted"
+EXPIRY_BUCKET = "live"
+DELETED_RETENTION_SECONDS = 30 * 24 * 3600
+_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+class Conflict(Exception):
+    """A conditional write lost: another delivery got there first, or the record moved on."""
+
+
+def new_room_key() -> str:
+    """``z`` + 10 base32 characters: never a run of hex, so it cannot be mistaken for part of a Whereby uuid."""
+    return "z" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(10))
+
+
+def lead_owner(account: str, lead_id: int) -> str:
+    return f"LEAD#{account}#{lead_id}"
+
+
+def channel_owner(team_id: str, channel_id: str) -> str:
+    return f"CHANNEL#{team_id}#{channel_id}"
+
+
+@dataclass(frozen=True)
+class Room:
+    room_key: str
+    source: str  # kommo | mattermost
+    owner: str
+    end_at: int
+    created_at: int
+    state: str = CREATING
+    slot: str = ""  # kommo: the stage rule's status id
+    label: str = ""  # stage name or topic, shown to people
+    creator: str = ""  # mattermost user id
+    meeting_id: str = ""
+    room_url: str = ""
+    host_room_url: str = ""
+    room_name: str = ""
+    note_posted: bool = False
+    field_set: bool = False
+
+    def item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
+        if self.state != DELETED:
+            item["expiry_bucket"] = EXPIRY_BUCKET
+        return {k: v for k, v in item.items() if v != ""}
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Room:
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in item.items() if k in names}
+        for number in ("end_at", "created_at"):
+            values[number] = int(values[number])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Lead:
+    owner: str
+    slots: Mapping[str, str] = field(default_factory=dict)
+    last_event_at: int | None = None
+    closed_at: int | None = None
+    deleted: bool = False
+
+    def is_stale(self, event_at: int) -> bool:
+        """An event older than what was applied, or not newer than the close, must not act any more."""
+        if self.last_event_at is not None and event_at < self.last_event_at:
+            return True
+        return self.closed_at is not None and event_at <= self.closed_at
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+class MeetingsStore:
+    def __init__(self, table_name: str, resource: Any = None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._client = self._table.meta.client
+        self.table_name = table_name
+
+    # reads -----------------------------------------------------------------------------------------------------
+    def get_room(self, room_key: str) -> Room | None:
+        item = self._call(self._table.get_item, Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"}, ConsistentRead=True)
+        return Room.from_item(item["Item"]) if "Item" in item else None
+
+    def get_lead(self, owner: str) -> Lead:
+        answer = self._call(self._table.get_item, Key={"pk": owner, "sk": "LEAD"}, ConsistentRead=True)
+        item = answer.get("Item") or {}
+        return Lead(
+            owner=owner,
+            slots={k.removeprefix("slot_"): v for k, v in item.items() if k.startswith("slot_")},
+            last_event_at=_optional_int(item.get("last_event_at")),
+            closed_at=_optional_int(item.get("closed_at")),
+            deleted=bool(item.get("deleted", False)),
+        )
+
+    def rooms_of(self, owner: str, limit: int = 50) -> list[Room]:
+        """The owner's rooms not yet deleted, newest first (index reads: may lag a write by a moment)."""
+        answer = self._call(
+            self._table.query,
+            IndexName="by_owner",
+            KeyConditionExpression=Key("owner").eq(owner),
+            FilterExpression=Attr("state").ne(DELETED),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [Room.from_item(item) for item in answer.get("Items", [])]
+
+    def expired(self, now: int, limit: int) -> Iterator[Room]:
+        """Rooms not yet deleted whose end has passed, oldest first; reads only those records."""
+        kwargs: dict[str, Any] = {
+            "IndexName": "by_expiry",
+            "KeyConditionExpression": Key("expiry_bucket").eq(EXPIRY_BUCKET) & Key("end_at").lte(now),
+            "Limit": limit,
+        }
+        while True:
+            answer = self._call(self._table.query, **kwargs)
+            yield from (Room.from_item(item) for item in answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                return
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    # writes ----------------------------------------------------------------------------------------------------
+    def claim_lead_room(self, room: Room, event_at: int, replaces: str | None) -> None:
+        """Atomically point the lead's slot at a new room record, unless the lead moved on or someone else won."""
+        slot_name = f"slot_{room.slot}"
+        lead_condition = (
+            "attribute_not_exists(deleted)"
+            " AND (attribute_not_exists(last_event_at) OR last_event_at <= :at)"
+            " AND (attribute_not_exists(closed_at) OR closed_at < :at)"
+            + (" AND #slot = :old" if replaces else " AND attribute_not_exists(#slot)")
+        )
+        values: dict[str, Any] = {":at": event_at, ":key": room.room_key}
+        if replaces:
+            values[":old"] = replaces
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": {"pk": room.owner, "sk": "LEAD"},
+                    "UpdateExpression": "SET #slot = :key, last_event_at = :at",
+                    "ConditionExpression": lead_condition,
+                    "ExpressionAttributeNames": {"#slot": slot_name},
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": room.item(),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        if replaces:
+            items.append({"Update": self._deletion(replaces, time.time())})
+        self._transact(items)
+
+    def claim_room(self, room: Room) -> None:
+        """Record a room before it is created at Whereby (rooms with no lead: Mattermost)."""
+        try:
+            self._call(self._table.put_item, Item=room.item(), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError:
+            raise Conflict(f"room key {room.room_key} is taken") from None
+
+    def complete_room(self, room: Room) -> Room:
+        """Store what Whereby answered; only a record still being created can be completed."""
+        done = replace(room, state=ACTIVE)
+        try:
+            self._call(
+                self._table.put_item,
+                Item=done.item(),
+                ConditionExpression="#state = :creating",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":creating": CREATING},
+            )
+        except ClientError:
+            raise Conflict(f"room {room.room_key} is no longer being created") from None
+        return done
+
+    def mark(self, room_key: str, **flags: bool) -> None:
+        names = {f"#{k}": k for k in flags}
+        values = {f":{k}": v for k, v in flags.items()}
+        update = "SET " + ", ".join(f"#{k} = :{k}" for k in flags)
+        self._call(
+            self._table.update_item,
+            Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"},
+            UpdateExpression=update,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def mark_deleted(self, room_key: str, now: float | None = None) -> None:
+        update = self._deletion(room_key, now if now is not None else time.time())
+        update.pop("TableName")
+        self._call(self._table.update_item, **update)
+
+    def record_close(self, owner: str, event_at: int, slots: list[str], deleted: bool) -> None:
+        """Remember the close, so older events arriving late stay closed, and free the lead's slots.
+
+        A close older than one already recorded changes nothing.
+        """
+        update = "SET closed_at = :at, last_event_at = :at"
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":at": event_at}
+        if deleted:
+            update += ", deleted = :true"
+            values[":true"] = True
+        if slots:
+            names = {f"#s{i}": f"slot_{slot}" for i, slot in enumerate(slots)}
+            update += " REMOVE " + ", ".join(names)
+        kwargs: dict[str, Any] = {"ExpressionAttributeValues": values}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self._call(
+                self._table.update_item,
+                Key={"pk": owner, "sk": "LEAD"},
+                UpdateExpression=update,
+                ConditionExpression="attribute_not_exists(closed_at) OR closed_at <= :at",
+                **kwargs,
+            )
+        except ClientError:
+            return
+
+    def sweep_cursor(self) -> str | None:
+        item = self._call(self._table.get_item, Key={"pk": "SWEEP", "sk": "STATE"}).get("Item") or {}
+        return item.get("cursor") or None
+
+    def save_sweep_cursor(self, cursor: str | None) -> None:
+        item: dict[str, Any] = {"pk": "SWEEP", "sk": "STATE", "updated_at": int(time.time())}
+        if cursor:
+            item["cursor"] = cursor
+        self._call(self._table.put_item, Item=item)
+
+    # helpers ---------------------------------------------------------------------------------------------------
+    def _deletion(self, room_key: str, now: float) -> dict[str, Any]:
+        return {
+            "TableName": self.table_name,
+            "Key": {"pk": f"ROOM#{room_key}", "sk": "ROOM"},
+            "UpdateExpression": "SET #state = :deleted, updated_at = :now, purge_at = :purge REMOVE expiry_bucket",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {
+                ":deleted": DELETED,
+                ":now": int(now),
+                ":purge": int(now) + DELETED_RETENTION_SECONDS,
+            },
+        }
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if "ConditionalCheckFailed" in reasons:
+                    raise Conflict("the lead moved on or another delivery claimed the room") from None
+            raise PeerUnavailable(f"dynamodb transaction failed: {_code(exc)}") from None
+        except BotoCoreError as exc:
+            raise PeerUnavailable(f"dynamodb unreachable: {type(exc).__name__}") from None
+
+    @staticmethod
+    def _call(method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise
+            raise PeerUnavailable(f"dynamodb {method.__name__} failed: {_code(exc)}") from None
+        except BotoCoreError as exc:
+            raise PeerUnavailable(f"dynamodb unreachable: {type(exc).__name__}") from None
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))

@@ -1,0 +1,69 @@
+"""The production ports, built once per Lambda container and reused across invocations.
+
+Use-cases take their ports as arguments; handlers get them from here. Clients are built on first use, so a
+handler that never needs Kommo never reads its token, and import time stays small for cold starts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import boto3
+from aws_lambda_powertools.utilities import parameters
+
+from bridge.config import Settings, load_settings
+from bridge.credentials import Credentials, load_credentials
+from bridge.jobs import JobQueue
+from bridge.kommo import KommoClient
+from bridge.meetings import MeetingsStore
+from bridge.peer_http import RetryPolicy
+from bridge.whereby import WherebyClient
+
+# Behind API Gateway (29 s) and Mattermost (30 s) a caller is waiting: short timeouts, few retries.
+INTERACTIVE = RetryPolicy(attempts=2, connect_timeout=3.05, read_timeout=8.0, backoff=0.3, max_wait=3.0)
+# In the worker nobody waits; the queue retries later, so one call may take longer.
+BACKGROUND = RetryPolicy(attempts=3, connect_timeout=3.05, read_timeout=15.0, backoff=0.5, max_wait=10.0)
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def credentials() -> Credentials:
+    return load_credentials(settings())
+
+
+@lru_cache(maxsize=1)
+def job_queue() -> JobQueue:
+    return JobQueue(settings().jobs_queue_url, boto3.client("sqs"))
+
+
+@lru_cache(maxsize=1)
+def store() -> MeetingsStore:
+    return MeetingsStore(settings().table_name, boto3.resource("dynamodb"))
+
+
+def whereby(policy: RetryPolicy = BACKGROUND) -> WherebyClient:
+    return _whereby(credentials().whereby_api_key, policy)
+
+
+@lru_cache(maxsize=4)
+def _whereby(api_key: str, policy: RetryPolicy) -> WherebyClient:
+    return WherebyClient(settings().whereby_base_url, api_key, policy)
+
+
+def kommo() -> KommoClient:
+    return _kommo(credentials().kommo_access_token)
+
+
+@lru_cache(maxsize=2)
+def _kommo(access_token: str) -> KommoClient:
+    s = settings()
+    return KommoClient(s.kommo_api_url, access_token, s.kommo_requests_per_second, BACKGROUND)
+
+
+def reset() -> None:
+    """Forget every cached port and setting (tests, and the local stack between configurations)."""
+    for cached in (load_settings, job_queue, store, _whereby, _kommo):
+        cached.cache_clear()
+    parameters.clear_caches()

@@ -1,0 +1,115 @@
+"""Shared fixtures: AWS from moto (resources made from template.yaml), peers as simulator servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from devstack.harness import LocalFunctions
+from devstack.kommo_sim import KommoSimulator
+from devstack.template import create_resources, load_template
+from devstack.whereby_sim import WherebySimulator
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "samples"
+KOMMO_SAMPLES = SAMPLES / "kommo"
+MATTERMOST_SAMPLES = SAMPLES / "mattermost"
+
+# Values of the test secret. Tests assert none of them ever reaches a log line or a response.
+SECRET = {
+    "whereby_api_key": "wb-key-7f3a9c1e55d04b2c",
+    "kommo_webhook_token": "kommo-hook-token-4e8d2b",
+    "kommo_access_token": "kommo-access-token-91c7aa",
+    "mattermost_tokens": ["mm-token-current-0d9f", "mm-token-next-6b21"],
+}
+SUBDOMAIN = "irestoremoldova"  # the account of the 2021 sample
+DEMO_STATUS = 16525558  # the status the 2021 sample moves its lead into
+STAGE_RULES = {str(DEMO_STATUS): {"name": "Demo", "duration_minutes": 60, "prefix": "demo", "locked": True}}
+
+
+def sample(name: str) -> bytes:
+    return (KOMMO_SAMPLES / name).read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "WherebyBridgeTest")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
+
+
+@pytest.fixture
+def whereby_sim() -> Iterator[WherebySimulator]:
+    with WherebySimulator(api_key=SECRET["whereby_api_key"]) as sim:
+        yield sim
+
+
+@pytest.fixture
+def kommo_sim() -> Iterator[KommoSimulator]:
+    with KommoSimulator(access_token=SECRET["kommo_access_token"], rate_limit_per_second=50) as sim:
+        yield sim
+
+
+@pytest.fixture
+def template() -> dict:
+    return load_template()
+
+
+@pytest.fixture
+def stack(
+    template: dict,
+    whereby_sim: WherebySimulator,
+    kommo_sim: KommoSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LocalFunctions]:
+    """The whole template in moto, its functions runnable in-process, peers pointed at the simulators."""
+    with mock_aws():
+        region = "eu-west-1"
+        sqs = boto3.client("sqs", region_name=region)
+        created = create_resources(
+            template,
+            dynamodb=boto3.client("dynamodb", region_name=region),
+            sqs=sqs,
+            secretsmanager=boto3.client("secretsmanager", region_name=region),
+            secret_value=SECRET,
+            parameters={
+                "KommoSubdomain": SUBDOMAIN,
+                "KommoAccountId": "16503244",
+                "StageRules": json.dumps(STAGE_RULES),
+                "WherebyBaseUrl": whereby_sim.base_url,
+                "KommoBaseUrl": kommo_sim.base_url,
+            },
+        )
+        functions = LocalFunctions(template, created, sqs)
+        saved = dict(os.environ)
+        functions.apply_environment({"SECRET_MAX_AGE_SECONDS": "0"})
+        try:
+            yield functions
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            from bridge import runtime
+
+            runtime.reset()
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]):
+    """Every line the package logged (Powertools writes JSON lines to stdout), read when called."""
+
+    def read() -> list[str]:
+        out = capsys.readouterr()
+        return [*out.out.splitlines(), *out.err.splitlines(), *(r.getMessage() for r in caplog.records)]
+
+    caplog.set_level(logging.INFO)  # botocore DEBUG dumps raw bodies; Lambda never runs it at that level
+    return read

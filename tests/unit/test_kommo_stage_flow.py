@@ -1,0 +1,235 @@
+"""A deal enters a stage → one room, one note, one record; whatever Kommo repeats or sends wrong."""
+
+from __future__ import annotations
+
+import json
+import threading
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+
+from tests.conftest import DEMO_STATUS, SECRET, SUBDOMAIN, sample
+
+STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
+LEAD_ID = 30267969
+
+
+def post(stack, body: bytes, token: str | None = SECRET["kommo_webhook_token"], path: str = "/kommo/stage"):
+    query = urlencode({"token": token}) if token is not None else ""
+    headers = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
+    response = stack.request("POST", path, query=query, headers=headers, body=body)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def table_items(stack) -> list[dict]:
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    return table.scan()["Items"]  # test inspection only; the product never scans
+
+
+def rooms_in_table(stack) -> list[dict]:
+    return [item for item in table_items(stack) if item["pk"].startswith("ROOM#")]
+
+
+def multi_lead_body(lead_ids: list[int], status: int = DEMO_STATUS) -> bytes:
+    fields = []
+    for i, lead in enumerate(lead_ids):
+        fields += [
+            (f"leads[status][{i}][id]", str(lead)),
+            (f"leads[status][{i}][status_id]", str(status)),
+            (f"leads[status][{i}][old_status_id]", "16525555"),
+            (f"leads[status][{i}][pipeline_id]", "788512"),
+            (f"leads[status][{i}][updated_at]", "1615985846"),
+        ]
+    fields += [("account[subdomain]", SUBDOMAIN), ("account[id]", "16503244")]
+    return urlencode(fields).encode()
+
+
+def test_stage_change_creates_one_room_a_note_and_a_record(stack, whereby_sim, kommo_sim):
+    status, answer = post(stack, STAGE_BODY)
+    assert (status, answer) == (200, {"accepted": 1, "ignored": 0})
+
+    assert stack.drain().processed == 1
+
+    meetings = whereby_sim.meetings()
+    assert len(meetings) == 1
+    meeting = meetings[0]
+    assert meeting["roomName"].startswith("/demo-z")
+    notes = kommo_sim.notes(LEAD_ID)
+    assert len(notes) == 1
+    text = notes[0]["params"]["text"]
+    assert meeting["roomUrl"] in text and meeting["hostRoomUrl"] in text and "Open until" in text
+    [record] = rooms_in_table(stack)
+    assert record["state"] == "active" and record["meeting_id"] == meeting["meetingId"]
+    assert record["owner"] == f"LEAD#{SUBDOMAIN}#{LEAD_ID}"
+    create = next(r for r in whereby_sim.requests_seen() if r["method"] == "POST")
+    assert create["json"]["fields"] == ["hostRoomUrl"] and create["json"]["isLocked"] is True
+
+
+def test_the_same_webhook_three_times_makes_one_room(stack, whereby_sim, kommo_sim):
+    for _ in range(3):
+        assert post(stack, STAGE_BODY)[0] == 200
+        stack.drain()
+    assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+
+
+def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereby_sim, kommo_sim):
+    assert post(stack, STAGE_BODY)[0] == 200
+    stack.drain()
+    # An hour later SQS's deduplication window is long gone; the table still knows the room.
+    sqs = boto3.client("sqs", region_name="eu-west-1")
+    from bridge.jobs import ENSURE_ROOM, Job
+
+    job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD_ID, "status", DEMO_STATUS, 1615985846)
+    sqs.send_message(
+        QueueUrl=stack.stack.refs["JobsQueue"],
+        MessageBody=job.to_json(),
+        MessageGroupId=job.group_id,
+        MessageDeduplicationId="a-later-redelivery",
+    )
+    assert stack.drain().processed == 1
+    assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+
+
+def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim):
+    statuses: list[int] = []
+
+    def deliver() -> None:
+        statuses.append(post(stack, STAGE_BODY)[0])
+
+    threads = [threading.Thread(target=deliver) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 5
+    stack.drain()
+    assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+
+
+def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, kommo_sim):
+    """Two workers running the same job at once (a redelivery racing the first try): one room."""
+    from bridge import runtime
+    from bridge.deal_rooms import DealPorts, run_job
+    from bridge.jobs import ENSURE_ROOM, Job
+
+    job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD_ID, "status", DEMO_STATUS, 1615985846)
+    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
+    outcomes: list[str] = []
+    errors: list[Exception] = []
+
+    def work() -> None:
+        try:
+            outcomes.append(run_job(job, runtime.settings(), ports))
+        except Exception as exc:  # a loser may fail and be retried by SQS; it must not create a room
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("created") == 1
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_one_body_with_several_leads_opens_a_room_for_each(stack, whereby_sim, kommo_sim):
+    leads = [101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112]
+    status, answer = post(stack, multi_lead_body(leads))
+    assert (status, answer) == (200, {"accepted": 12, "ignored": 0})
+    stack.drain()
+    assert len(whereby_sim.meetings()) == 12
+    assert {note["entity_id"] for note in kommo_sim.notes()} == set(leads)
+
+
+def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
+    status, answer = post(stack, multi_lead_body([5], status=999))
+    assert (status, answer) == (200, {"accepted": 0, "ignored": 1})
+    assert stack.queue_depth("JobsQueue") == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "body", "expected"),
+    [
+        ("wrong-token", STAGE_BODY, 401),
+        (None, STAGE_BODY, 401),
+        ("", STAGE_BODY, 401),
+        (SECRET["kommo_webhook_token"], b"\xff\xfe garbage", 400),
+        (SECRET["kommo_webhook_token"], b"hello world", 400),
+        (SECRET["kommo_webhook_token"], b'{"leads": {"status": []}}', 400),
+        (SECRET["kommo_webhook_token"], b"leads[status][0][id]=1&leads[status][0][status_id]=16525558", 400),
+        (SECRET["kommo_webhook_token"], sample("05_add_2025.form"), 403),
+        (SECRET["kommo_webhook_token"], b"a=" + b"x" * (1024 * 1024), 413),
+    ],
+    ids=[
+        "wrong-token",
+        "no-token",
+        "empty-token",
+        "not-utf8",
+        "not-a-form",
+        "json",
+        "no-account",
+        "other-account",
+        "one-megabyte",
+    ],
+)
+def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, token, body, expected):
+    status, answer = post(stack, body, token=token)
+    assert status == expected
+    assert isinstance(answer["error"], str) and answer["error"]
+    assert stack.queue_depth("JobsQueue") == 0
+    stack.drain()
+    assert whereby_sim.meetings() == []
+    assert table_items(stack) == []
+
+
+def test_no_secret_appears_in_logs_or_answers(stack, log_lines):
+    answers = [post(stack, STAGE_BODY), post(stack, STAGE_BODY, token="wrong"), post(stack, b"\x00junk")]
+    stack.drain()
+    text = "\n".join(log_lines()) + json.dumps(answers)
+    assert "kommo webhook accepted" in text  # the logs were captured at all
+    for value in (
+        SECRET["whereby_api_key"],
+        SECRET["kommo_webhook_token"],
+        SECRET["kommo_access_token"],
+        *SECRET["mattermost_tokens"],
+    ):
+        assert value not in text
+
+
+def test_whereby_outage_is_retried_and_the_room_made_once_it_recovers(stack, whereby_sim, kommo_sim):
+    whereby_sim.fail_next(3, status=503)  # every attempt of the worker's first try
+    post(stack, STAGE_BODY)
+    first = stack.drain(max_rounds=1)
+    assert first.failed == 1
+    assert whereby_sim.meetings() == []
+    stack.drain()
+    assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+
+
+def test_kommo_down_after_the_room_was_made_posts_the_note_on_retry_without_a_second_room(
+    stack, whereby_sim, kommo_sim
+):
+    kommo_sim.fail_next(3, status=502)
+    post(stack, STAGE_BODY)
+    assert stack.drain(max_rounds=1).failed == 1
+    assert len(whereby_sim.meetings()) == 1
+    stack.drain()
+    assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+
+
+def test_meeting_id_is_written_to_the_configured_custom_field(stack, whereby_sim, kommo_sim, monkeypatch):
+    from bridge import runtime
+
+    monkeypatch.setenv("KOMMO_MEETING_FIELD_ID", "884411")
+    runtime.reset()
+    post(stack, STAGE_BODY)
+    stack.drain()
+    meeting_id = whereby_sim.meetings()[0]["meetingId"]
+    fields = kommo_sim.lead(LEAD_ID)["custom_fields_values"]
+    assert [(f["field_id"], f["values"]) for f in fields] == [(884411, [{"value": meeting_id}])]
