@@ -16,7 +16,7 @@ from bridge.config import Settings, StageRule
 from bridge.errors import PeerUnavailable
 from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, Job
 from bridge.kommo import KommoClient
-from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room, lead_owner, new_room_key
+from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room, lead_owner
 from bridge.observability import count, logger
 from bridge.whereby import RoomRequest, WherebyClient, room_prefix
 
@@ -81,7 +81,7 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         if current and current.state == CREATING and now - current.created_at < CLAIM_LEASE_SECONDS:
             raise ClaimInProgress(f"lead {job.lead_id}: room {current.room_key} is being created")
         room = Room(
-            room_key=new_room_key(),
+            room_key=ports.store.new_room_key(),
             source="kommo",
             owner=owner,
             slot=slot,

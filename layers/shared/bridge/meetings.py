@@ -13,6 +13,7 @@ only rooms not yet deleted, so the sweeper reads the expired ones and nothing el
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -37,9 +38,15 @@ class Conflict(Exception):
     """A conditional write lost: another delivery got there first, or the record moved on."""
 
 
-def new_room_key() -> str:
-    """``z`` + 10 base32 characters: never a run of hex, so it cannot be mistaken for part of a Whereby uuid."""
-    return "z" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(10))
+def stack_tag(table_name: str) -> str:
+    """Three characters that tell this stack's rooms from another stack's sharing the same Whereby organisation."""
+    digest = hashlib.sha256(table_name.encode()).digest()
+    return "".join(_KEY_ALPHABET[b % 32] for b in digest[:3])
+
+
+def new_room_key(tag: str) -> str:
+    """``z`` + the stack tag + 7 random base32 characters: never a run of hex, so never part of a Whereby uuid."""
+    return "z" + tag + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(7))
 
 
 def lead_owner(account: str, lead_id: int) -> str:
@@ -107,6 +114,13 @@ class MeetingsStore:
         self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self._client = self._table.meta.client
         self.table_name = table_name
+        self.tag = stack_tag(table_name)
+
+    def new_room_key(self) -> str:
+        return new_room_key(self.tag)
+
+    def owns_key(self, room_key: str) -> bool:
+        return room_key.startswith("z" + self.tag)
 
     # reads -----------------------------------------------------------------------------------------------------
     def get_room(self, room_key: str) -> Room | None:

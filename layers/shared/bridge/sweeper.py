@@ -1,0 +1,166 @@
+"""The sweep: no room outlives its purpose.
+
+1. Rooms whose end has passed are deleted at Whereby and marked deleted. Whereby itself keeps such a room open
+   for an hour and deletes it within a day; our users want the link dead when the meeting is over. Only expired
+   records are read (the ``by_expiry`` index), so the cost follows the number of expired rooms, not the table.
+2. Whereby's room list is walked (a few pages a run, resuming where the last run stopped) and every room of this
+   stack is checked against its record: a room no live record owns is deleted (a crash or a failed POST left it),
+   and a record a crash left half-made is completed from what Whereby has.
+
+Whereby's budget is 100 points a minute on the Build plan, shared by every caller: a delete costs 2 and a list
+page 1, so a run deletes at most ``SWEEP_MAX_DELETES`` rooms and stops at the first 429; the next run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+from bridge.config import Settings
+from bridge.errors import BridgeError, Throttled
+from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
+from bridge.observability import count, logger
+from bridge.whereby import Meeting, WherebyClient
+
+# A record younger than this may still be in the hands of the worker or the command that claimed it.
+CLAIM_GRACE_SECONDS = 120
+
+
+@dataclass
+class SweepSummary:
+    deleted: int = 0
+    orphans: int = 0
+    completed: int = 0
+    failed: int = 0
+    records_read: int = 0
+    pages_read: int = 0
+    stopped: str = ""  # why the run stopped early: "throttled", "cap", or "" when it finished
+
+    def as_dict(self) -> dict[str, int | str]:
+        return asdict(self)
+
+
+class _Budget:
+    def __init__(self, deletes: int) -> None:
+        self.left = deletes
+
+    def spend(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+def sweep(
+    store: MeetingsStore,
+    whereby: WherebyClient,
+    settings: Settings,
+    clock: Callable[[], float] = time.time,
+) -> SweepSummary:
+    summary = SweepSummary()
+    budget = _Budget(settings.sweep_max_deletes)
+    now = clock()
+    try:
+        _delete_expired(store, whereby, int(now), budget, summary)
+        if not summary.stopped:
+            _reconcile(store, whereby, settings.sweep_max_pages, now, budget, summary)
+    except Throttled as exc:
+        summary.stopped = "throttled"
+        logger.warning("whereby throttled the sweep; the next run goes on", extra={"retry_after": exc.retry_after})
+    count("SweepDeleted", summary.deleted)
+    count("SweepOrphansDeleted", summary.orphans)
+    count("SweepRecordsCompleted", summary.completed)
+    count("SweepFailed", summary.failed)
+    logger.info("sweep done", extra=summary.as_dict())
+    return summary
+
+
+def _delete_expired(
+    store: MeetingsStore, whereby: WherebyClient, now: int, budget: _Budget, summary: SweepSummary
+) -> None:
+    for room in store.expired(now, limit=50):
+        summary.records_read += 1
+        if room.meeting_id and not budget.spend():
+            summary.stopped = "cap"
+            return
+        try:
+            if room.meeting_id:
+                whereby.delete_meeting(room.meeting_id)
+            store.mark_deleted(room.room_key)
+            summary.deleted += 1
+        except Throttled:
+            raise
+        except BridgeError as exc:
+            summary.failed += 1
+            logger.warning("could not delete an expired room", extra={"room_key": room.room_key, "reason": str(exc)})
+
+
+def _reconcile(
+    store: MeetingsStore, whereby: WherebyClient, max_pages: int, now: float, budget: _Budget, summary: SweepSummary
+) -> None:
+    cursor = store.sweep_cursor()
+    for _ in range(max_pages):
+        try:
+            meetings, next_cursor = whereby.list_page(cursor)
+        except Throttled:
+            store.save_sweep_cursor(cursor)
+            raise
+        summary.pages_read += 1
+        for meeting in meetings:
+            if not _check(store, whereby, meeting, now, budget, summary):
+                store.save_sweep_cursor(cursor)  # this page again next run
+                summary.stopped = summary.stopped or "cap"
+                return
+        cursor = next_cursor
+        if not cursor:
+            break
+    store.save_sweep_cursor(cursor)
+
+
+def _check(
+    store: MeetingsStore, whereby: WherebyClient, meeting: Meeting, now: float, budget: _Budget, summary: SweepSummary
+) -> bool:
+    """Settle one room from Whereby's list; False when the delete budget ran out before it was settled."""
+    key = meeting.room_key
+    if not key or not store.owns_key(key):
+        return True  # not a room of this stack
+    record = store.get_room(key)
+    if record and record.state == CREATING and now - record.created_at < CLAIM_GRACE_SECONDS:
+        return True
+    if record and record.state == CREATING:
+        try:
+            _complete(store, record, meeting)
+            summary.completed += 1
+        except Conflict:
+            pass  # its owner finished or gave it up meanwhile; the next run sees the new state
+        return True
+    if record and record.state == ACTIVE and record.meeting_id == meeting.meeting_id:
+        return True
+    # No record, a deleted one, or an active one that names another meeting (a duplicate POST): a leak.
+    if not budget.spend():
+        return False
+    try:
+        whereby.delete_meeting(meeting.meeting_id)
+    except Throttled:
+        raise
+    except BridgeError as exc:
+        summary.failed += 1
+        logger.warning("could not delete an orphaned room", extra={"room_key": key, "reason": str(exc)})
+        return True
+    summary.orphans += 1
+    logger.info("orphaned room deleted", extra={"room_key": key, "record": record.state if record else "none"})
+    return True
+
+
+def _complete(store: MeetingsStore, record: Room, meeting: Meeting) -> None:
+    """A claim whose room exists at Whereby: the crash came between the POST and the record. Finish the record."""
+    done = replace(
+        record,
+        meeting_id=meeting.meeting_id,
+        room_url=meeting.room_url,
+        host_room_url=meeting.host_room_url,
+        room_name=meeting.room_name,
+    )
+    store.complete_room(done)
+    logger.info("half-made record completed from Whereby", extra={"room_key": record.room_key})

@@ -1,0 +1,276 @@
+"""Deals won, lost or deleted close their rooms; the sweep deletes expired rooms and rooms nobody owns."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+
+from tests.conftest import DEMO_STATUS, SECRET, SUBDOMAIN
+
+LEAD = 22890011
+
+
+def status_body(lead: int, status: int, updated_at: int) -> bytes:
+    return urlencode(
+        [
+            ("account[subdomain]", SUBDOMAIN),
+            ("account[id]", "16503244"),
+            ("leads[status][0][id]", str(lead)),
+            ("leads[status][0][name]", "Demo call - ACME"),
+            ("leads[status][0][status_id]", str(status)),
+            ("leads[status][0][old_status_id]", "61234502"),
+            ("leads[status][0][pipeline_id]", "7712345"),
+            ("leads[status][0][updated_at]", str(updated_at)),
+            ("leads[status][0][last_modified]", str(updated_at)),
+        ]
+    ).encode()
+
+
+def delete_body(lead: int) -> bytes:
+    # The 2025 capture: a delete carries only id, status and pipeline.
+    return urlencode(
+        [
+            ("account[subdomain]", SUBDOMAIN),
+            ("account[id]", "16503244"),
+            ("account[_links][self]", f"https://{SUBDOMAIN}.amocrm.ru"),
+            ("leads[delete][0][id]", str(lead)),
+            ("leads[delete][0][status_id]", str(DEMO_STATUS)),
+            ("leads[delete][0][pipeline_id]", "7712345"),
+        ]
+    ).encode()
+
+
+def post(stack, path: str, body: bytes) -> tuple[int, dict]:
+    response = stack.request(
+        "POST",
+        path,
+        query=urlencode({"token": SECRET["kommo_webhook_token"]}),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        body=body,
+    )
+    return response["statusCode"], json.loads(response["body"])
+
+
+def records(stack) -> list[dict]:
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    return [item for item in table.scan()["Items"] if item["pk"].startswith("ROOM#")]  # inspection only
+
+
+def open_room(stack, lead: int = LEAD, at: int = 1_767_225_000) -> None:
+    assert post(stack, "/kommo/stage", status_body(lead, DEMO_STATUS, at))[0] == 200
+    stack.drain()
+
+
+@pytest.mark.parametrize(("status", "word"), [(142, "won"), (143, "lost")])
+def test_won_or_lost_deal_deletes_its_room_and_says_so(stack, whereby_sim, kommo_sim, status, word):
+    open_room(stack)
+    assert len(whereby_sim.meetings()) == 1
+    assert post(stack, "/kommo/close", status_body(LEAD, status, 1_767_225_600)) == (200, {"accepted": 1, "ignored": 0})
+    stack.drain()
+    assert whereby_sim.meetings() == []
+    assert [r["state"] for r in records(stack)] == ["deleted"]
+    assert kommo_sim.notes(LEAD)[-1]["params"]["text"] == f"Video room closed: deal {word}."
+
+
+def test_deleted_deal_deletes_its_room_without_a_note(stack, whereby_sim, kommo_sim):
+    open_room(stack)
+    assert post(stack, "/kommo/close", delete_body(LEAD))[0] == 200
+    stack.drain()
+    assert whereby_sim.meetings() == []
+    assert len(kommo_sim.notes(LEAD)) == 1  # only the room note from before
+
+
+def test_a_deal_that_enters_demo_and_is_lost_a_second_later_leaks_nothing(stack, whereby_sim):
+    post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
+    post(stack, "/kommo/close", status_body(LEAD, 143, 1_767_225_001))
+    stack.drain()
+    assert whereby_sim.meetings() == []
+    # Kommo retries the stage event an hour later: the deal has moved on, no room comes back.
+    from bridge.jobs import ENSURE_ROOM, Job
+
+    job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD, "status", DEMO_STATUS, 1_767_225_000)
+    boto3.client("sqs", region_name="eu-west-1").send_message(
+        QueueUrl=stack.stack.refs["JobsQueue"],
+        MessageBody=job.to_json(),
+        MessageGroupId=job.group_id,
+        MessageDeduplicationId="retry-an-hour-later",
+    )
+    stack.drain()
+    assert whereby_sim.meetings() == []
+
+
+def test_a_reopened_deal_gets_a_new_room_and_an_old_lost_event_does_not_close_it(stack, whereby_sim):
+    open_room(stack, at=100)
+    post(stack, "/kommo/close", status_body(LEAD, 143, 200))
+    stack.drain()
+    open_room(stack, at=300)
+    assert len(whereby_sim.meetings()) == 1
+    from bridge.jobs import CLOSE_ROOMS, Job
+
+    stale = Job(CLOSE_ROOMS, SUBDOMAIN, LEAD, "status", 143, 200)
+    boto3.client("sqs", region_name="eu-west-1").send_message(
+        QueueUrl=stack.stack.refs["JobsQueue"],
+        MessageBody=stale.to_json(),
+        MessageGroupId=stale.group_id,
+        MessageDeduplicationId="stale-close",
+    )
+    stack.drain()
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_closing_a_deal_without_rooms_is_a_quiet_no_op(stack, whereby_sim, kommo_sim):
+    assert post(stack, "/kommo/close", status_body(4242, 142, 1_767_225_600)) == (200, {"accepted": 1, "ignored": 0})
+    result = stack.drain()
+    assert (result.processed, result.failed) == (1, 0)
+    assert kommo_sim.notes() == []
+    assert not [r for r in whereby_sim.requests_seen() if r["method"] == "DELETE"]
+
+
+def test_a_room_already_gone_at_whereby_counts_as_deleted(stack, whereby_sim):
+    open_room(stack)
+    whereby_sim.fail_next(1, status=404, method="DELETE")
+    post(stack, "/kommo/close", status_body(LEAD, 142, 1_767_225_600))
+    assert stack.drain().failed == 0
+    assert [r["state"] for r in records(stack)] == ["deleted"]
+
+
+def test_the_close_route_ignores_stage_changes_and_the_stage_route_ignores_closes(stack):
+    assert post(stack, "/kommo/close", status_body(LEAD, DEMO_STATUS, 1)) == (200, {"accepted": 0, "ignored": 1})
+    assert post(stack, "/kommo/stage", status_body(LEAD, 143, 1)) == (200, {"accepted": 0, "ignored": 1})
+    assert post(stack, "/kommo/stage", delete_body(LEAD)) == (200, {"accepted": 0, "ignored": 1})
+
+
+# The sweep ---------------------------------------------------------------------------------------------------------
+
+
+def ports():
+    from bridge import runtime
+
+    return runtime.store(), runtime.whereby(), runtime.settings()
+
+
+def later(seconds: float):
+    return lambda: time.time() + seconds
+
+
+def test_sweeper_deletes_rooms_whose_time_is_up(stack, whereby_sim):
+    open_room(stack)
+    summary = stack.invoke("SweeperFunction", {"source": "schedule"})
+    assert summary["deleted"] == 0 and len(whereby_sim.meetings()) == 1
+    from bridge.sweeper import sweep
+
+    summary = sweep(*ports(), clock=later(2 * 3600)).as_dict()
+    assert summary["deleted"] == 1
+    assert whereby_sim.meetings() == []
+    assert [r["state"] for r in records(stack)] == ["deleted"]
+
+
+def test_sweeper_reads_only_the_expired_records(stack, whereby_sim):
+    from bridge.meetings import Room, lead_owner
+    from bridge.sweeper import sweep
+
+    store, whereby, settings = ports()
+    now = int(time.time())
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    with table.batch_writer() as batch:
+        for i in range(10_000):
+            end_at = now - 60 if i % 1000 == 0 else now + 3600
+            room = Room(
+                room_key=store.new_room_key(),
+                source="kommo",
+                owner=lead_owner(SUBDOMAIN, i),
+                end_at=end_at,
+                created_at=now - 7200,
+                state="active",
+                meeting_id=str(900_000 + i),
+            )
+            batch.put_item(Item=room.item())
+    scanned: list[int] = []
+    query = store._table.query
+
+    def counting_query(**kwargs):
+        answer = query(**kwargs)
+        scanned.append(answer["ScannedCount"])
+        return answer
+
+    store._table.query = counting_query
+    summary = sweep(store, whereby, settings)
+    assert summary.deleted == 10
+    assert summary.records_read == 10
+    assert sum(scanned) <= 10, f"read {sum(scanned)} of 10,000 records"
+    print(f"sweep cost: {sum(scanned)} records read for 10 expired in a table of 10,000 active rooms")
+
+
+def test_sweeper_deletes_an_orphan_room_that_no_record_owns(stack, whereby_sim):
+    from bridge.sweeper import sweep
+    from bridge.whereby import RoomRequest, room_prefix
+
+    store, whereby, settings = ports()
+    open_room(stack)
+    in_an_hour = datetime.fromtimestamp(time.time() + 3600, UTC)
+    # A room of ours whose record never got written (the claim was replaced by a retry, say).
+    orphan = whereby.create_meeting(RoomRequest(in_an_hour, prefix=room_prefix("demo", store.new_room_key())))
+    foreign = whereby.create_meeting(RoomRequest(in_an_hour, prefix="someone-elses-room-"))
+    summary = sweep(store, whereby, settings)
+    assert summary.orphans == 1
+    remaining = {m["meetingId"] for m in whereby_sim.meetings()}
+    assert orphan.meeting_id not in remaining
+    assert foreign.meeting_id in remaining  # not ours: never touched
+    assert len(remaining) == 2  # the deal's room stays
+
+
+def test_sweeper_completes_a_record_left_half_done_by_a_crash(stack, whereby_sim, kommo_sim):
+    """A worker died between Whereby's 201 and the record: the sweep finishes the record, the retry the note."""
+    from bridge.deal_rooms import DealPorts, run_job
+    from bridge.jobs import ENSURE_ROOM, Job
+    from bridge.meetings import MeetingsStore
+    from bridge.sweeper import sweep
+
+    store, whereby, settings = ports()
+
+    class Crash(BaseException):
+        pass
+
+    class CrashingStore(MeetingsStore):
+        def complete_room(self, room):
+            raise Crash
+
+    crashing = CrashingStore(store.table_name)
+    job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD, "status", DEMO_STATUS, 1_767_225_000)
+    from bridge import runtime
+
+    with pytest.raises(Crash):
+        run_job(job, settings, DealPorts(store=crashing, whereby=whereby, kommo=runtime.kommo()))
+    assert len(whereby_sim.meetings()) == 1
+    [record] = records(stack)
+    assert record["state"] == "creating"
+
+    summary = sweep(store, whereby, settings, clock=later(300))
+    assert summary.completed == 1 and summary.orphans == 0
+    [record] = records(stack)
+    assert record["state"] == "active" and record["meeting_id"] == whereby_sim.meetings()[0]["meetingId"]
+    # The queue retries the job: the note is posted, no second room.
+    assert run_job(job, settings, DealPorts(store=store, whereby=whereby, kommo=runtime.kommo())) == "exists"
+    assert len(whereby_sim.meetings()) == 1 and len(kommo_sim.notes(LEAD)) == 1
+
+
+def test_a_429_in_the_middle_of_a_sweep_stops_it_and_the_next_run_finishes(stack, whereby_sim):
+    from bridge.sweeper import sweep
+
+    for lead in range(1, 6):
+        open_room(stack, lead=lead)
+    assert len(whereby_sim.meetings()) == 5
+    store, whereby, settings = ports()
+    whereby_sim.fail_next(1, status=429, retry_after=30, method="DELETE")  # longer than a sweep will wait
+    first = sweep(store, whereby, settings, clock=later(2 * 3600))
+    assert first.stopped == "throttled"
+    assert first.deleted < 5
+    second = sweep(store, whereby, settings, clock=later(2 * 3600))
+    assert second.stopped == ""
+    assert first.deleted + second.deleted == 5
+    assert whereby_sim.meetings() == []
