@@ -10,6 +10,7 @@ import copy
 import json
 import re
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -31,6 +32,7 @@ PROBLEM_TYPE = "application/problem+json"
 NOTE_TYPES = ("common", "service_message", "extended_service_message")
 NGINX_STATUSES = (429, 502, 503, 504)  # answered by the proxy, with an HTML body
 BULK_NOTES_PATH = "/api/v4/leads/notes"
+OAUTH_PATH = "/oauth2/access_token"
 _LEAD_PATH = re.compile(r"/api/v4/leads/(\d+)")
 _LEAD_NOTES_PATH = re.compile(r"/api/v4/leads/(\d+)/notes")
 DEFAULT_PIPELINE_ID = 1
@@ -253,6 +255,28 @@ class KommoSimulator(SimServer):
         self._leads: dict[int, dict[str, Any]] = {}
         self._notes: list[dict[str, Any]] = []
         self._next_note_id = 1  # not reset: note ids are never reused
+        self._oauth: dict[str, str] = {}
+        self._valid_tokens: set[str] = {access_token}
+        self.refresh_calls = 0
+
+    def enable_oauth(self, client_id: str, client_secret: str, redirect_uri: str, refresh_token: str) -> None:
+        """Accept OAuth refreshes: each answers a new pair and revokes the refresh token it used (single-use)."""
+        with self._lock:
+            self._oauth = {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "redirect_uri": redirect_uri,
+                "refresh_token": refresh_token,
+            }
+
+    def revoke_access_token(self, token: str) -> None:
+        with self._lock:
+            self._valid_tokens.discard(token)
+
+    @property
+    def current_refresh_token(self) -> str:
+        with self._lock:
+            return self._oauth.get("refresh_token", "")
 
     @property
     def base_url(self) -> str:
@@ -275,6 +299,9 @@ class KommoSimulator(SimServer):
     # ----- SimServer hooks -----
 
     def _reset_state(self) -> None:
+        self._oauth.clear()
+        self._valid_tokens = {self.access_token}
+        self.refresh_calls = 0
         self._window.clear()
         self._leads.clear()
         self._notes.clear()
@@ -291,7 +318,7 @@ class KommoSimulator(SimServer):
         return None
 
     def _authorized(self, request: Request) -> bool:
-        return request.bearer_token() == self.access_token
+        return request.path == OAUTH_PATH or request.bearer_token() in self._valid_tokens
 
     def _unauthorized(self) -> Response:
         return problem(401, "Access token is missing, expired or revoked")
@@ -313,6 +340,8 @@ class KommoSimulator(SimServer):
 
     def _route(self, request: Request) -> Response:
         method, path = request.method, request.path
+        if method == "POST" and path == OAUTH_PATH:
+            return self._refresh(request)
         if method == "POST" and path == BULK_NOTES_PATH:
             return self._add_notes(request, None)
         if method == "POST" and (match := _LEAD_NOTES_PATH.fullmatch(path)):
@@ -323,6 +352,35 @@ class KommoSimulator(SimServer):
         raise SimError(404, "Route not found")
 
     # ----- endpoints (called with the lock held) -----
+
+    def _refresh(self, request: Request) -> Response:
+        body = request.json_body()
+        self.refresh_calls += 1
+        expected = {**self._oauth, "grant_type": "refresh_token"}
+        if not self._oauth or not isinstance(body, dict):
+            raise SimError(400, "OAuth is not enabled or the body is not an object")
+        if body.get("refresh_token") != self._oauth["refresh_token"]:
+            payload = {
+                "hint": "Token has been revoked",
+                "title": "Некорректный запрос",
+                "status": 401,
+                "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+                "detail": "В запросе отсутствует ряд параметров или параметры невалидны",  # noqa: RUF001
+            }
+            return json_response(401, payload, PROBLEM_TYPE)
+        if any(body.get(k) != v for k, v in expected.items()):
+            raise SimError(400, "client_id, client_secret, redirect_uri and grant_type must match the integration")
+        access, refresh = f"access-{uuid.uuid4().hex}", f"refresh-{uuid.uuid4().hex}"
+        self._oauth["refresh_token"] = refresh
+        self._valid_tokens.add(access)
+        payload = {
+            "token_type": "Bearer",
+            "expires_in": 86400,
+            "server_time": int(time.time()),
+            "access_token": access,
+            "refresh_token": refresh,
+        }
+        return json_response(200, payload, "application/json")
 
     def _add_notes(self, request: Request, path_entity_id: int | None) -> Response:
         parsed = parse_notes(request.json_body(), path_entity_id)

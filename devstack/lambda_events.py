@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+_IMPORT_LOCK = threading.Lock()
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 
 
@@ -115,12 +117,17 @@ def load_handler(code_dir: Path, handler: str, name: str) -> Callable[[dict[str,
     """Import ``module.function`` from a function's folder under a unique module name (every handler is app.py)."""
     module_name, function_name = handler.rsplit(".", 1)
     unique = f"_handler_{name}_{module_name}"
+    with _IMPORT_LOCK:  # concurrent first requests must not see a half-imported module
+        return getattr(_import(unique, code_dir / f"{module_name}.py"), function_name)
+
+
+def _import(unique: str, path: Path) -> Any:
     module = sys.modules.get(unique)
     if module is None:
-        spec = importlib.util.spec_from_file_location(unique, code_dir / f"{module_name}.py")
+        spec = importlib.util.spec_from_file_location(unique, path)
         if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {handler} from {code_dir}")
+            raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[unique] = module
         spec.loader.exec_module(module)
-    return getattr(module, function_name)
+        sys.modules[unique] = module
+    return module

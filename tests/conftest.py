@@ -113,3 +113,23 @@ def log_lines(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[st
 
     caplog.set_level(logging.INFO)  # botocore DEBUG dumps raw bodies; Lambda never runs it at that level
     return read
+
+
+@pytest.fixture
+def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make each DynamoDB request atomic, as the real service is; moto checks conditions and writes without a lock,
+    so concurrent conditional writes in threads could both pass there and nowhere else."""
+    import threading
+
+    from botocore.client import BaseClient
+
+    lock = threading.Lock()
+    original = BaseClient._make_api_call
+
+    def atomic(self, operation_name, api_params):
+        if self.meta.service_model.service_name != "dynamodb":
+            return original(self, operation_name, api_params)
+        with lock:
+            return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", atomic)

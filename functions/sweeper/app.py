@@ -13,4 +13,8 @@ from bridge.sweeper import sweep
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The scheduler's input carries nothing the sweep needs; every run looks at the table and at Whereby afresh.
-    return sweep(runtime.store(), runtime.whereby(), runtime.settings()).as_dict()
+    summary = sweep(runtime.store(), runtime.whereby(), runtime.settings()).as_dict()
+    # Kommo OAuth refresh tokens die after 3 months unused: each run renews the pair when it is due.
+    if runtime.settings().kommo_subdomain:
+        runtime.kommo_tokens().access_token()
+    return summary

@@ -191,14 +191,14 @@ def test_sweeper_reads_only_the_expired_records(stack, whereby_sim):
             )
             batch.put_item(Item=room.item())
     scanned: list[int] = []
-    query = store._table.query
+    query = store.table.query
 
     def counting_query(**kwargs):
         answer = query(**kwargs)
         scanned.append(answer["ScannedCount"])
         return answer
 
-    store._table.query = counting_query
+    store.table.query = counting_query
     summary = sweep(store, whereby, settings)
     assert summary.deleted == 10
     assert summary.records_read == 10

@@ -93,7 +93,7 @@ def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereb
     assert len(kommo_sim.notes(LEAD_ID)) == 1
 
 
-def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim):
+def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
     statuses: list[int] = []
 
     def deliver() -> None:
@@ -110,7 +110,7 @@ def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim):
     assert len(kommo_sim.notes(LEAD_ID)) == 1
 
 
-def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, kommo_sim):
+def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
     """Two workers running the same job at once (a redelivery racing the first try): one room."""
     from bridge import runtime
     from bridge.deal_rooms import DealPorts, run_job
@@ -132,7 +132,7 @@ def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, ko
         thread.start()
     for thread in threads:
         thread.join()
-    assert outcomes.count("created") == 1
+    assert outcomes.count("created") == 1, (outcomes, errors)
     assert len(whereby_sim.meetings()) == 1
 
 

@@ -23,9 +23,30 @@ class Credentials:
     kommo_webhook_token: str
     kommo_access_token: str
     mattermost_tokens: tuple[str, ...]
+    # Kommo OAuth 2.0, instead of a long-lived token: the pair is rotated by bridge.kommo_auth.
+    kommo_refresh_token: str = ""
+    kommo_client_id: str = ""
+    kommo_client_secret: str = ""
+    kommo_redirect_uri: str = ""
+    kommo_access_expires_at: int = 0
 
     def __repr__(self) -> str:  # dataclass repr would print the secrets
         return "Credentials(<redacted>)"
+
+    @property
+    def uses_oauth(self) -> bool:
+        return bool(self.kommo_refresh_token and self.kommo_client_id and self.kommo_client_secret)
+
+
+_TEXT_KEYS = (
+    "whereby_api_key",
+    "kommo_webhook_token",
+    "kommo_access_token",
+    "kommo_refresh_token",
+    "kommo_client_id",
+    "kommo_client_secret",
+    "kommo_redirect_uri",
+)
 
 
 def _strings(data: dict[str, Any], key: str) -> tuple[str, ...]:
@@ -40,13 +61,18 @@ def _strings(data: dict[str, Any], key: str) -> tuple[str, ...]:
 def credentials_from(data: object) -> Credentials:
     if not isinstance(data, dict):
         raise SecretError("the secret must be a JSON object")
-    values = {}
-    for key in ("whereby_api_key", "kommo_webhook_token", "kommo_access_token"):
+    values: dict[str, Any] = {}
+    for key in _TEXT_KEYS:
         value = data.get(key, "")
         if not isinstance(value, str):
             raise SecretError(f"secret key {key!r} must be a string")
         values[key] = value.strip()
-    return Credentials(mattermost_tokens=_strings(data, "mattermost_tokens"), **values)
+    expires_at = data.get("kommo_access_expires_at", 0)
+    if not isinstance(expires_at, int) or isinstance(expires_at, bool):
+        raise SecretError("secret key 'kommo_access_expires_at' must be a unix time in seconds")
+    return Credentials(
+        mattermost_tokens=_strings(data, "mattermost_tokens"), kommo_access_expires_at=expires_at, **values
+    )
 
 
 def load_credentials(settings: Settings, *, force_fetch: bool = False) -> Credentials:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import requests
+
+from bridge.errors import Unauthorized
 from bridge.peer_http import PeerSession, RetryPolicy
 
 NOTE_MAX_CHARS = 4000
@@ -40,32 +44,59 @@ class RequestSpacer:
             self._sleep(wait)
 
 
+class TokenSource(Protocol):
+    def access_token(self) -> str: ...
+
+    def after_unauthorized(self, rejected_token: str) -> str: ...
+
+
+@dataclass(frozen=True, repr=False)
+class StaticToken:
+    """A long-lived token: nothing to renew."""
+
+    token: str
+
+    def access_token(self) -> str:
+        return self.token
+
+    def after_unauthorized(self, rejected_token: str) -> str:
+        return self.token
+
+
 class KommoClient:
     def __init__(
         self,
         base_url: str,
-        access_token: str,
+        tokens: TokenSource | str,
         requests_per_second: float = 3.0,
         policy: RetryPolicy = RetryPolicy(),
         **session: Any,
     ) -> None:
+        self._tokens = StaticToken(tokens) if isinstance(tokens, str) else tokens
         session.setdefault("before_request", RequestSpacer(requests_per_second))
         self._http = PeerSession(
             "kommo",
             base_url,
-            {
-                "Authorization": f"Bearer {access_token}",
-                "Accept": "application/json",
-                "User-Agent": "whereby-bridge/0.1",
-            },
+            {"Accept": "application/json", "User-Agent": "whereby-bridge/0.1"},
             policy,
             **session,
         )
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send with the current token; on a 401 once more with the newest one (a rotation may have happened)."""
+        token = self._tokens.access_token()
+        try:
+            return self._http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        except Unauthorized:
+            renewed = self._tokens.after_unauthorized(token)
+            if renewed == token:
+                raise
+            return self._http.request(method, path, headers={"Authorization": f"Bearer {renewed}"}, **kwargs)
+
     def add_note(self, lead_id: int, text: str) -> int | None:
         """Post a common note on a lead; returns the note id Kommo gave it."""
         body = [{"entity_id": lead_id, "note_type": "common", "params": {"text": text[:NOTE_MAX_CHARS]}}]
-        data = self._http.request("POST", "/api/v4/leads/notes", json=body).json()
+        data = self._request("POST", "/api/v4/leads/notes", json=body).json()
         notes = (data.get("_embedded") or {}).get("notes") or [{}]
         return notes[0].get("id")
 
@@ -73,4 +104,4 @@ class KommoClient:
         """Write a text custom field on a lead; ``None`` clears it."""
         values = [{"value": value}] if value is not None else None
         body = {"custom_fields_values": [{"field_id": field_id, "values": values}]}
-        self._http.request("PATCH", f"/api/v4/leads/{lead_id}", json=body)
+        self._request("PATCH", f"/api/v4/leads/{lead_id}", json=body)

@@ -111,8 +111,8 @@ def _optional_int(value: Any) -> int | None:
 
 class MeetingsStore:
     def __init__(self, table_name: str, resource: Any = None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
-        self._client = self._table.meta.client
+        self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._client = self.table.meta.client
         self.table_name = table_name
         self.tag = stack_tag(table_name)
 
@@ -124,11 +124,11 @@ class MeetingsStore:
 
     # reads -----------------------------------------------------------------------------------------------------
     def get_room(self, room_key: str) -> Room | None:
-        item = self._call(self._table.get_item, Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"}, ConsistentRead=True)
+        item = self._call(self.table.get_item, Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"}, ConsistentRead=True)
         return Room.from_item(item["Item"]) if "Item" in item else None
 
     def get_lead(self, owner: str) -> Lead:
-        answer = self._call(self._table.get_item, Key={"pk": owner, "sk": "LEAD"}, ConsistentRead=True)
+        answer = self._call(self.table.get_item, Key={"pk": owner, "sk": "LEAD"}, ConsistentRead=True)
         item = answer.get("Item") or {}
         return Lead(
             owner=owner,
@@ -141,7 +141,7 @@ class MeetingsStore:
     def rooms_of(self, owner: str, limit: int = 50) -> list[Room]:
         """The owner's rooms not yet deleted, newest first (index reads: may lag a write by a moment)."""
         answer = self._call(
-            self._table.query,
+            self.table.query,
             IndexName="by_owner",
             KeyConditionExpression=Key("owner").eq(owner),
             FilterExpression=Attr("state").ne(DELETED),
@@ -158,7 +158,7 @@ class MeetingsStore:
             "Limit": limit,
         }
         while True:
-            answer = self._call(self._table.query, **kwargs)
+            answer = self._call(self.table.query, **kwargs)
             yield from (Room.from_item(item) for item in answer.get("Items", []))
             if "LastEvaluatedKey" not in answer:
                 return
@@ -203,7 +203,7 @@ class MeetingsStore:
     def claim_room(self, room: Room) -> None:
         """Record a room before it is created at Whereby (rooms with no lead: Mattermost)."""
         try:
-            self._call(self._table.put_item, Item=room.item(), ConditionExpression="attribute_not_exists(pk)")
+            self._call(self.table.put_item, Item=room.item(), ConditionExpression="attribute_not_exists(pk)")
         except ClientError:
             raise Conflict(f"room key {room.room_key} is taken") from None
 
@@ -212,7 +212,7 @@ class MeetingsStore:
         done = replace(room, state=ACTIVE)
         try:
             self._call(
-                self._table.put_item,
+                self.table.put_item,
                 Item=done.item(),
                 ConditionExpression="#state = :creating",
                 ExpressionAttributeNames={"#state": "state"},
@@ -227,7 +227,7 @@ class MeetingsStore:
         values = {f":{k}": v for k, v in flags.items()}
         update = "SET " + ", ".join(f"#{k} = :{k}" for k in flags)
         self._call(
-            self._table.update_item,
+            self.table.update_item,
             Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"},
             UpdateExpression=update,
             ExpressionAttributeNames=names,
@@ -237,7 +237,7 @@ class MeetingsStore:
     def mark_deleted(self, room_key: str, now: float | None = None) -> None:
         update = self._deletion(room_key, now if now is not None else time.time())
         update.pop("TableName")
-        self._call(self._table.update_item, **update)
+        self._call(self.table.update_item, **update)
 
     def record_close(self, owner: str, event_at: int, slots: list[str], deleted: bool) -> None:
         """Remember the close, so older events arriving late stay closed, and free the lead's slots.
@@ -258,7 +258,7 @@ class MeetingsStore:
             kwargs["ExpressionAttributeNames"] = names
         try:
             self._call(
-                self._table.update_item,
+                self.table.update_item,
                 Key={"pk": owner, "sk": "LEAD"},
                 UpdateExpression=update,
                 ConditionExpression="attribute_not_exists(closed_at) OR closed_at <= :at",
@@ -268,14 +268,14 @@ class MeetingsStore:
             return
 
     def sweep_cursor(self) -> str | None:
-        item = self._call(self._table.get_item, Key={"pk": "SWEEP", "sk": "STATE"}).get("Item") or {}
+        item = self._call(self.table.get_item, Key={"pk": "SWEEP", "sk": "STATE"}).get("Item") or {}
         return item.get("cursor") or None
 
     def save_sweep_cursor(self, cursor: str | None) -> None:
         item: dict[str, Any] = {"pk": "SWEEP", "sk": "STATE", "updated_at": int(time.time())}
         if cursor:
             item["cursor"] = cursor
-        self._call(self._table.put_item, Item=item)
+        self._call(self.table.put_item, Item=item)
 
     # helpers ---------------------------------------------------------------------------------------------------
     def _deletion(self, room_key: str, now: float) -> dict[str, Any]:

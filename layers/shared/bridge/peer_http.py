@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from bridge.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
+from bridge.observability import count
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -67,6 +68,7 @@ class PeerSession:
         before_request: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self.metric = name.capitalize()  # metric names: WherebyErrors, WherebyThrottled, KommoErrors, …
         self.base_url = base_url.rstrip("/")
         self.policy = policy
         self._sleep = sleep
@@ -86,6 +88,7 @@ class PeerSession:
             try:
                 response = self._session.request(method, url, **kwargs)
             except requests.RequestException as exc:
+                count(f"{self.metric}Errors")
                 if last_try:
                     raise PeerUnavailable(f"{self.name} {method} {path}: {type(exc).__name__}") from None
                 self._sleep(self._backoff(attempt))
@@ -93,6 +96,8 @@ class PeerSession:
             if response.status_code < 300:
                 return response
             error = self._error_for(method, path, response)
+            if not isinstance(error, NotFound):
+                count(f"{self.metric}Throttled" if isinstance(error, Throttled) else f"{self.metric}Errors")
             if not isinstance(error, PeerUnavailable) or last_try:
                 raise error
             wait = self._backoff(attempt)

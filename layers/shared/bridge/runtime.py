@@ -15,6 +15,7 @@ from bridge.config import Settings, load_settings
 from bridge.credentials import Credentials, load_credentials
 from bridge.jobs import JobQueue
 from bridge.kommo import KommoClient
+from bridge.kommo_auth import KommoTokens, SecretWriter, TokenLease
 from bridge.meetings import MeetingsStore
 from bridge.peer_http import RetryPolicy
 from bridge.whereby import WherebyClient
@@ -52,18 +53,20 @@ def _whereby(api_key: str, policy: RetryPolicy) -> WherebyClient:
     return WherebyClient(settings().whereby_base_url, api_key, policy)
 
 
-def kommo() -> KommoClient:
-    return _kommo(credentials().kommo_access_token)
-
-
-@lru_cache(maxsize=2)
-def _kommo(access_token: str) -> KommoClient:
+@lru_cache(maxsize=1)
+def kommo_tokens() -> KommoTokens:
     s = settings()
-    return KommoClient(s.kommo_api_url, access_token, s.kommo_requests_per_second, BACKGROUND)
+    return KommoTokens(s, TokenLease(store().table), SecretWriter(s.secret_id, boto3.client("secretsmanager")))
+
+
+@lru_cache(maxsize=1)
+def kommo() -> KommoClient:
+    s = settings()
+    return KommoClient(s.kommo_api_url, kommo_tokens(), s.kommo_requests_per_second, BACKGROUND)
 
 
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
-    for cached in (load_settings, job_queue, store, _whereby, _kommo):
+    for cached in (load_settings, job_queue, store, _whereby, kommo_tokens, kommo):
         cached.cache_clear()
     parameters.clear_caches()
