@@ -7,7 +7,10 @@ SAM := $(TOOLS)/bin/sam
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= eu-west-1
 
-.PHONY: help venv tools test lint format validate build local demo bench clean
+ENV ?= default
+STACK ?= $(if $(filter prod,$(ENV)),whereby-bridge-prod,whereby-bridge)
+
+.PHONY: help venv tools test lint format validate build local demo bench clean deploy outputs logs redrive close-all
 
 help:
 	@echo "make local     run the whole stack on 127.0.0.1 (no AWS account, no Docker)"
@@ -16,6 +19,11 @@ help:
 	@echo "make lint      ruff"
 	@echo "make validate  sam validate --lint"
 	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
+	@echo "make deploy    sam deploy (ENV=prod for the prod environment of samconfig.toml)"
+	@echo "make outputs   the deployed stack's URLs, secret and queues"
+	@echo "make logs      tail the deployed functions' logs"
+	@echo "make redrive   move dead-lettered jobs back to the job queue"
+	@echo "make close-all delete every live room (before removing the stack)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt
@@ -48,6 +56,27 @@ validate: tools
 # The layer's Makefile runs "python3 -m pip": the tools venv comes first on PATH so that pip is there.
 build: tools
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(SAM) build
+
+deploy: build
+	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)
+
+outputs: venv
+	$(VENV)/bin/python -m devstack.operations outputs --stack $(STACK)
+
+logs: tools
+	$(SAM) logs --stack-name $(STACK) --tail
+
+redrive: venv
+	$(VENV)/bin/python -m devstack.operations redrive --stack $(STACK)
+
+close-all: venv
+	$(VENV)/bin/python -m devstack.operations close-all --stack $(STACK)
+
+local: venv
+	$(VENV)/bin/python -m devstack
+
+demo: venv
+	$(VENV)/bin/python -m devstack.demo
 
 clean:
 	rm -rf .aws-sam $(VENV) $(TOOLS) .pytest_cache .ruff_cache

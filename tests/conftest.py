@@ -33,6 +33,15 @@ DEMO_STATUS = 16525558  # the status the 2021 sample moves its lead into
 STAGE_RULES = {str(DEMO_STATUS): {"name": "Demo", "duration_minutes": 60, "prefix": "demo", "locked": True}}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reliability-size", type=int, default=24, help="deals per reliability round (CI: 24)")
+
+
+@pytest.fixture
+def reliability_size(request: pytest.FixtureRequest) -> int:
+    return request.config.getoption("--reliability-size")
+
+
 def sample(name: str) -> bytes:
     return (KOMMO_SAMPLES / name).read_bytes()
 

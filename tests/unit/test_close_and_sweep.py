@@ -274,3 +274,12 @@ def test_a_429_in_the_middle_of_a_sweep_stops_it_and_the_next_run_finishes(stack
     assert second.stopped == ""
     assert first.deleted + second.deleted == 5
     assert whereby_sim.meetings() == []
+
+
+def test_close_all_before_removing_the_stack_deletes_every_live_room(stack, whereby_sim):
+    for lead in (1, 2, 3):
+        open_room(stack, lead=lead)
+    summary = stack.invoke("SweeperFunction", {"mode": "close-all"})
+    assert summary["deleted"] == 3
+    assert whereby_sim.meetings() == []
+    assert {r["state"] for r in records(stack)} == {"deleted"}

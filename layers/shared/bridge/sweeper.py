@@ -27,6 +27,11 @@ from bridge.whereby import Meeting, WherebyClient
 CLAIM_GRACE_SECONDS = 120
 
 
+def close_all_clock() -> float:
+    """A clock past every room's end: a sweep with it deletes every live room (used before removing the stack)."""
+    return float(2**40)
+
+
 @dataclass
 class SweepSummary:
     deleted: int = 0
