@@ -40,10 +40,11 @@ class LocalFunctions:
 
     def apply_environment(self, extra: Mapping[str, str] | None = None) -> None:
         """Put the functions' environment into this process (they share one: the template's Globals)."""
-        from bridge import runtime
-
         os.environ.update(self.environment())
         os.environ.update(extra or {})
+        # Imported only now: Powertools reads its settings (log level, service) from the environment at import.
+        from bridge import runtime
+
         runtime.reset()
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import os
 import sys
 import threading
 import time
@@ -103,7 +104,8 @@ class LambdaContext:
 
     def __post_init__(self) -> None:
         self.aws_request_id = self.aws_request_id or uuid.uuid4().hex
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+        region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:123456789012:function:{self.function_name}"
         self.function_version = "$LATEST"
         self.log_group_name = f"/aws/lambda/{self.function_name}"
         self.log_stream_name = "local"

@@ -1,7 +1,7 @@
 """Operator commands against a deployed stack (uses your AWS credentials): ``redrive`` and ``outputs``.
 
 ``python -m devstack.operations redrive --stack whereby-bridge`` moves every job waiting in the dead-letter queue
-back to the job queue, in order, with SQS's own message-move task (it keeps each message's group).
+back to the job queue, keeping each message's group (so a deal's jobs stay in order); the local stack uses the same.
 ``close-all`` runs the sweeper with a clock past every room's end until no live room is left (before removing the
 stack, so that no room outlives it).
 """
@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 import time
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -22,23 +24,39 @@ def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     return {item["OutputKey"]: item["OutputValue"] for item in answer.get("Outputs", [])}
 
 
-def queue_arn(sqs: Any, url: str) -> str:
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+def redrive(sqs: Any, dlq_url: str, queue_url: str, visibility_timeout: int = 30) -> int:
+    """Move every message of the dead-letter queue back to the queue; returns how many moved.
+
+    Each keeps its body, attributes and MessageGroupId (so a deal's jobs stay in order) and gets a fresh
+    deduplication id, since the original one may still be inside SQS's five-minute window and would be dropped.
+    """
+    moved = 0
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=visibility_timeout,
+            WaitTimeSeconds=0,
+        ).get("Messages", [])
+        if not messages:
+            return moved
+        for message in messages:
+            sqs.send_message(QueueUrl=queue_url, **_resend_arguments(message))
+            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
 
 
-def redrive(sqs: Any, dlq_url: str, queue_url: str, wait_seconds: float = 300) -> int:
-    """Start a message-move task from the dead-letter queue to the job queue and wait for it; returns moved count."""
-    task = sqs.start_message_move_task(SourceArn=queue_arn(sqs, dlq_url), DestinationArn=queue_arn(sqs, queue_url))
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        tasks = sqs.list_message_move_tasks(SourceArn=queue_arn(sqs, dlq_url), MaxResults=1)["Results"]
-        current = next((t for t in tasks if t.get("TaskHandle") == task["TaskHandle"]), tasks[0] if tasks else {})
-        if current.get("Status") in ("COMPLETED", "FAILED", "CANCELLED"):
-            if current["Status"] != "COMPLETED":
-                raise RuntimeError(f"redrive {current['Status'].lower()}: {current.get('FailureReason', '')}")
-            return int(current.get("ApproximateNumberOfMessagesMoved", 0))
-        time.sleep(2)
-    raise TimeoutError("the redrive is still running; check it in the SQS console")
+def _resend_arguments(message: Mapping[str, Any]) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"MessageBody": message["Body"]}
+    group = message.get("Attributes", {}).get("MessageGroupId")
+    if group:
+        arguments["MessageGroupId"] = group
+        arguments["MessageDeduplicationId"] = uuid.uuid4().hex
+    if message.get("MessageAttributes"):
+        arguments["MessageAttributes"] = message["MessageAttributes"]
+    return arguments
 
 
 def close_all(lambda_client: Any, function_name: str, max_runs: int = 100) -> int:

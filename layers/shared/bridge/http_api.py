@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -43,7 +45,7 @@ def form_fields(event: APIGatewayProxyEventV2, limit: int = MAX_FORM_BYTES) -> d
         except UnicodeDecodeError:
             raise BadRequest("body is not UTF-8") from None
     try:
-        return parse_qs(text, keep_blank_values=True, max_num_fields=200)
+        return parse_qs(text, keep_blank_values=True, max_num_fields=1000)
     except ValueError:
         raise BadRequest("too many form fields") from None
 
@@ -54,3 +56,13 @@ def json_response(status: int, payload: Any) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps(payload, ensure_ascii=False),
     }
+
+
+def token_matches(given: str | None, expected: Sequence[str]) -> bool:
+    """Constant-time comparison against each valid token (several during a rotation)."""
+    given_bytes = (given or "").encode()
+    matched = False
+    for token in expected:
+        if token:
+            matched |= hmac.compare_digest(given_bytes, token.encode())
+    return matched

@@ -168,4 +168,3 @@ class KommoTokens:
         count("KommoTokensRefreshed")
         logger.info("kommo tokens refreshed", extra={"expires_at": expires_at})
         return self._read(True)
-

@@ -7,9 +7,8 @@ still get a 200, because a 4xx would count against the webhook too.
 
 from __future__ import annotations
 
-import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ from bridge import runtime
 from bridge.config import Settings
 from bridge.credentials import SecretError
 from bridge.errors import PeerUnavailable
-from bridge.http_api import BadRequest, body_bytes, json_response
+from bridge.http_api import BadRequest, body_bytes, json_response, token_matches
 from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, Job, JobQueue
 from bridge.kommo_webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
 from bridge.observability import count, logger
@@ -57,16 +56,6 @@ def close_job_kind(event: LeadEvent, settings: Settings) -> str | None:
     if event.action == "status" and event.status_id in settings.closed_status_ids:
         return CLOSE_ROOMS
     return None
-
-
-def token_matches(given: str | None, expected: Sequence[str]) -> bool:
-    """Constant-time comparison against each valid token (several during a rotation)."""
-    given_bytes = (given or "").encode()
-    matched = False
-    for token in expected:
-        if token:
-            matched |= hmac.compare_digest(given_bytes, token.encode())
-    return matched
 
 
 def check_account(webhook: KommoWebhook, settings: Settings) -> None:

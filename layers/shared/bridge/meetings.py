@@ -139,16 +139,25 @@ class MeetingsStore:
         )
 
     def rooms_of(self, owner: str, limit: int = 50) -> list[Room]:
-        """The owner's rooms not yet deleted, newest first (index reads: may lag a write by a moment)."""
-        answer = self._call(
-            self.table.query,
-            IndexName="by_owner",
-            KeyConditionExpression=Key("owner").eq(owner),
-            FilterExpression=Attr("state").ne(DELETED),
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [Room.from_item(item) for item in answer.get("Items", [])]
+        """The owner's rooms not yet deleted, newest first (index reads: may lag a write by a moment).
+
+        DynamoDB applies ``Limit`` before the filter, so pages are read until enough live rooms are found.
+        """
+        kwargs: dict[str, Any] = {
+            "IndexName": "by_owner",
+            "KeyConditionExpression": Key("owner").eq(owner),
+            "FilterExpression": Attr("state").ne(DELETED),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        rooms: list[Room] = []
+        while len(rooms) < limit:
+            answer = self._call(self.table.query, **kwargs)
+            rooms += [Room.from_item(item) for item in answer.get("Items", [])]
+            if "LastEvaluatedKey" not in answer:
+                break
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return rooms[:limit]
 
     def expired(self, now: int, limit: int) -> Iterator[Room]:
         """Rooms not yet deleted whose end has passed, oldest first; reads only those records."""

@@ -17,7 +17,9 @@ from bridge.errors import NotFound, PeerUnavailable
 from bridge.peer_http import PeerSession, RetryPolicy
 
 PREFIX_MAX = 38  # the spec allows 39; the legacy API counted the leading "/" too, so one is kept in reserve
-ROOM_KEY_PATTERN = re.compile(r"(?:^|-)(z[a-z2-7]{10})-")
+# Our key ends the prefix, and Whereby appends the uuid right after it: anchoring on the uuid means no word of a
+# topic or stage name can be taken for the key.
+ROOM_KEY_PATTERN = re.compile(r"(?:^|-)(z[a-z2-7]{10})-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)

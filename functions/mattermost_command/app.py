@@ -1,0 +1,15 @@
+"""POST (or GET) /mattermost/command: the /whereby slash command, answered synchronously."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bridge import mattermost_command
+from bridge.observability import logger, metrics
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return mattermost_command.answer(APIGatewayProxyEventV2(event))

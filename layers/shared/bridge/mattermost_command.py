@@ -1,0 +1,383 @@
+"""The ``/whereby`` slash command: authenticate, parse, run one use-case, answer the way Mattermost reads it.
+
+Mattermost waits at most 30 s, never retries, and shows the caller only "command failed" for anything but a 200
+with a JSON body. So every outcome for an authenticated caller is a 200; failures are ephemeral sentences.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from botocore.exceptions import ClientError
+
+from bridge import runtime
+from bridge.credentials import SecretError, load_credentials
+from bridge.errors import BridgeError, PeerUnavailable, Throttled, Unauthorized
+from bridge.http_api import BadRequest, form_fields, json_response, token_matches
+from bridge.mattermost_grammar import (
+    SLUG_FALLBACK,
+    Command,
+    EndRoom,
+    Invalid,
+    Limits,
+    ListRooms,
+    ShowHelp,
+    StartRoom,
+    human_minutes,
+    parse,
+)
+from bridge.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
+from bridge.observability import count, logger
+from bridge.whereby import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
+
+SOURCE = "mattermost"
+PROVIDER = "whereby"
+LIST_LIMIT = 20
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TRIGGER = re.compile(r"/[a-z0-9._-]{1,64}")
+STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
+
+Reply = dict[str, Any]  # a Mattermost CommandResponse, as sent on the wire
+
+
+class TokenGate:
+    """The command tokens; an unknown token re-reads the secret (at most every ``interval`` seconds).
+
+    Mattermost switches to a regenerated token at once, so a token just added to the secret must work before the
+    cached copy of the secret expires.
+    """
+
+    def __init__(
+        self,
+        tokens: Callable[[bool], tuple[str, ...]],
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tokens = tokens
+        self._interval = interval
+        self._clock = clock
+        self._refreshed_at: float | None = None
+
+    def admits(self, token: str) -> bool:
+        if token_matches(token, self._tokens(False)):
+            return True
+        now = self._clock()
+        if self._refreshed_at is not None and now - self._refreshed_at < self._interval:
+            return False
+        self._refreshed_at = now
+        return token_matches(token, self._tokens(True))
+
+    def forget(self) -> None:
+        self._refreshed_at = None
+
+
+def _secret_tokens(fresh: bool) -> tuple[str, ...]:
+    return load_credentials(runtime.settings(), force_fetch=fresh).mattermost_tokens
+
+
+token_gate = TokenGate(_secret_tokens)
+
+
+@dataclass(frozen=True)
+class Caller:
+    team_id: str
+    channel_id: str
+    user_id: str
+    user_name: str = ""
+    trigger: str = "/whereby"  # as the admin named the command, so hints show what the user types
+
+    @property
+    def owner(self) -> str:
+        return channel_owner(self.team_id, self.channel_id)
+
+
+@dataclass(frozen=True)
+class CommandPorts:
+    store: MeetingsStore
+    whereby: WherebyClient
+    clock: Callable[[], float] = time.time
+
+
+def production_ports() -> CommandPorts:
+    return CommandPorts(store=runtime.store(), whereby=runtime.whereby(runtime.INTERACTIVE))
+
+
+# the route ------------------------------------------------------------------------------------------------------
+def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> dict[str, Any]:
+    """The whole route: 400 unreadable, 401 bad token, otherwise always 200 with a CommandResponse."""
+    try:
+        fields = form_fields(event)
+        if not token_gate.admits(_first(fields, "token")):
+            count("CommandsRefused")
+            logger.warning("mattermost command refused", extra={"reason": "missing or wrong token"})
+            return json_response(401, {"error": "missing or wrong token"})
+        caller = caller_from(fields)
+    except BadRequest as exc:
+        count("CommandsRefused")
+        return json_response(400, {"error": str(exc)})
+    except SecretError as exc:
+        logger.error("mattermost command not handled: no credentials", extra={"reason": str(exc)})
+        return json_response(503, {"error": "temporarily unavailable, retry later"})
+    logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
+    settings = runtime.settings()
+    if settings.mattermost_team_ids and caller.team_id not in settings.mattermost_team_ids:
+        count("CommandsRefused")
+        return json_response(200, ephemeral(f"`{caller.trigger}` is not enabled for this team."))
+    limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
+    command = parse(_first(fields, "text"), limits, caller.trigger)
+    logger.append_keys(subcommand=type(command).__name__)
+    try:
+        reply = run(command, caller, limits, ports or production_ports())
+    except PeerUnavailable as exc:
+        logger.error("mattermost command failed: storage unavailable", extra={"reason": str(exc)})
+        reply = ephemeral(STORAGE_TROUBLE)
+    except Exception:
+        logger.exception("mattermost command failed")
+        reply = ephemeral(f"Something went wrong on our side while running `{caller.trigger}`. Please try again.")
+    count("MattermostCommands")
+    return json_response(200, reply)
+
+
+def caller_from(fields: Mapping[str, list[str]]) -> Caller:
+    ids = {name: _first(fields, name).strip() for name in ("team_id", "channel_id", "user_id")}
+    bad = [name for name, value in ids.items() if not _ID.fullmatch(value)]
+    if bad:
+        raise BadRequest(f"missing or malformed field(s): {', '.join(bad)}")
+    user_name = _first(fields, "user_name").strip()
+    trigger = _first(fields, "command").strip().lower()
+    return Caller(
+        **ids,
+        user_name=user_name if _ID.fullmatch(user_name.replace(".", "")) else "",
+        trigger=trigger if _TRIGGER.fullmatch(trigger) else "/whereby",
+    )
+
+
+def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts) -> Reply:
+    match command:
+        case StartRoom():
+            return start_room(command, caller, ports)
+        case ListRooms():
+            return list_rooms(caller, ports)
+        case EndRoom():
+            return end_room(command, caller, ports)
+        case ShowHelp():
+            return ephemeral(help_text(caller.trigger, limits))
+        case Invalid(problem=problem):
+            return ephemeral(f"{problem} Nothing was changed; `{caller.trigger} help` shows how to use it.")
+    raise AssertionError(f"unhandled command {command!r}")
+
+
+# use-cases ------------------------------------------------------------------------------------------------------
+def start_room(command: StartRoom, caller: Caller, ports: CommandPorts) -> Reply:
+    """Claim the record, create the room at Whereby, complete the record: the sweeper can finish any crash."""
+    now = int(ports.clock())
+    room = Room(
+        room_key=ports.store.new_room_key(),
+        source=SOURCE,
+        owner=caller.owner,
+        creator=caller.user_id,
+        label=command.topic,
+        created_at=now,
+        end_at=now + command.minutes * 60,
+    )
+    try:
+        ports.store.claim_room(room)
+    except Conflict:
+        return ephemeral(STORAGE_TROUBLE)
+    logger.append_keys(room_key=room.room_key)
+    try:
+        meeting = _create_meeting(room, command.slug_source, ports)
+    except BridgeError as exc:
+        count("WherebyFailures")
+        logger.warning("whereby did not create the room", extra={"reason": str(exc)})
+        return ephemeral(whereby_trouble(exc, "No room was made"))
+    try:
+        done = ports.store.complete_room(_with_meeting(room, meeting))
+    except (Conflict, PeerUnavailable) as exc:
+        _release(room.room_key, ports.store)  # the sweeper deletes the room at Whereby: no live record owns it
+        logger.error("room made but not recorded", extra={"reason": str(exc), "meeting_id": meeting.meeting_id})
+        return ephemeral(
+            "Whereby made the room but the bridge could not record it, so it will be removed. Please try again."
+        )
+    count("RoomsCreated")
+    logger.info("mattermost room created", extra={"meeting_id": done.meeting_id})
+    return room_post(done, command, caller)
+
+
+def list_rooms(caller: Caller, ports: CommandPorts) -> Reply:
+    rooms = _open_rooms(caller, ports)[:LIST_LIMIT]
+    if not rooms:
+        return ephemeral(
+            f"No Whereby room is open in this channel. Start one with `{caller.trigger} [topic] [duration]`."
+        )
+    lines = ["**Open Whereby rooms in this channel**, newest first:"]
+    for room in rooms:
+        line = f"- **{room.label}** · [{_name(room)}]({room.room_url}) · until {utc(room.end_at)}"
+        if room.creator == caller.user_id:
+            line += f" · yours ([host link]({room.host_room_url}))"
+        lines.append(line)
+    return ephemeral("\n".join(lines))
+
+
+def end_room(command: EndRoom, caller: Caller, ports: CommandPorts) -> Reply:
+    found = _room_to_end(command, caller, ports)
+    if isinstance(found, str):
+        return ephemeral(found)
+    logger.append_keys(room_key=found.room_key, meeting_id=found.meeting_id)
+    try:
+        ports.whereby.delete_meeting(found.meeting_id)
+    except BridgeError as exc:
+        count("WherebyFailures")
+        logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
+        return ephemeral(whereby_trouble(exc, "The room is still open"))
+    ports.store.mark_deleted(found.room_key)
+    count("RoomsEnded")
+    text = f":white_check_mark: The Whereby room **{found.label}** has ended; its link no longer works."
+    # Ending a room of another channel (named by its link) must not post into this one.
+    return {**ephemeral(text), "response_type": "in_channel" if found.owner == caller.owner else "ephemeral"}
+
+
+def _room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts) -> Room | str:
+    """The room to end, or why there is none (a sentence for the caller)."""
+    if command.room_key is None:
+        mine = [room for room in _open_rooms(caller, ports) if room.creator == caller.user_id]
+        return mine[0] if mine else f"You have no open room in this channel. `{caller.trigger} list` shows them all."
+    room = ports.store.get_room(command.room_key)
+    if room is None or room.source != SOURCE or (room.owner != caller.owner and room.creator != caller.user_id):
+        return f"No room `{command.reference}` was started in this channel. `{caller.trigger} list` shows them all."
+    if room.creator != caller.user_id:
+        return f"Only the person who started **{room.label}** can end it."
+    if room.state == DELETED:
+        return f"**{room.label}** has already ended."
+    if room.state == CREATING or not room.meeting_id:
+        return f"**{room.label}** is still being created; try again in a few seconds."
+    return room
+
+
+def _open_rooms(caller: Caller, ports: CommandPorts) -> list[Room]:
+    now = ports.clock()
+    return [
+        room for room in ports.store.rooms_of(caller.owner, limit=100) if room.state == ACTIVE and room.end_at > now
+    ]
+
+
+def _create_meeting(room: Room, slug_source: str, ports: CommandPorts) -> Meeting:
+    request = RoomRequest(
+        end_date=datetime.fromtimestamp(room.end_at, UTC), prefix=prefix_for(slug_source, room.room_key)
+    )
+    try:
+        return ports.whereby.create_meeting(request)
+    except Exception:
+        # Give the claim up: if Whereby made the room before failing, no live record owns it and the sweeper
+        # deletes it.
+        _release(room.room_key, ports.store)
+        raise
+
+
+def prefix_for(slug_source: str, room_key: str) -> str:
+    """The room-name prefix: slugged topic (or "meeting") and our key."""
+    return room_prefix(slug_source if slug(slug_source, PREFIX_MAX) else SLUG_FALLBACK, room_key)
+
+
+def _with_meeting(room: Room, meeting: Meeting) -> Room:
+    return replace(
+        room,
+        meeting_id=meeting.meeting_id,
+        room_url=meeting.room_url,
+        host_room_url=meeting.host_room_url,
+        room_name=meeting.room_name,
+    )
+
+
+def _release(room_key: str, store: MeetingsStore) -> None:
+    """Best effort: a claim left behind is still found by the sweeper."""
+    with suppress(PeerUnavailable, ClientError):
+        store.mark_deleted(room_key)
+
+
+# answers --------------------------------------------------------------------------------------------------------
+def ephemeral(text: str) -> Reply:
+    return {"response_type": "ephemeral", "text": text, "skip_slack_parsing": True}
+
+
+def room_post(room: Room, command: StartRoom, caller: Caller) -> Reply:
+    """The link for the channel; the host link in an ephemeral extra response, for the caller only."""
+    lines = [f":video_camera: **{room.label}** · [Join the Whereby room]({room.room_url})"]
+    if command.mentions:
+        lines.append("Invited: " + " ".join(command.mentions))
+    lines.append(f"Open until {utc(room.end_at)} ({human_minutes(command.minutes)}).")
+    props = {"meeting_provider": PROVIDER, "meeting_link": room.room_url, "meeting_topic": room.label}
+    if caller.user_name:
+        props["meeting_creator_username"] = caller.user_name
+    host = (
+        f"Only you can see this. Your host link for **{room.label}**: {room.host_room_url}\n"
+        f"To close the room before {utc(room.end_at)}: `{caller.trigger} end {_name(room)}`"
+    )
+    return {
+        "response_type": "in_channel",
+        "text": "\n".join(lines),
+        "skip_slack_parsing": True,
+        "props": props,
+        "extra_responses": [ephemeral(host)],
+    }
+
+
+def help_text(trigger: str, limits: Limits) -> str:
+    return "\n".join(
+        [
+            f"**{trigger}** makes Whereby video rooms for this channel.",
+            f"- `{trigger} [topic] [duration]` starts a room: the link goes to the channel, the host link to you"
+            f" only. The duration is the last word, like `30m`, `2h` or `1h30m` (default"
+            f" {human_minutes(limits.default_minutes)}, at most {human_minutes(limits.max_minutes)}). People you"
+            " @mention are invited.",
+            f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end or"
+            " start.",
+            f"- `{trigger} list` shows the open rooms of this channel.",
+            f"- `{trigger} end [room]` ends your latest room here, or the room you name by its name or link. Only"
+            " the person who started a room can end it.",
+            f"Example: `{trigger} Sprint review @alice 45m`",
+        ]
+    )
+
+
+def whereby_trouble(exc: BridgeError, outcome: str) -> str:
+    """A human sentence for a Whereby failure; ``outcome`` says what that means for the room."""
+    if isinstance(exc, Throttled):
+        return f"Whereby is busy and asked us to wait {wait_phrase(exc.retry_after)}. {outcome}; please try again then."
+    if isinstance(exc, PeerUnavailable):
+        return f"Whereby did not answer in time. {outcome}; please try again in a minute."
+    if isinstance(exc, Unauthorized):
+        return f"Whereby refused the bridge's API key. {outcome}; please tell your Mattermost administrator."
+    status = getattr(exc, "status", None)
+    code = f" (HTTP {status})" if status else ""
+    return f"Whereby refused the request{code}. {outcome}; please tell your Mattermost administrator."
+
+
+def wait_phrase(seconds: float | None) -> str:
+    if seconds is None:
+        return "a minute"
+    whole = max(1, math.ceil(seconds))
+    if whole <= 90:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    return f"{math.ceil(whole / 60)} minutes"
+
+
+def utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _name(room: Room) -> str:
+    return room.room_name.lstrip("/")
+
+
+def _first(fields: Mapping[str, list[str]], name: str) -> str:
+    values = fields.get(name) or [""]
+    return values[0]

@@ -1,0 +1,308 @@
+"""The local stack over real HTTP: gateway → Kommo handlers → FIFO queue → worker → Whereby and Kommo simulators.
+
+Every request goes through sockets: the webhook to the gateway, the functions to moto and to the simulators, and
+the tests' own look at the simulators through their ``/_sim/`` control endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+import requests
+
+from devstack.gateway import Gateway
+from devstack.harness import LocalFunctions
+from devstack.local import LocalConfig, LocalStack, plan_sweeper, schedule_triggers
+from devstack.operations import redrive
+from devstack.template import ROOT, Stack, load_template, redrive_policy
+from tests.conftest import sample
+
+pytestmark = pytest.mark.integration
+
+EVENTS = ROOT / "events"
+STAGE_FORM = (EVENTS / "kommo-stage-change.form").read_bytes()
+LOST_FORM = (EVENTS / "kommo-lost.form").read_bytes()
+SAMPLE_LEAD = 30267969
+KOMMO_HEADERS = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
+JOBS, WORKER = "JobsQueue", "WorkerFunction"
+
+
+# ----- helpers -----
+
+
+def for_lead(body: bytes, lead_id: int) -> bytes:
+    """The same webhook for another lead (each test has its own, so SQS deduplication and the table stay apart)."""
+    pairs = parse_qsl(body.decode(), keep_blank_values=True)
+    return urlencode([(k, str(lead_id) if k == "leads[status][0][id]" else v) for k, v in pairs]).encode()
+
+
+def post_kommo(stack: LocalStack, path: str, body: bytes, token: str | None) -> requests.Response:
+    params = {"token": token} if token is not None else {}
+    return requests.post(f"{stack.gateway_url}{path}", params=params, data=body, headers=KOMMO_HEADERS, timeout=10)
+
+
+def meetings(stack: LocalStack) -> list[dict]:
+    return requests.get(f"{stack.whereby_sim.root_url}/_sim/meetings", timeout=5).json()
+
+
+def notes(stack: LocalStack, lead_id: int) -> list[dict]:
+    return requests.get(f"{stack.kommo_sim.root_url}/_sim/notes", params={"lead_id": lead_id}, timeout=5).json()
+
+
+def whereby_requests(stack: LocalStack) -> list[dict]:
+    return requests.get(f"{stack.whereby_sim.root_url}/_sim/requests", timeout=5).json()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def queues_are_empty(stack: LocalStack) -> bool:
+    dead_letter_queue, _ = redrive_policy(stack.template, JOBS)
+    return stack.queue_depth(JOBS) == 0 and stack.queue_depth(dead_letter_queue) == 0
+
+
+@pytest.fixture
+def peers(local_stack: LocalStack) -> LocalStack:
+    """The stack with both simulators reset (rooms, notes, request logs and faults)."""
+    for sim in (local_stack.whereby_sim, local_stack.kommo_sim):
+        requests.post(f"{sim.root_url}/_sim/reset", timeout=5).raise_for_status()
+    return local_stack
+
+
+# ----- the Kommo flow -----
+
+
+def test_the_sample_stage_change_makes_exactly_one_room_and_one_note(peers):
+    response = post_kommo(peers, "/kommo/stage", STAGE_FORM, peers.webhook_token)
+    assert (response.status_code, response.json()) == (200, {"accepted": 1, "ignored": 0})
+
+    wait_until(lambda: meetings(peers) and notes(peers, SAMPLE_LEAD), "the room and the note")
+    wait_until(lambda: queues_are_empty(peers), "the job to leave the queue")
+    [room] = meetings(peers)
+    [note] = notes(peers, SAMPLE_LEAD)
+    assert room["roomName"].startswith("/demo-")
+    assert room["roomUrl"] in note["params"]["text"] and room["hostRoomUrl"] in note["params"]["text"]
+
+
+def test_a_bad_token_changes_nothing(peers):
+    lead = 30267970
+    for token in ("not-the-token", "", None):
+        response = post_kommo(peers, "/kommo/stage", for_lead(STAGE_FORM, lead), token)
+        assert response.status_code == 401
+        assert peers.webhook_token not in response.text
+    time.sleep(0.3)  # several pump rounds
+    assert queues_are_empty(peers)
+    assert meetings(peers) == [] and whereby_requests(peers) == []
+    assert notes(peers, lead) == []
+
+
+def test_a_lost_deal_gets_its_room_deleted(peers):
+    lead = 30267971
+    assert post_kommo(peers, "/kommo/stage", for_lead(STAGE_FORM, lead), peers.webhook_token).status_code == 200
+    wait_until(lambda: meetings(peers) and notes(peers, lead), "the room")
+
+    response = post_kommo(peers, "/kommo/close", for_lead(LOST_FORM, lead), peers.webhook_token)
+    assert (response.status_code, response.json()) == (200, {"accepted": 1, "ignored": 0})
+    wait_until(lambda: meetings(peers) == [] and len(notes(peers, lead)) == 2, "the room to be deleted")
+    assert any(r["method"] == "DELETE" and r["status"] == 204 for r in whereby_requests(peers))
+
+
+def test_a_whereby_outage_ends_in_the_dead_letter_queue_and_a_redrive_finishes_the_job(peers):
+    lead = 30267972
+    dead_letter_queue, max_receives = redrive_policy(peers.template, JOBS)
+    pump = peers.pumps[JOBS]
+    failed_before = pump.stats.failed
+    outage = {"n": 10_000, "status": 503, "method": "POST"}
+    requests.post(f"{peers.whereby_sim.root_url}/_sim/faults", json=outage, timeout=5).raise_for_status()
+
+    assert post_kommo(peers, "/kommo/stage", for_lead(STAGE_FORM, lead), peers.webhook_token).status_code == 200
+    wait_until(lambda: peers.queue_depth(dead_letter_queue) == 1, "the job in the dead-letter queue", timeout=40)
+
+    assert pump.stats.failed - failed_before == max_receives  # the worker ran it exactly maxReceiveCount times
+    assert peers.queue_depth(JOBS) == 0
+    assert meetings(peers) == [] and notes(peers, lead) == []
+    posts = [r for r in whereby_requests(peers) if r["method"] == "POST"]
+    assert len(posts) >= max_receives and {r["status"] for r in posts} == {503}
+
+    requests.post(f"{peers.whereby_sim.root_url}/_sim/reset", timeout=5).raise_for_status()  # Whereby is back
+    moved = redrive(peers.sqs, peers.queue_url(dead_letter_queue), peers.queue_url(JOBS))
+    assert moved == 1
+    wait_until(lambda: meetings(peers) and notes(peers, lead), "the redriven job's room and note")
+    wait_until(lambda: queues_are_empty(peers), "both queues to be empty")
+    assert len(meetings(peers)) == 1 and len(notes(peers, lead)) == 1
+
+
+def test_redrive_keeps_the_message_group_and_order_with_fresh_deduplication_ids(local_stack):
+    sqs = local_stack.sqs
+    fifo = {"FifoQueue": "true"}
+    source = sqs.create_queue(QueueName=f"redrive-src-{uuid.uuid4().hex[:8]}.fifo", Attributes=fifo)["QueueUrl"]
+    target = sqs.create_queue(QueueName=f"redrive-dst-{uuid.uuid4().hex[:8]}.fifo", Attributes=fifo)["QueueUrl"]
+    for n in range(3):
+        sqs.send_message(QueueUrl=source, MessageBody=f"job {n}", MessageGroupId="g7", MessageDeduplicationId=f"d{n}")
+
+    assert redrive(sqs, source, target) == 3
+
+    got = sqs.receive_message(QueueUrl=target, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert [m["Body"] for m in got] == ["job 0", "job 1", "job 2"]
+    assert {m["Attributes"]["MessageGroupId"] for m in got} == {"g7"}
+    assert not {m["Attributes"]["MessageDeduplicationId"] for m in got} & {"d0", "d1", "d2"}
+    assert sqs.receive_message(QueueUrl=source, WaitTimeSeconds=0).get("Messages") is None
+
+
+# ----- the gateway -----
+
+
+def test_routes_the_template_does_not_have_get_api_gateways_404(local_stack):
+    for method, path in (("GET", "/nope"), ("GET", "/kommo/stage"), ("POST", "/kommo/stage/")):
+        response = requests.request(method, f"{local_stack.gateway_url}{path}", timeout=5)
+        assert (response.status_code, response.json()) == (404, {"message": "Not Found"})
+
+
+def test_a_function_that_cannot_load_answers_502_with_the_reason_and_is_retried():
+    template = {
+        "Resources": {
+            "HalfWrittenFunction": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {
+                    "CodeUri": "functions/not_written_yet/",
+                    "Handler": "app.lambda_handler",
+                    "Events": {"Api": {"Type": "HttpApi", "Properties": {"Method": "POST", "Path": "/half"}}},
+                },
+            }
+        }
+    }
+    with Gateway(LocalFunctions(template, Stack(), sqs=None), port=0, log=None) as gateway:
+        for _ in range(2):  # the second try imports again rather than reusing a broken module
+            response = requests.post(f"{gateway.url}/half", data=b"x=1", timeout=5)
+            assert response.status_code == 502
+            assert "HalfWrittenFunction failed to load: FileNotFoundError" in response.json()["reason"]
+
+
+ECHO_HANDLER = """
+import base64
+
+
+def lambda_handler(event, context):
+    body = base64.b64decode(event["body"]) if event["isBase64Encoded"] else event["body"].encode()
+    return {
+        "statusCode": 201,
+        "headers": {"content-type": "application/octet-stream", "x-query": event["rawQueryString"]},
+        "cookies": ["a=1", "b=2"],
+        "isBase64Encoded": True,
+        "body": base64.b64encode(b"got " + body).decode(),
+    }
+"""
+
+
+def test_the_gateway_sends_the_function_a_payload_2_event_and_writes_back_its_answer(tmp_path):
+    (tmp_path / "app.py").write_text(ECHO_HANDLER)
+    route = {"Type": "HttpApi", "Properties": {"Method": "POST", "Path": "/echo"}}
+    function = {"CodeUri": str(tmp_path), "Handler": "app.lambda_handler", "Events": {"Api": route}}
+    template = {"Resources": {"EchoFunction": {"Type": "AWS::Serverless::Function", "Properties": function}}}
+    with Gateway(LocalFunctions(template, Stack(), sqs=None), port=0, log=None) as gateway:
+        response = requests.post(f"{gateway.url}/echo?q=1", data={"x": "1"}, timeout=5)
+    assert (response.status_code, response.content) == (201, b"got x=1")  # form bodies arrive base64-encoded
+    assert response.headers["x-query"] == "q=1"
+    assert response.headers["set-cookie"] == "a=1, b=2"
+
+
+# ----- the scheduler -----
+
+
+def sweeper_template(code_dir: Path, logical_id: str) -> dict:
+    """The template with its sweeper's code elsewhere, under a logical id of its own (handlers are cached by id)."""
+    template = copy.deepcopy(load_template())
+    sweeper = template["Resources"].pop("SweeperFunction")
+    sweeper["Properties"]["CodeUri"] = str(code_dir)
+    template["Resources"][logical_id] = sweeper
+    return template
+
+
+def test_the_sweeper_runs_on_the_template_schedule_with_the_template_input(tmp_path):
+    (tmp_path / "app.py").write_text("def lambda_handler(event, context):\n    return {'got': event}\n")
+    template = sweeper_template(tmp_path, "StandInSweeper")
+    functions = LocalFunctions(template, Stack(parameters={"SweepSchedule": "rate(15 minutes)"}), sqs=None)
+
+    timer, note = plan_sweeper(functions, functions.stack, LocalConfig(), log=lambda line: None)
+    assert timer is not None and timer.every == 900 and "rate(15 minutes)" in note
+    assert timer.sweep() == {"got": schedule_triggers(template)[0].input} == {"got": {"source": "schedule"}}
+
+    timer, note = plan_sweeper(functions, functions.stack, LocalConfig(sweep_every=2), log=lambda line: None)
+    assert timer is not None and timer.every == 2 and "--sweep-every" in note
+
+
+def test_a_sweeper_that_cannot_load_is_skipped(tmp_path):
+    functions = LocalFunctions(sweeper_template(tmp_path / "missing", "MissingSweeper"), Stack(), sqs=None)
+    timer, note = plan_sweeper(functions, functions.stack, LocalConfig(), log=lambda line: None)
+    assert timer is None and note.startswith("off: MissingSweeper cannot load (FileNotFoundError")
+
+
+# ----- the sample events -----
+
+
+def test_the_sample_events_are_what_aws_would_deliver(local_stack):
+    assert sample("02_status_regular_stage_custom_fields_2021.form") == STAGE_FORM
+    http_event = json.loads((EVENTS / "kommo-stage-change.http-api.json").read_text())
+    assert http_event["isBase64Encoded"] and base64.b64decode(http_event["body"]) == STAGE_FORM
+    sqs_event = json.loads((EVENTS / "worker-ensure-room.sqs.json").read_text())
+    [record] = sqs_event["Records"]
+    assert json.loads(record["body"])["lead_id"] == SAMPLE_LEAD
+    assert record["attributes"]["MessageGroupId"] == f"irestoremoldova:{SAMPLE_LEAD}"
+    sweeper_input = json.loads((EVENTS / "sweeper-schedule.json").read_text())
+    assert sweeper_input == schedule_triggers(local_stack.template)[0].input
+
+    answer = local_stack.functions.invoke("KommoStageFunction", http_event)
+    assert (answer["statusCode"], json.loads(answer["body"])) == (200, {"accepted": 1, "ignored": 0})
+    wait_until(lambda: queues_are_empty(local_stack), "the job to leave the queue")
+
+
+# ----- the command line -----
+
+
+def test_make_local_serves_until_sigterm_and_stops_cleanly():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "--port", "0", "--sweep-every", "3600"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(60, process.kill)  # a stack that never prints its banner must not hang the suite
+    watchdog.start()
+    try:
+        gateway = ""
+        for line in process.stdout:
+            if line.startswith("Gateway http://"):
+                gateway = line.split()[1]
+                break
+        assert gateway, "the banner never named the gateway"
+        response = requests.post(f"{gateway}/kommo/stage", params={"token": "wrong"}, data=STAGE_FORM, timeout=10)
+        assert response.status_code == 401
+
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=20)
+    finally:
+        watchdog.cancel()
+        process.kill()
+    assert process.returncode == 0
+    assert "Stopped." in rest and "Traceback" not in rest

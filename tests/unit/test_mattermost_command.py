@@ -1,0 +1,483 @@
+"""/whereby in Mattermost → a room link in the channel, the host link to the caller only; never "command failed"."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from urllib.parse import parse_qsl, urlencode
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devstack.lambda_events import http_api_event
+from tests.conftest import MATTERMOST_SAMPLES, SECRET
+
+CURRENT, NEXT = SECRET["mattermost_tokens"]
+SAMPLES = sorted(path.stem for path in MATTERMOST_SAMPLES.glob("*.body"))
+WEATHER = "01-devdocs-weather-post"  # team wx4zz8t4…, channel fukxanjg…, user erj6qck3… (alan)
+EMPTY_TEXT = "03-botrepo-empty-text-post"
+HEADERS = {
+    "content-type": "application/x-www-form-urlencoded",
+    "accept": "application/json",
+    "user-agent": "Mattermost-Bot/1.1",
+}
+OTHER_USER = "k1x4aqdjy3813c84m771eoc9xo"
+VALID_PREFIX = re.compile(r"/[a-z0-9-]{1,38}[0-9a-f-]{36}")
+
+
+def sample_fields(name: str = WEATHER) -> dict[str, str]:
+    return dict(parse_qsl((MATTERMOST_SAMPLES / f"{name}.body").read_text(), keep_blank_values=True))
+
+
+def form(sample: str = WEATHER, *, extra: list[tuple[str, str]] = (), **fields: str) -> str:
+    """A sample's fields with some replaced, encoded as Mattermost does (keys sorted, spaces as +)."""
+    merged = {**sample_fields(sample), "token": CURRENT, **fields}
+    return urlencode(sorted([*merged.items(), *extra]))
+
+
+def command(stack, text: str | None = None, *, sample: str = WEATHER, method: str = "POST", **fields: str):
+    if text is not None:
+        fields["text"] = text
+    encoded = form(sample, **fields)
+    if method == "GET":
+        response = stack.request("GET", "/mattermost/command", query=encoded, headers={"accept": "application/json"})
+    else:
+        response = stack.request("POST", "/mattermost/command", headers=HEADERS, body=encoded.encode())
+    return response
+
+
+def answer_of(response) -> dict:
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"] == "application/json"
+    return json.loads(response["body"])
+
+
+def run(stack, text: str | None = None, **kwargs) -> dict:
+    return answer_of(command(stack, text, **kwargs))
+
+
+def table_items(stack) -> list[dict]:
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    return [item for item in table.scan()["Items"] if item["pk"].startswith("ROOM#")]  # inspection only
+
+
+def live_records(stack) -> list[dict]:
+    return [item for item in table_items(stack) if item["state"] != "deleted"]
+
+
+def assert_ephemeral(answer: dict, *phrases: str) -> None:
+    assert answer["response_type"] == "ephemeral"
+    assert "extra_responses" not in answer
+    for phrase in phrases:
+        assert phrase in answer["text"]
+
+
+def assert_nothing_left(stack, whereby_sim) -> None:
+    assert whereby_sim.meetings() == []
+    assert live_records(stack) == []
+
+
+# creating a room ------------------------------------------------------------------------------------------------
+def test_a_real_request_posts_the_link_in_the_channel_and_the_host_link_to_the_caller_only(stack, whereby_sim):
+    before = time.time()
+    answer = run(stack, sample=WEATHER)  # text "toronto week", as captured
+
+    [meeting] = whereby_sim.meetings()
+    assert answer["response_type"] == "in_channel"
+    assert "**toronto week**" in answer["text"] and meeting["roomUrl"] in answer["text"]
+    assert meeting["hostRoomUrl"] not in json.dumps({k: v for k, v in answer.items() if k != "extra_responses"})
+    assert answer["props"] == {
+        "meeting_provider": "whereby",
+        "meeting_link": meeting["roomUrl"],
+        "meeting_topic": "toronto week",
+        "meeting_creator_username": "alan",
+    }
+    [host] = answer["extra_responses"]
+    assert host["response_type"] == "ephemeral" and meeting["hostRoomUrl"] in host["text"]
+    end = datetime.fromisoformat(meeting["endDate"].replace("Z", "+00:00"))
+    assert before + 3600 - 2 <= end.timestamp() <= time.time() + 3600 + 1
+    assert f"Open until {end:%Y-%m-%d %H:%M} UTC (1 h)." in answer["text"]
+    assert meeting["roomName"].startswith("/toronto-week-z")
+
+    [record] = table_items(stack)
+    assert record["state"] == "active" and record["source"] == "mattermost"
+    assert record["owner"] == "CHANNEL#wx4zz8t4ttgmtxqiwfohijayzc#fukxanjgjbnp7ng383at53k1sy"
+    assert record["creator"] == "erj6qck3rfgtujs86w5r6rckzh" and record["label"] == "toronto week"
+    assert record["meeting_id"] == meeting["meetingId"]
+
+
+def test_empty_text_makes_a_room_with_the_default_topic_and_duration(stack, whereby_sim):
+    answer = run(stack, sample=EMPTY_TEXT)  # "text=" as a real server sent it
+    [meeting] = whereby_sim.meetings()
+    assert answer["response_type"] == "in_channel"
+    assert "**Whereby meeting**" in answer["text"] and "(1 h)" in answer["text"]
+    assert meeting["roomName"].startswith("/meeting-z")
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_every_real_sample_with_a_valid_token_gets_a_room(stack, whereby_sim, sample):
+    assert run(stack, sample=sample)["response_type"] == "in_channel"
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_a_200_character_topic_is_posted_in_full_and_the_room_name_stays_valid(stack, whereby_sim):
+    topic = ("Quarterly business review with the whole regional sales team " * 4)[:200].strip()
+    answer = run(stack, f"{topic} 30m")
+    [meeting] = whereby_sim.meetings()
+    assert f"**{topic}**" in answer["text"] and "(30 min)" in answer["text"]
+    prefix = whereby_sim.requests_seen()[0]["json"]["roomNamePrefix"]
+    assert len(prefix) <= 38 and re.fullmatch(r"[a-z0-9-]+", prefix)
+    assert VALID_PREFIX.fullmatch(meeting["roomName"])
+
+
+@pytest.mark.parametrize(
+    ("text", "topic", "prefix_head"),
+    [
+        ("Планёрка команды 45m", "Планёрка команды", "meeting-z"),
+        ("🎉 Launch party 🎉", "🎉 Launch party 🎉", "launch-party-z"),
+        ("Café crème", "Café crème", "cafe-creme-z"),
+    ],
+)
+def test_emoji_and_cyrillic_topics_are_shown_as_typed(stack, whereby_sim, text, topic, prefix_head):
+    answer = run(stack, text)
+    assert f"**{topic}**" in answer["text"]
+    assert whereby_sim.requests_seen()[0]["json"]["roomNamePrefix"].startswith(prefix_head)
+
+
+def test_mentioned_people_are_echoed_in_the_post_and_never_in_the_room_name(stack, whereby_sim):
+    text = "Design review @alice @bob.smith ~town-square alice@example.com https://docs.example.com/spec 45m"
+    mentions = [("user_mentions", "alice"), ("user_mentions", "bob.smith")]
+    mentions += [
+        ("user_mentions_ids", "q9x1aqdjy3813c84m771eoc9xo"),
+        ("user_mentions_ids", "w2x4aqdjy3813c84m771eoc9xo"),
+    ]
+    answer = answer_of(
+        stack.request("POST", "/mattermost/command", headers=HEADERS, body=form(text=text, extra=mentions).encode())
+    )
+    assert "Invited: @alice @bob.smith" in answer["text"]
+    assert "(45 min)" in answer["text"]
+    prefix = whereby_sim.requests_seen()[0]["json"]["roomNamePrefix"]
+    assert prefix.startswith("design-review-z")
+    for private in ("alice", "bob", "smith", "town", "example", "docs", "spec"):
+        assert private not in prefix
+
+
+def test_a_get_configured_command_works_from_the_query_string(stack, whereby_sim):
+    answer = run(stack, "Standup 15m", method="GET")
+    assert answer["response_type"] == "in_channel" and "**Standup**" in answer["text"]
+    assert len(whereby_sim.meetings()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [("Review 9h", "at most 8 h"), ("Review 0m", "at least 5 minutes"), ("Review 3m", "at least 5 minutes")],
+)
+def test_a_duration_out_of_range_gets_a_hint_and_no_room(stack, whereby_sim, text, phrase):
+    assert_ephemeral(run(stack, text), phrase, "Nothing was changed")
+    assert_nothing_left(stack, whereby_sim)
+    assert whereby_sim.requests_seen() == []
+
+
+# authentication ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_a_real_request_with_its_own_token_is_refused_with_401_and_creates_nothing(stack, whereby_sim, sample):
+    body = (MATTERMOST_SAMPLES / f"{sample}.body").read_bytes()
+    response = stack.request("POST", "/mattermost/command", headers=HEADERS, body=body)
+    assert response["statusCode"] == 401
+    assert json.loads(response["body"]) == {"error": "missing or wrong token"}
+    assert_nothing_left(stack, whereby_sim)
+    assert table_items(stack) == []
+
+
+def test_both_tokens_work_during_a_rotation_and_the_retired_one_is_refused_after(stack, whereby_sim):
+    assert run(stack, "One", token=CURRENT)["response_type"] == "in_channel"
+    assert run(stack, "Two", token=NEXT)["response_type"] == "in_channel"
+
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    rotated = {**SECRET, "mattermost_tokens": [NEXT]}
+    secrets.put_secret_value(SecretId=stack.stack.refs["BridgeSecret"], SecretString=json.dumps(rotated))
+
+    assert command(stack, "Three", token=CURRENT)["statusCode"] == 401
+    assert run(stack, "Four", token=NEXT)["response_type"] == "in_channel"
+    assert len(whereby_sim.meetings()) == 3
+
+
+def test_a_token_just_added_to_the_secret_works_before_the_cached_secret_expires(stack, whereby_sim, monkeypatch):
+    from bridge import mattermost_command, runtime
+
+    monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "300")  # the production cache
+    runtime.reset()
+    mattermost_command.token_gate.forget()
+    assert run(stack, "Before", token=CURRENT)["response_type"] == "in_channel"  # the secret is now cached
+
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    regenerated = "q7wzb3kx1nq9tdp4m8s5ihcxye"
+    rotated = {**SECRET, "mattermost_tokens": [CURRENT, regenerated]}
+    secrets.put_secret_value(SecretId=stack.stack.refs["BridgeSecret"], SecretString=json.dumps(rotated))
+
+    assert run(stack, "After", token=regenerated)["response_type"] == "in_channel"
+    assert len(whereby_sim.meetings()) == 2
+
+
+def test_unknown_tokens_re_read_the_secret_at_most_every_30_seconds():
+    from bridge.mattermost_command import TokenGate
+
+    reads: list[bool] = []
+    now = [1000.0]
+
+    def tokens(fresh: bool) -> tuple[str, ...]:
+        reads.append(fresh)
+        return (CURRENT,)
+
+    gate = TokenGate(tokens, interval=30.0, clock=lambda: now[0])
+    assert gate.admits(CURRENT) and reads == [False]
+    assert not gate.admits("guess-1") and reads == [False, False, True]
+    assert not gate.admits("guess-2") and reads.count(True) == 1
+    now[0] += 31
+    assert not gate.admits("guess-3") and reads.count(True) == 2
+
+
+@pytest.mark.parametrize("token", ["", "mm-token-current-0d9", "mm-token-current-0d9f ", "MM-TOKEN-CURRENT-0D9F"])
+def test_a_near_miss_token_is_refused(stack, whereby_sim, token):
+    assert command(stack, "Hi", token=token)["statusCode"] == 401
+    assert_nothing_left(stack, whereby_sim)
+
+
+def test_a_team_outside_the_allow_list_is_told_so_and_gets_no_room(stack, whereby_sim, monkeypatch):
+    from bridge import runtime
+
+    monkeypatch.setenv("MATTERMOST_TEAM_IDS", "tsb8crrn5tgqtedpkt81b4tcya, oybxpfkcrtgk9bz5qbbsccwmxw")
+    runtime.reset()
+    assert_ephemeral(run(stack, "Hi", sample=WEATHER), "not enabled for this team")
+    assert_nothing_left(stack, whereby_sim)
+    assert run(stack, "Hi", sample=EMPTY_TEXT)["response_type"] == "in_channel"  # team oybxpfkc… is allowed
+
+
+# help, list, end ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["help", "HELP", "  Help  "])
+def test_help_explains_the_command_to_the_caller_only(stack, whereby_sim, text):
+    assert_ephemeral(run(stack, text), "/weather list", "/weather end", "30m", "at most 8 h")
+    assert whereby_sim.requests_seen() == []
+
+
+@pytest.mark.parametrize("text", ["list everything", "end of the sprint party", "end nothing-here", "end https://x.y/"])
+def test_a_command_that_does_not_parse_gets_a_hint_never_silence(stack, whereby_sim, text):
+    answer = run(stack, text)
+    assert_ephemeral(answer, "/weather")
+    assert answer["text"].strip()
+    assert_nothing_left(stack, whereby_sim)
+
+
+def test_list_shows_the_open_rooms_of_this_channel_with_the_host_link_only_for_your_own(stack, whereby_sim):
+    run(stack, "Mine 30m")
+    time.sleep(1.1)  # records keep their creation time in whole seconds
+    run(stack, "Theirs 2h", user_id=OTHER_USER, user_name="tester")
+    run(stack, "Elsewhere", channel_id="i3bb9xfyqt8rtbyshmyhgsj16c")
+    mine, theirs = (m for m in sorted(whereby_sim.meetings(), key=lambda m: int(m["meetingId"]))[:2])
+
+    for text in ("list", "LIST", "List"):
+        answer = run(stack, text)
+        assert_ephemeral(answer, "**Mine**", "**Theirs**", mine["roomUrl"], theirs["roomUrl"], "UTC")
+        assert "Elsewhere" not in answer["text"]
+        assert mine["hostRoomUrl"] in answer["text"] and theirs["hostRoomUrl"] not in answer["text"]
+        assert answer["text"].index("Theirs") < answer["text"].index("Mine")  # newest first
+
+
+def test_list_in_a_channel_without_rooms_says_how_to_start_one(stack):
+    assert_ephemeral(run(stack, "list"), "No Whereby room is open", "/weather [topic] [duration]")
+
+
+def test_end_by_the_creator_removes_the_room_everywhere(stack, whereby_sim):
+    run(stack, "Older")
+    time.sleep(1.1)  # records keep their creation time in whole seconds
+    run(stack, "Latest")
+    latest = max(whereby_sim.meetings(), key=lambda m: int(m["meetingId"]))
+
+    answer = run(stack, "END")
+    assert answer["response_type"] == "in_channel" and "**Latest** has ended" in answer["text"]
+    assert latest["meetingId"] not in {m["meetingId"] for m in whereby_sim.meetings()}
+    [ended] = [item for item in table_items(stack) if item["meeting_id"] == latest["meetingId"]]
+    assert ended["state"] == "deleted"
+    listed = run(stack, "list")["text"]
+    assert "Latest" not in listed and "Older" in listed
+
+
+@pytest.mark.parametrize("form_of", ["name", "slash-name", "url", "host-url", "bracketed-url"])
+def test_end_accepts_the_room_name_or_its_link(stack, whereby_sim, form_of):
+    run(stack, "Retro")
+    [meeting] = whereby_sim.meetings()
+    reference = {
+        "name": meeting["roomName"].lstrip("/"),
+        "slash-name": meeting["roomName"],
+        "url": meeting["roomUrl"],
+        "host-url": meeting["hostRoomUrl"],
+        "bracketed-url": f"<{meeting['roomUrl']}>",
+    }[form_of]
+    assert "has ended" in run(stack, f"end {reference}")["text"]
+    assert_nothing_left(stack, whereby_sim)
+
+
+def test_end_by_someone_else_is_refused_and_the_room_stays(stack, whereby_sim):
+    run(stack, "Board meeting")
+    [meeting] = whereby_sim.meetings()
+
+    named = run(stack, f"end {meeting['roomUrl']}", user_id=OTHER_USER, user_name="tester")
+    assert_ephemeral(named, "Only the person who started **Board meeting** can end it")
+    latest = run(stack, "end", user_id=OTHER_USER, user_name="tester")
+    assert_ephemeral(latest, "You have no open room in this channel")
+
+    assert whereby_sim.meetings() == [meeting]
+    assert [item["state"] for item in table_items(stack)] == ["active"]
+
+
+def test_end_of_a_room_from_another_channel_by_someone_else_does_not_reveal_it(stack, whereby_sim):
+    run(stack, "Secret project", channel_id="i3bb9xfyqt8rtbyshmyhgsj16c")
+    [meeting] = whereby_sim.meetings()
+    answer = run(stack, f"end {meeting['roomUrl']}", user_id=OTHER_USER)
+    assert_ephemeral(answer, "was started in this channel")
+    assert "Secret project" not in answer["text"]
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_the_creator_can_end_a_room_of_another_channel_by_link_without_posting_here(stack, whereby_sim):
+    run(stack, "Elsewhere", channel_id="i3bb9xfyqt8rtbyshmyhgsj16c")
+    [meeting] = whereby_sim.meetings()
+    assert_ephemeral(run(stack, f"end {meeting['roomUrl']}"), "has ended")
+    assert_nothing_left(stack, whereby_sim)
+
+
+def test_ending_a_room_twice_says_it_already_ended(stack, whereby_sim):
+    run(stack, "Once")
+    [meeting] = whereby_sim.meetings()
+    run(stack, "end")
+    assert_ephemeral(run(stack, f"end {meeting['roomUrl']}"), "already ended")
+
+
+# Whereby in trouble ---------------------------------------------------------------------------------------------
+def test_whereby_rate_limit_tells_the_caller_how_long_to_wait_and_leaves_nothing(stack, whereby_sim):
+    whereby_sim.fail_next(1, status=429, retry_after=30)
+    assert_ephemeral(run(stack, "Demo"), "Whereby is busy", "30 seconds", "No room was made")
+    assert_nothing_left(stack, whereby_sim)
+    assert [item["state"] for item in table_items(stack)] == ["deleted"]  # the claim, given up for the sweeper
+
+
+def test_whereby_not_answering_gets_a_sentence_and_leaves_nothing_active(stack, whereby_sim):
+    whereby_sim.fail_next(2, status=0)  # the connection closes with no answer, both attempts
+    assert_ephemeral(run(stack, "Demo"), "Whereby did not answer in time", "No room was made")
+    assert_nothing_left(stack, whereby_sim)
+
+
+def test_whereby_timing_out_gets_a_sentence_and_leaves_nothing_active(stack, whereby_sim):
+    from bridge import mattermost_command, runtime
+    from bridge.peer_http import RetryPolicy
+    from bridge.whereby import WherebyClient
+
+    # The production policy waits 8 s per attempt; the same client with a short read timeout shows the same path.
+    quick = RetryPolicy(attempts=2, connect_timeout=1.0, read_timeout=0.3, backoff=0.01, max_wait=0.1)
+    ports = mattermost_command.CommandPorts(
+        store=runtime.store(), whereby=WherebyClient(whereby_sim.base_url, SECRET["whereby_api_key"], quick)
+    )
+    whereby_sim.fail_next(2, status=0, delay=1.0)
+    event = http_api_event("POST", "/mattermost/command", headers=HEADERS, body=form(text="Demo").encode())
+    answer = answer_of(mattermost_command.answer(APIGatewayProxyEventV2(event), ports))
+    assert_ephemeral(answer, "Whereby did not answer in time", "No room was made")
+    time.sleep(1.2)  # let the simulator finish the slow requests before checking what it holds
+    assert_nothing_left(stack, whereby_sim)
+
+
+@pytest.mark.parametrize(
+    ("status", "times", "phrase"),
+    [
+        (503, 2, "Whereby did not answer in time"),
+        (500, 2, "Whereby did not answer in time"),
+        (400, 1, "Whereby refused the request (HTTP 400)"),
+        (403, 1, "Whereby refused the request (HTTP 403)"),
+        (401, 1, "Whereby refused the bridge's API key"),
+    ],
+)
+def test_whereby_errors_become_a_human_sentence_for_the_caller(stack, whereby_sim, status, times, phrase):
+    whereby_sim.fail_next(times, status=status)
+    answer = run(stack, "Demo")
+    assert_ephemeral(answer, phrase)
+    assert "command failed" not in answer["text"].lower()
+    assert_nothing_left(stack, whereby_sim)
+
+
+def test_whereby_failing_to_end_a_room_keeps_it_open_and_says_so(stack, whereby_sim):
+    run(stack, "Keep")
+    whereby_sim.fail_next(2, status=503)
+    assert_ephemeral(run(stack, "end"), "The room is still open")
+    assert len(whereby_sim.meetings()) == 1
+    assert [item["state"] for item in table_items(stack)] == ["active"]
+
+
+# what never happens ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"\xff\xfe not utf-8", 400),
+        (b"a=" + b"x" * (65 * 1024), 400),
+        (b'{"token": "mm-token-current-0d9f", "text": "hi"}', 401),
+        (b"", 401),
+        (f"token={CURRENT}&text=hi".encode(), 400),  # no team, channel or user
+        (f"token={CURRENT}&team_id=t&channel_id=c%23x&user_id=u".encode(), 400),
+    ],
+    ids=["not-utf8", "too-large", "json", "empty", "no-ids", "malformed-id"],
+)
+def test_unreadable_requests_get_a_4xx_and_change_nothing(stack, whereby_sim, body, status):
+    response = stack.request("POST", "/mattermost/command", headers=HEADERS, body=body)
+    assert response["statusCode"] == status
+    assert json.loads(response["body"])["error"]
+    assert table_items(stack) == [] and whereby_sim.requests_seen() == []
+
+
+def test_no_secret_and_no_raw_request_appear_in_logs_or_answers(stack, whereby_sim, log_lines):
+    answers = [
+        run(stack, "Sync @alice 30m"),
+        run(stack, "list"),
+        run(stack, "end"),
+        command(stack, "Hi", token="wrong-token"),
+    ]
+    whereby_sim.fail_next(1, status=429, retry_after=20)
+    answers.append(run(stack, "Again"))
+    text = "\n".join(log_lines())
+    assert "mattermost room created" in text  # the logs were captured at all
+    shown = json.dumps(answers)
+    for value in (SECRET["whereby_api_key"], SECRET["kommo_webhook_token"], *SECRET["mattermost_tokens"]):
+        assert value not in text and value not in shown
+    assert sample_fields()["trigger_id"] not in text
+    assert "roomKey=" not in text  # host links go to the caller, not to the logs
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    token=st.sampled_from([CURRENT, NEXT, "", "nope"]),
+    text=st.text(max_size=300),
+    extra=st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=6),
+    drop=st.sets(st.sampled_from(["team_id", "channel_id", "user_id", "command", "user_name"])),
+    method=st.sampled_from(["POST", "GET"]),
+)
+def test_no_form_body_ever_gets_a_5xx(stack, whereby_sim, token, text, extra, drop, method):
+    fields = {k: v for k, v in {**sample_fields(), "token": token, "text": text}.items() if k not in drop}
+    encoded = urlencode([*fields.items(), *extra])
+    if method == "GET":
+        response = stack.request("GET", "/mattermost/command", query=encoded)
+    else:
+        response = stack.request("POST", "/mattermost/command", headers=HEADERS, body=encoded.encode())
+    assert response["statusCode"] in (200, 400, 401)
+    answer = json.loads(response["body"])
+    if response["statusCode"] == 200:
+        assert answer["response_type"] in ("ephemeral", "in_channel") and answer["text"].strip()
+        assert "something went wrong" not in answer["text"].lower()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=2000))
+def test_no_random_bytes_ever_get_a_5xx(stack, body):
+    response = stack.request("POST", "/mattermost/command", headers=HEADERS, body=body)
+    assert response["statusCode"] in (400, 401)

@@ -1,0 +1,203 @@
+"""What a user types after /whereby → one command; the room name never carries what identifies a person."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.mattermost_command import prefix_for
+from bridge.mattermost_grammar import (
+    DEFAULT_TOPIC,
+    MAX_TOPIC_CHARS,
+    EndRoom,
+    Invalid,
+    Limits,
+    ListRooms,
+    ShowHelp,
+    StartRoom,
+    duration_minutes,
+    parse,
+    room_key_in,
+)
+from bridge.whereby import PREFIX_MAX, ROOM_KEY_PATTERN
+
+LIMITS = Limits(default_minutes=60, max_minutes=480)
+KEY = "zabcdefghij"
+VALID_PREFIX = re.compile(r"[a-z0-9-]{1,38}")
+
+
+@pytest.mark.parametrize(
+    ("word", "minutes"),
+    [("30m", 30), ("2h", 120), ("1h30m", 90), ("1H30M", 90), ("90m", 90), ("0h45m", 45)],
+)
+def test_durations_are_read_from_the_last_word(word, minutes):
+    assert parse(f"Standup {word}", LIMITS) == StartRoom("Standup", minutes, slug_source="Standup")
+
+
+@pytest.mark.parametrize("word", ["90", "1.5h", "h", "m", "30 m", "30min", "1h30", "-30m", "2d"])
+def test_words_that_are_not_durations_stay_in_the_topic(word):
+    command = parse(f"Sprint {word}", LIMITS)
+    assert isinstance(command, StartRoom)
+    assert command.minutes == 60
+    assert command.topic == f"Sprint {word}"
+
+
+def test_a_bare_number_is_part_of_the_topic_not_minutes():
+    assert parse("Sprint 42", LIMITS) == StartRoom("Sprint 42", 60, slug_source="Sprint 42")
+
+
+def test_empty_or_blank_text_starts_a_default_room():
+    for text in ("", "   ", "\n\t \n"):
+        assert parse(text, LIMITS) == StartRoom(DEFAULT_TOPIC, 60)
+
+
+def test_a_duration_alone_keeps_the_default_topic():
+    assert parse("45m", LIMITS) == StartRoom(DEFAULT_TOPIC, 45)
+
+
+def test_extra_spaces_and_newlines_are_one_separator():
+    command = parse("  Weekly \n\n  sync   \t 2h  \n", LIMITS)
+    assert command == StartRoom("Weekly sync", 120, slug_source="Weekly sync")
+
+
+@pytest.mark.parametrize("text", ["Review 9h", "Review 481m", "Review 9999h", "Review 8h1m"])
+def test_a_duration_over_the_maximum_is_refused_naming_the_maximum(text):
+    command = parse(text, LIMITS)
+    assert isinstance(command, Invalid)
+    assert "at most 8 h" in command.problem
+
+
+@pytest.mark.parametrize("text", ["Review 0m", "Review 0h", "Review 4m"])
+def test_a_zero_or_too_short_duration_is_refused(text):
+    command = parse(text, LIMITS)
+    assert isinstance(command, Invalid)
+    assert "at least 5 minutes" in command.problem
+
+
+def test_the_maximum_comes_from_configuration():
+    assert "at most 1 h 30 min" in parse("x 2h", Limits(30, 90)).problem  # type: ignore[union-attr]
+    assert parse("x", Limits(30, 90)) == StartRoom("x", 30, slug_source="x")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("help", ShowHelp()),
+        ("HELP", ShowHelp()),
+        ("Help me", ShowHelp()),
+        ("list", ListRooms()),
+        ("LiSt", ListRooms()),
+        ("end", EndRoom()),
+        ("END", EndRoom()),
+        (f"End x-{KEY}-1b2c", EndRoom(room_key=KEY, reference=f"x-{KEY}-1b2c")),
+    ],
+)
+def test_subcommands_are_case_insensitive(text, expected):
+    assert parse(text, LIMITS) == expected
+
+
+def test_start_lets_a_topic_begin_with_a_subcommand_word():
+    assert parse("start End of sprint 30m", LIMITS) == StartRoom("End of sprint", 30, slug_source="End of sprint")
+    assert parse("START", LIMITS) == StartRoom(DEFAULT_TOPIC, 60)
+
+
+@pytest.mark.parametrize("text", ["list everything", "end of the sprint party", "end not-a-room"])
+def test_a_subcommand_with_unexpected_words_gets_a_hint_not_a_room(text):
+    command = parse(text, LIMITS, trigger="/meet")
+    assert isinstance(command, Invalid)
+    assert "/meet" in command.problem
+
+
+def test_mentions_are_taken_out_of_the_topic_and_kept_for_the_post():
+    command = parse("Design review @alice (@Bob.Smith) **@carol** 45m @dave", LIMITS)
+    assert command == StartRoom(
+        topic="Design review",
+        minutes=45,
+        mentions=("@alice", "@bob.smith", "@carol", "@dave"),
+        slug_source="Design review",
+    )
+
+
+def test_the_same_mention_twice_is_echoed_once():
+    assert parse("Sync @alice @alice", LIMITS).mentions == ("@alice",)  # type: ignore[union-attr]
+
+
+def test_channels_emails_and_urls_never_reach_the_room_name():
+    text = "Q3 ~town-square alice@example.com https://docs.example.com/q3 www.example.org drive.example.com/x plan"
+    command = parse(text, LIMITS)
+    assert isinstance(command, StartRoom)
+    assert command.slug_source == "Q3 plan"
+    assert command.topic == text  # shown in full to the channel: it is what the caller typed there
+
+
+def test_non_ascii_topics_are_kept_as_typed():
+    assert parse("Планёрка команды 🚀 30m", LIMITS) == StartRoom(
+        "Планёрка команды 🚀", 30, slug_source="Планёрка команды 🚀"
+    )
+
+
+def test_a_huge_topic_is_clipped_for_the_post():
+    command = parse("word " * 2000, LIMITS)
+    assert isinstance(command, StartRoom)
+    assert len(command.topic) == MAX_TOPIC_CHARS and command.topic.endswith("…")
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        f"standup-{KEY}-4968c61f-fcbe-4d8f-be30-45585af8e0f3",
+        f"/standup-{KEY}-4968c61f-fcbe-4d8f-be30-45585af8e0f3",
+        f"https://example.whereby.com/standup-{KEY}-4968c61f-fcbe-4d8f-be30-45585af8e0f3",
+        f"<https://example.whereby.com/standup-{KEY}-4968c61f-fcbe-4d8f-be30-45585af8e0f3>",
+        f"https://example.whereby.com/standup-{KEY}-4968c61f-fcbe-4d8f-be30-45585af8e0f3?roomKey=z-zzzzzzzzzz-q",
+        f"example.whereby.com/STANDUP-{KEY.upper()}-4968c61f",
+        f"{KEY}-4968c61f",
+        KEY,
+        f"zillionaire-{KEY}-4968c61f",  # a topic word shaped like a key comes first; ours is the last one
+    ],
+)
+def test_a_room_is_found_by_its_name_or_link(reference):
+    assert room_key_in(reference) == KEY
+
+
+@pytest.mark.parametrize("reference", ["standup", "https://example.whereby.com/", "zabc", "xzabcdefghij-1"])
+def test_a_reference_without_our_key_names_no_room(reference):
+    assert room_key_in(reference) is None
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("Design review", f"design-review-{KEY}-"),
+        ("", f"meeting-{KEY}-"),
+        ("Планёрка 🚀", f"meeting-{KEY}-"),
+        ("🎉 Launch party", f"launch-party-{KEY}-"),
+        ("Zillionaire pitch", f"zillionaire-pitch-{KEY}-"),  # a z-word is never taken for the key
+    ],
+)
+def test_room_name_prefixes(source, expected):
+    assert prefix_for(source, KEY) == expected
+
+
+@given(st.text(max_size=400))
+def test_any_text_parses_and_any_room_name_is_valid_and_ours(text):
+    command = parse(text, LIMITS)
+    assert isinstance(command, StartRoom | ShowHelp | ListRooms | EndRoom | Invalid)
+    if isinstance(command, StartRoom):
+        assert 5 <= command.minutes <= 480
+        assert "@" not in command.slug_source
+        prefix = prefix_for(command.slug_source, KEY)
+        assert VALID_PREFIX.fullmatch(prefix) and len(prefix) <= PREFIX_MAX
+        room_name = prefix + "6b44cf4f-dafc-46a4-b455-e8368c7faf6c"  # Whereby appends a uuid to the prefix
+        assert ROOM_KEY_PATTERN.search(room_name).group(1) == KEY  # type: ignore[union-attr]
+
+
+@given(st.from_regex(r"[0-9]{1,7}[hHmM]([0-9]{1,7}[mM])?", fullmatch=True))
+def test_any_duration_shaped_word_is_a_room_or_a_hint(word):
+    command = parse(f"Call {word}", LIMITS)
+    assert isinstance(command, StartRoom | Invalid)
+    if duration_minutes(word) is None:
+        assert isinstance(command, StartRoom) and word in command.topic
