@@ -17,6 +17,7 @@ help:
 	@echo "make demo      boot the local stack, send a sample Kommo webhook, show the room and the note"
 	@echo "make test      unit and integration tests (what CI runs)"
 	@echo "make lint      ruff"
+	@echo "make bench     every benchmark; figures into bench/RESULTS.md"
 	@echo "make validate  sam validate --lint"
 	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
 	@echo "make deploy    sam deploy (ENV=prod for the prod environment of samconfig.toml)"
@@ -56,6 +57,9 @@ validate: tools
 # The layer's Makefile runs "python3 -m pip": the tools venv comes first on PATH so that pip is there.
 build: tools
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(SAM) build
+
+bench: venv
+	$(VENV)/bin/python -m bench
 
 deploy: build
 	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)
