@@ -1,0 +1,103 @@
+"""Settings fail loudly and by name; every real Kommo sample parses to what PHP would make of it."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+
+from bridge.config import ConfigError, settings_from
+from bridge.kommo_webhook import MalformedWebhook, parse_nested_form, parse_webhook
+from tests.conftest import KOMMO_SAMPLES
+
+BASE = {"TABLE_NAME": "t", "SECRET_ID": "s"}
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({}, "TABLE_NAME"),
+        ({"TABLE_NAME": "t"}, "SECRET_ID"),
+        ({**BASE, "STAGE_RULES": "{not json"}, "STAGE_RULES must be JSON"),
+        ({**BASE, "STAGE_RULES": '{"abc": {}}'}, "STAGE_RULES keys must be Kommo status ids"),
+        ({**BASE, "STAGE_RULES": '{"1": {"duration_minutes": 1}}'}, "STAGE_RULES['1'].duration_minutes"),
+        ({**BASE, "STAGE_RULES": '{"1": {"room_mode": "huge"}}'}, "STAGE_RULES['1'].room_mode"),
+        ({**BASE, "STAGE_RULES": '{"1": {"colour": "red"}}'}, "unknown keys ['colour']"),
+        ({**BASE, "STAGE_RULES": '{"142": {}}'}, "CLOSED_STATUS_IDS and STAGE_RULES share status ids [142]"),
+        ({**BASE, "KOMMO_ACCOUNT_ID": "x1"}, "KOMMO_ACCOUNT_ID must be a whole number"),
+        ({**BASE, "CLOSED_STATUS_IDS": "142,won"}, "CLOSED_STATUS_IDS"),
+        ({**BASE, "MATTERMOST_DEFAULT_MINUTES": "600"}, "MATTERMOST_DEFAULT_MINUTES must not exceed"),
+        ({**BASE, "KOMMO_REQUESTS_PER_SECOND": "0"}, "KOMMO_REQUESTS_PER_SECOND must be positive"),
+    ],
+)
+def test_a_bad_setting_names_the_variable(env, names):
+    with pytest.raises(ConfigError) as error:
+        settings_from(env)
+    assert names in str(error.value)
+
+
+def test_good_settings_are_typed():
+    settings = settings_from(
+        {
+            **BASE,
+            "STAGE_RULES": json.dumps({"61234501": {"name": "Demo", "duration_minutes": 45, "locked": True}}),
+            "KOMMO_SUBDOMAIN": "ExampleCorp",
+            "KOMMO_BASE_URL": "https://{subdomain}.amocrm.ru/",
+            "MATTERMOST_TEAM_IDS": "a, b",
+        }
+    )
+    rule = settings.stage_rules[61234501]
+    assert (rule.name, rule.duration_minutes, rule.locked, rule.prefix) == ("Demo", 45, True, "Demo")
+    assert settings.kommo_api_url == "https://examplecorp.amocrm.ru"
+    assert settings.closed_status_ids == {142, 143}
+    assert settings.mattermost_team_ids == {"a", "b"}
+
+
+@pytest.mark.parametrize("form", sorted(KOMMO_SAMPLES.glob("*.form")), ids=lambda p: p.stem)
+def test_every_real_sample_parses_like_php(form):
+    expected = json.loads(form.with_suffix(".parsed.json").read_text(encoding="utf-8"))
+    assert parse_nested_form(form.read_bytes()) == expected
+    webhook = parse_webhook(form.read_bytes())
+    assert webhook.events and all(e.lead_id > 0 for e in webhook.events)
+
+
+def test_the_lost_sample_is_a_status_event_into_143_with_its_time():
+    webhook = parse_webhook((KOMMO_SAMPLES / "09_CONSTRUCTED_status_lost_143.form").read_bytes())
+    [event] = webhook.events
+    assert (event.action, event.lead_id, event.status_id, event.occurred_at) == ("status", 22890011, 143, 1767225600)
+    assert (webhook.subdomain, webhook.account_id) == ("examplecorp", 31234567)
+
+
+def test_several_leads_and_actions_in_one_body_keep_their_order():
+    body = urlencode(
+        [
+            ("leads[status][1][id]", "2"),
+            ("leads[status][1][status_id]", "143"),
+            ("leads[status][0][id]", "1"),
+            ("leads[status][0][status_id]", "10"),
+            ("leads[delete][0][id]", "3"),
+            ("contacts[add][0][id]", "9"),
+            ("account[subdomain]", "x"),
+        ]
+    ).encode()
+    webhook = parse_webhook(body)
+    assert [(e.action, e.lead_id) for e in webhook.events] == [("status", 1), ("status", 2), ("delete", 3)]
+    assert webhook.ignored == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"account",
+        b"leads[status][0][id]=1",
+        b"account[subdomain]=x&leads[status][0][id]=abc",
+        b"account[subdomain]=x&leads[status]=1",
+        "account[subdomain]=é".encode("latin-1"),
+    ],
+)
+def test_what_is_not_a_kommo_webhook_is_refused_with_a_reason(body):
+    with pytest.raises(MalformedWebhook) as error:
+        parse_webhook(body)
+    assert str(error.value)

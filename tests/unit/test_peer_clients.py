@@ -1,0 +1,162 @@
+"""The Whereby and Kommo clients against their simulators over real HTTP: wire format, retries, typed errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridge.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
+from bridge.kommo import KommoClient, RequestSpacer
+from bridge.peer_http import RetryPolicy
+from bridge.whereby import ROOM_KEY_PATTERN, RoomRequest, WherebyClient, room_prefix, slug
+from tests.conftest import SECRET
+
+FAST = RetryPolicy(attempts=3, connect_timeout=1, read_timeout=0.5, backoff=0.01, max_wait=2.0)
+IN_AN_HOUR = datetime.now(UTC) + timedelta(hours=1)
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def whereby(whereby_sim, sleeps) -> WherebyClient:
+    return WherebyClient(whereby_sim.base_url, SECRET["whereby_api_key"], FAST, sleep=sleeps)
+
+
+@pytest.fixture
+def kommo(kommo_sim, sleeps) -> KommoClient:
+    return KommoClient(kommo_sim.base_url, SECRET["kommo_access_token"], 1000, FAST, sleep=sleeps)
+
+
+def test_create_sends_the_documented_body_and_reads_the_201(whereby, whereby_sim):
+    meeting = whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="demo-zabcdefghij-", locked=True))
+    [request] = whereby_sim.requests_seen()
+    assert request["headers"]["Authorization"] == f"Bearer {SECRET['whereby_api_key']}"
+    assert request["headers"]["Content-Type"] == "application/json"
+    body = request["json"]
+    assert body["fields"] == ["hostRoomUrl"] and body["isLocked"] is True and body["roomMode"] == "normal"
+    assert body["endDate"].endswith("Z") and body["roomNamePrefix"] == "demo-zabcdefghij-"
+    assert meeting.host_room_url.startswith(meeting.room_url + "?roomKey=")
+    assert meeting.room_key == "zabcdefghij"
+    assert abs((meeting.end_date - IN_AN_HOUR).total_seconds()) < 1
+
+
+def test_a_429_with_retry_after_is_waited_out_and_retried(whereby, whereby_sim, sleeps):
+    whereby_sim.fail_next(1, status=429, retry_after=1.5, method="POST")
+    whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    assert sleeps == [1.5]
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_a_429_asking_for_longer_than_the_budget_raises_throttled_at_once(whereby, whereby_sim, sleeps):
+    whereby_sim.fail_next(1, status=429, retry_after=40, method="POST")
+    with pytest.raises(Throttled) as throttled:
+        whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    assert throttled.value.retry_after == 40
+    assert sleeps == []
+
+
+def test_5xx_is_retried_with_backoff_then_given_up_as_peer_unavailable(whereby, whereby_sim, sleeps):
+    whereby_sim.fail_next(3, status=502)
+    with pytest.raises(PeerUnavailable):
+        whereby.get_meeting("1")
+    assert len(sleeps) == 2 and all(0 < s <= FAST.max_wait for s in sleeps)
+
+
+def test_a_peer_that_never_answers_times_out(whereby, whereby_sim):
+    whereby_sim.fail_next(3, status=0, delay=1.0)  # longer than the 0.5 s read timeout
+    with pytest.raises(PeerUnavailable):
+        whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+
+
+def test_delete_counts_204_and_404_as_gone(whereby, whereby_sim):
+    meeting = whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    whereby.delete_meeting(meeting.meeting_id)
+    whereby_sim.fail_next(1, status=404, method="DELETE")
+    whereby.delete_meeting(meeting.meeting_id)
+    assert whereby_sim.meetings() == []
+    with pytest.raises(NotFound):
+        whereby.get_meeting(meeting.meeting_id)
+
+
+def test_a_wrong_api_key_is_unauthorized_not_retried(whereby_sim, sleeps):
+    client = WherebyClient(whereby_sim.base_url, "not-the-key", FAST, sleep=sleeps)
+    with pytest.raises(Unauthorized):
+        client.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    assert sleeps == []
+
+
+def test_listing_follows_the_cursor_across_pages(whereby, whereby_sim):
+    made = {whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-")).meeting_id for _ in range(5)}
+    first, cursor = whereby.list_page(limit=2)
+    assert len(first) == 2 and cursor
+    listed = {m.meeting_id for m in whereby.iter_meetings(max_pages=10)}
+    assert listed == made
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [("Demo", "demo"), ("Démo Ünïcode!", "demo-unicode"), ("ПЛАН", ""), ("a" * 60, "a" * 25), ("--x__y--", "x-y")],
+)
+def test_room_prefixes_follow_whereby_rules(label, expected):
+    prefix = room_prefix(label, "zabcdefghij")
+    assert prefix == (f"{expected}-zabcdefghij-" if expected else "zabcdefghij-")
+    assert len(prefix) <= 38 and slug(prefix, 38) + "-" == prefix
+    assert ROOM_KEY_PATTERN.search(prefix + "6b44cf4f-dafc-46a4-b455-e8368c7faf6c").group(1) == "zabcdefghij"
+
+
+def test_a_note_is_a_json_array_with_the_lead_as_entity(kommo, kommo_sim):
+    note_id = kommo.add_note(22890011, "Client link: https://example.whereby.com/x")
+    [request] = kommo_sim.requests_seen()
+    assert request["path"] == "/api/v4/leads/notes"
+    assert request["headers"]["Authorization"] == f"Bearer {SECRET['kommo_access_token']}"
+    assert request["json"] == [
+        {"entity_id": 22890011, "note_type": "common", "params": {"text": "Client link: https://example.whereby.com/x"}}
+    ]
+    assert note_id == kommo_sim.notes(22890011)[0]["id"]
+
+
+def test_the_custom_field_is_written_and_cleared_with_null(kommo, kommo_sim):
+    kommo.set_text_field(7, 884411, "98765432")
+    kommo.set_text_field(7, 884411, None)
+    bodies = [r["json"] for r in kommo_sim.requests_seen()]
+    assert bodies == [
+        {"custom_fields_values": [{"field_id": 884411, "values": [{"value": "98765432"}]}]},
+        {"custom_fields_values": [{"field_id": 884411, "values": None}]},
+    ]
+
+
+def test_kommo_429_html_page_is_retried(kommo, kommo_sim, sleeps):
+    kommo_sim.fail_next(2, status=429)  # nginx's HTML page, no Retry-After
+    kommo.add_note(7, "hello")
+    assert len(sleeps) == 2
+    assert len(kommo_sim.notes(7)) == 1
+
+
+def test_kommo_validation_error_is_rejected_without_retry(kommo, kommo_sim, sleeps):
+    kommo_sim.fail_next(1, status=400)
+    with pytest.raises(Rejected) as rejected:
+        kommo.add_note(7, "hello")
+    assert rejected.value.status == 400 and sleeps == []
+
+
+def test_calls_are_spaced_to_the_configured_rate():
+    now = [100.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 3))
+        now[0] += seconds
+
+    spacer = RequestSpacer(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        spacer()
+    assert waits == [0.25, 0.25, 0.25, 0.25]
