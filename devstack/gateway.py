@@ -17,12 +17,12 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 from devstack.harness import LocalFunctions
 from devstack.lambda_events import load_handler
+from devstack.lifecycle import StartStop
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -73,7 +73,7 @@ def answer_from_result(result: Any) -> HttpAnswer:
     return HttpAnswer(int(result["statusCode"]), headers, raw)
 
 
-class Gateway:
+class Gateway(StartStop):
     """A ThreadingHTTPServer in front of the template's HttpApi routes."""
 
     def __init__(
@@ -115,14 +115,6 @@ class Gateway:
         if thread is not None:
             thread.join(timeout=5)
         self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def answer(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> HttpAnswer:
         started = time.monotonic()

@@ -20,7 +20,6 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self
 
 import boto3
@@ -30,6 +29,7 @@ from moto.server import ThreadedMotoServer
 from devstack.gateway import DEFAULT_HOST, DEFAULT_PORT, Gateway, load_error
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
+from devstack.lifecycle import StartStop
 from devstack.template import ROOT, Stack, create_resources, load_template, redrive_policy, resolve, resources_of
 from devstack.whereby_sim import WherebySimulator
 
@@ -257,7 +257,7 @@ def plan_sweeper(
     return SweepTimer(functions, trigger, every, log), note
 
 
-class LocalStack:
+class LocalStack(StartStop):
     """Start with ``start()`` or ``with LocalStack(...) as stack``; ``stop()`` ends every thread and server.
 
     The functions run in this process and read ``os.environ`` (as in Lambda), so the stack sets the AWS variables
@@ -330,14 +330,6 @@ class LocalStack:
             from bridge import runtime
 
             runtime.reset()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ----- what users and tests look at -----
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from devstack.lifecycle import StartStop
 
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -134,7 +135,7 @@ def check_fault_kind(kind: str) -> None:
 ControlHandler = Callable[[Request], Response]
 
 
-class SimServer:
+class SimServer(StartStop):
     """Base class: lifecycle, request log, latency and fault injection, control endpoints."""
 
     # Retry-After (seconds) sent with 429s drawn by set_fault_rate; None sends no header.
@@ -177,14 +178,6 @@ class SimServer:
         if thread is not None:
             thread.join(timeout=5)
         self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def stopping(self) -> bool:

@@ -75,7 +75,7 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         current = ports.store.get_room(current_key) if current_key else None
         now = ports.clock()
         if current and current.state == ACTIVE and current.end_at > now:
-            return _finish(current, rule, settings, ports, "exists")
+            return _finish(job.lead_id, current, rule, settings, ports, "exists")
         if lead.deleted or lead.is_stale(job.event_at):
             return "skipped: the deal has moved on since this event"
         if current and current.state == CREATING and now - current.created_at < CLAIM_LEASE_SECONDS:
@@ -95,7 +95,7 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
             continue  # another delivery won or the lead moved on: look again
         if current and current.state == CREATING:
             count("AbandonedClaimsReplaced")
-        return _finish(_create(room, rule, ports), rule, settings, ports, "created")
+        return _finish(job.lead_id, _create(room, rule, ports), rule, settings, ports, "created")
     raise Conflict(f"lead {job.lead_id}: the room claim kept conflicting")
 
 
@@ -128,9 +128,8 @@ def _create(room: Room, rule: StageRule, ports: DealPorts) -> Room:
     return done
 
 
-def _finish(room: Room, rule: StageRule, settings: Settings, ports: DealPorts, outcome: str) -> str:
+def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports: DealPorts, outcome: str) -> str:
     """The follow-ups of a room, each done once: the note, then the custom field."""
-    lead_id = int(room.owner.rsplit("#", 1)[1])
     if not room.note_posted:
         ports.kommo.add_note(lead_id, room_note(rule, room))
         ports.store.mark(room.room_key, note_posted=True)
