@@ -26,7 +26,7 @@ SECRET = {
     "whereby_api_key": "bench-key",
     "kommo_webhook_token": "t",
     "kommo_access_token": "t",
-    "mattermost_tokens": [],
+    "mattermost_tokens": {},
 }
 
 
@@ -49,7 +49,7 @@ def bench_stack(whereby_url: str) -> Iterator[dict[str, str]]:
         )
         os.environ.update(
             TABLE_NAME=stack.refs["MeetingsTable"],
-            SECRET_ID=stack.refs["BridgeSecret"],
+            WHEREBY_SECRET_ID=stack.refs["WherebySecret"],
             WHEREBY_BASE_URL=whereby_url,
             SWEEP_MAX_DELETES="100000",
         )

@@ -1,7 +1,7 @@
 """The local stack: everything ``template.yaml`` deploys, on 127.0.0.1, in one process, with no AWS account.
 
-- AWS: moto in server mode; the table, queues and secret are created from the template (``create_resources``),
-  the secret filled with local demo values. The functions reach it through ``AWS_ENDPOINT_URL``.
+- AWS: moto in server mode; the table, queues and secrets are created from the template (``create_resources``),
+  the secrets filled with local demo values. The functions reach it through ``AWS_ENDPOINT_URL``.
 - Peers: the Whereby and Kommo simulators, or the real services when their base URLs are given.
 - API Gateway: ``devstack.gateway`` routes the template's HttpApi events to their handlers.
 - The SQS event source mapping: a pump feeds each queue the template names in an SQS event to its function; SQS's
@@ -50,7 +50,8 @@ LOCAL_SECRET: dict[str, Any] = {
     "whereby_api_key": "local-whereby-api-key",
     "kommo_webhook_token": "local-kommo-webhook-token",
     "kommo_access_token": "local-kommo-access-token",
-    "mattermost_tokens": ["local-mattermost-token"],
+    # Bound to the team of the sample command (events/mattermost-command.body); each token acts for its own team.
+    "mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["local-mattermost-token"]},
 }
 KOMMO_SIM_REQUESTS_PER_SECOND = 7.0  # Kommo's documented limit per integration
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(second|minute|hour|day)s?\s*\)")
@@ -345,7 +346,7 @@ class LocalStack(StartStop):
 
     @property
     def mattermost_token(self) -> str:
-        return LOCAL_SECRET["mattermost_tokens"][0]
+        return next(iter(LOCAL_SECRET["mattermost_tokens"].values()))[0]
 
     @property
     def whereby_url(self) -> str:

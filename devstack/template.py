@@ -132,7 +132,10 @@ def create_resources(
     parameters: Mapping[str, str] | None = None,
     prefix: str = "local",
 ) -> Stack:
-    """Create the template's table, queues and secret with the given boto3 clients (moto or real)."""
+    """Create the template's table, queues and secrets with the given boto3 clients (moto or real).
+
+    ``secret_value`` holds every key; each secret gets the keys the template gives it.
+    """
     stack = Stack(parameters=parameter_defaults(template, parameters))
     for logical_id, resource in resources_of(template, "AWS::DynamoDB::Table").items():
         props = resource["Properties"]
@@ -176,11 +179,24 @@ def create_resources(
         stack.refs[logical_id] = url
         stack.attributes[(logical_id, "Arn")] = arn
         stack.attributes[(logical_id, "QueueName")] = name
-    for logical_id, _resource in resources_of(template, "AWS::SecretsManager::Secret").items():
+    for logical_id, resource in resources_of(template, "AWS::SecretsManager::Secret").items():
         name = f"{prefix}-{logical_id}"
-        arn = secretsmanager.create_secret(Name=name, SecretString=json.dumps(secret_value))["ARN"]
+        keys = secret_keys(resource)
+        value = {key: secret_value[key] for key in keys if key in secret_value}
+        arn = secretsmanager.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
         stack.refs[logical_id] = arn
     return stack
+
+
+def secret_keys(resource: Mapping[str, Any]) -> list[str]:
+    """The keys a secret of the template is created with: its literal or generated JSON and its generated key."""
+    props = resource.get("Properties", {})
+    generate = props.get("GenerateSecretString") or {}
+    literal = props.get("SecretString") or generate.get("SecretStringTemplate") or "{}"
+    keys = list(json.loads(literal))
+    if generate.get("GenerateStringKey"):
+        keys.append(generate["GenerateStringKey"])
+    return keys
 
 
 def redrive_policy(template: Mapping[str, Any], queue_logical_id: str) -> tuple[str, int]:

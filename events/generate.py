@@ -77,7 +77,7 @@ def mattermost_body() -> bytes:
         ("team_domain", "team-awesome"),
         ("team_id", "wx4zz8t4ttgmtxqiwfohijayzc"),
         ("text", "Design review 30m"),
-        ("token", local.LOCAL_SECRET["mattermost_tokens"][0]),
+        ("token", local.LOCAL_SECRET["mattermost_tokens"]["wx4zz8t4ttgmtxqiwfohijayzc"][0]),
         (
             "trigger_id",
             "ZWZ5ZjRndzR4YmJxOHJlZWh4MXpkaHozbnI6ZXJqNnFjazNyZmd0dWpzODZ3NXI2cmNremg6MTY2MjA0MTY5Njg5Nj"

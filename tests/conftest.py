@@ -26,8 +26,14 @@ SECRET = {
     "whereby_api_key": "wb-key-7f3a9c1e55d04b2c",
     "kommo_webhook_token": "kommo-hook-token-4e8d2b",
     "kommo_access_token": "kommo-access-token-91c7aa",
-    "mattermost_tokens": ["mm-token-current-0d9f", "mm-token-next-6b21"],
+    # Each /whereby token is bound to its team: the teams of the three Mattermost samples.
+    "mattermost_tokens": {
+        "wx4zz8t4ttgmtxqiwfohijayzc": ["mm-token-current-0d9f", "mm-token-next-6b21"],
+        "tsb8crrn5tgqtedpkt81b4tcya": ["mm-token-team-tsb8-5e1c"],
+        "oybxpfkcrtgk9bz5qbbsccwmxw": ["mm-token-team-oybx-a4f7"],
+    },
 }
+MATTERMOST_TOKENS: list[str] = [token for tokens in SECRET["mattermost_tokens"].values() for token in tokens]
 SUBDOMAIN = "irestoremoldova"  # the account of the 2021 sample
 DEMO_STATUS = 16525558  # the status the 2021 sample moves its lead into
 STAGE_RULES = {str(DEMO_STATUS): {"name": "Demo", "duration_minutes": 60, "prefix": "demo", "locked": True}}

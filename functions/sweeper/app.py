@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bridge import runtime
 from bridge.observability import logger, metrics
-from bridge.sweeper import close_all_clock, sweep
+from bridge.sweeper import close_all_clock, scheduled_run
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -15,8 +15,7 @@ from bridge.sweeper import close_all_clock, sweep
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The schedule's input says nothing; an operator removing the stack sends {"mode": "close-all"} to end every room.
     clock = close_all_clock if event.get("mode") == "close-all" else time.time
-    summary = sweep(runtime.store(), runtime.whereby(), runtime.settings(), clock=clock).as_dict()
+    settings = runtime.settings()
     # Kommo OAuth refresh tokens die after 3 months unused: each run renews the pair when it is due.
-    if runtime.settings().kommo_subdomain:
-        runtime.kommo_tokens().access_token()
-    return summary
+    keep_alive = runtime.kommo_tokens().access_token if settings.kommo_subdomain else None
+    return scheduled_run(runtime.store(), runtime.whereby, settings, keep_alive, clock=clock)

@@ -16,7 +16,7 @@ from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import DEMO_STATUS, SECRET, SUBDOMAIN, sample
+from tests.conftest import DEMO_STATUS, MATTERMOST_TOKENS, SECRET, SUBDOMAIN, sample
 
 pytestmark = pytest.mark.reliability
 STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
@@ -210,7 +210,7 @@ def test_random_kommo_bodies_never_get_a_5xx(stack, body, with_token, path):
 
 
 @fuzz
-@given(body=form_bodies, token=st.sampled_from([SECRET["mattermost_tokens"][0], "nope", ""]))
+@given(body=form_bodies, token=st.sampled_from([MATTERMOST_TOKENS[0], "nope", ""]))
 def test_random_mattermost_bodies_never_get_a_5xx(stack, whereby_sim, body, token):
     payload = body if token == "" else body + b"&" + urlencode({"token": token}).encode()
     response = stack.request("POST", "/mattermost/command", headers=FORM, body=payload)
@@ -238,9 +238,9 @@ def test_no_secret_value_in_any_log_line_of_a_faulty_run(stack, whereby_sim, kom
         headers=FORM,
         body=urlencode(
             {
-                "token": SECRET["mattermost_tokens"][1],
+                "token": MATTERMOST_TOKENS[1],
                 "text": "standup 30m",
-                "team_id": "t",
+                "team_id": "wx4zz8t4ttgmtxqiwfohijayzc",
                 "channel_id": "c",
                 "user_id": "u",
                 "command": "/whereby",
@@ -255,6 +255,6 @@ def test_no_secret_value_in_any_log_line_of_a_faulty_run(stack, whereby_sim, kom
         SECRET["whereby_api_key"],
         SECRET["kommo_webhook_token"],
         SECRET["kommo_access_token"],
-        *SECRET["mattermost_tokens"],
+        *MATTERMOST_TOKENS,
     ):
         assert value not in text

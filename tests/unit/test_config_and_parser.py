@@ -11,14 +11,13 @@ from bridge.config import ConfigError, settings_from
 from bridge.kommo_webhook import MalformedWebhook, parse_nested_form, parse_webhook
 from tests.conftest import KOMMO_SAMPLES
 
-BASE = {"TABLE_NAME": "t", "SECRET_ID": "s"}
+BASE = {"TABLE_NAME": "t"}
 
 
 @pytest.mark.parametrize(
     ("env", "names"),
     [
         ({}, "TABLE_NAME"),
-        ({"TABLE_NAME": "t"}, "SECRET_ID"),
         ({**BASE, "STAGE_RULES": "{not json"}, "STAGE_RULES must be JSON"),
         ({**BASE, "STAGE_RULES": '{"abc": {}}'}, "STAGE_RULES keys must be Kommo status ids"),
         ({**BASE, "STAGE_RULES": '{"1": {"duration_minutes": 1}}'}, "STAGE_RULES['1'].duration_minutes"),

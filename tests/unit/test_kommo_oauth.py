@@ -67,7 +67,7 @@ def test_concurrent_refresh_attempts_make_one_refresh_call(stack, kommo_sim, oau
         provider = KommoTokens(
             settings,
             TokenLease(runtime.store().table),
-            SecretWriter(settings.secret_id, boto3.client("secretsmanager", region_name="eu-west-1")),
+            SecretWriter(settings.kommo_secret_id, boto3.client("secretsmanager", region_name="eu-west-1")),
             sleep=lambda _: time.sleep(0.05),
         )
         try:

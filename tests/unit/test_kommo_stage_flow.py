@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 
-from tests.conftest import DEMO_STATUS, SECRET, SUBDOMAIN, sample
+from tests.conftest import DEMO_STATUS, MATTERMOST_TOKENS, SECRET, SUBDOMAIN, sample
 
 STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
 LEAD_ID = 30267969
@@ -195,7 +195,7 @@ def test_no_secret_appears_in_logs_or_answers(stack, log_lines):
         SECRET["whereby_api_key"],
         SECRET["kommo_webhook_token"],
         SECRET["kommo_access_token"],
-        *SECRET["mattermost_tokens"],
+        *MATTERMOST_TOKENS,
     ):
         assert value not in text
 

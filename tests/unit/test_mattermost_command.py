@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.lambda_events import http_api_event
-from tests.conftest import MATTERMOST_SAMPLES, SECRET
+from tests.conftest import MATTERMOST_SAMPLES, MATTERMOST_TOKENS, SECRET
 
-CURRENT, NEXT = SECRET["mattermost_tokens"]
+TEAM_TOKENS = SECRET["mattermost_tokens"]
+CURRENT, NEXT = TEAM_TOKENS["wx4zz8t4ttgmtxqiwfohijayzc"]
 SAMPLES = sorted(path.stem for path in MATTERMOST_SAMPLES.glob("*.body"))
 WEATHER = "01-devdocs-weather-post"  # team wx4zz8t4…, channel fukxanjg…, user erj6qck3… (alan)
 EMPTY_TEXT = "03-botrepo-empty-text-post"
@@ -36,7 +37,8 @@ def sample_fields(name: str = WEATHER) -> dict[str, str]:
 
 def form(sample: str = WEATHER, *, extra: list[tuple[str, str]] = (), **fields: str) -> str:
     """A sample's fields with some replaced, encoded as Mattermost does (keys sorted, spaces as +)."""
-    merged = {**sample_fields(sample), "token": CURRENT, **fields}
+    base = sample_fields(sample)
+    merged = {**base, "token": TEAM_TOKENS[base["team_id"]][0], **fields}
     return urlencode(sorted([*merged.items(), *extra]))
 
 
@@ -199,8 +201,8 @@ def test_both_tokens_work_during_a_rotation_and_the_retired_one_is_refused_after
     assert run(stack, "Two", token=NEXT)["response_type"] == "in_channel"
 
     secrets = boto3.client("secretsmanager", region_name="eu-west-1")
-    rotated = {**SECRET, "mattermost_tokens": [NEXT]}
-    secrets.put_secret_value(SecretId=stack.stack.refs["BridgeSecret"], SecretString=json.dumps(rotated))
+    rotated = {"mattermost_tokens": {**TEAM_TOKENS, "wx4zz8t4ttgmtxqiwfohijayzc": [NEXT]}}
+    secrets.put_secret_value(SecretId=stack.stack.refs["MattermostSecret"], SecretString=json.dumps(rotated))
 
     assert command(stack, "Three", token=CURRENT)["statusCode"] == 401
     assert run(stack, "Four", token=NEXT)["response_type"] == "in_channel"
@@ -217,8 +219,8 @@ def test_a_token_just_added_to_the_secret_works_before_the_cached_secret_expires
 
     secrets = boto3.client("secretsmanager", region_name="eu-west-1")
     regenerated = "q7wzb3kx1nq9tdp4m8s5ihcxye"
-    rotated = {**SECRET, "mattermost_tokens": [CURRENT, regenerated]}
-    secrets.put_secret_value(SecretId=stack.stack.refs["BridgeSecret"], SecretString=json.dumps(rotated))
+    rotated = {"mattermost_tokens": {**TEAM_TOKENS, "wx4zz8t4ttgmtxqiwfohijayzc": [CURRENT, regenerated]}}
+    secrets.put_secret_value(SecretId=stack.stack.refs["MattermostSecret"], SecretString=json.dumps(rotated))
 
     assert run(stack, "After", token=regenerated)["response_type"] == "in_channel"
     assert len(whereby_sim.meetings()) == 2
@@ -230,16 +232,16 @@ def test_unknown_tokens_re_read_the_secret_at_most_every_30_seconds():
     reads: list[bool] = []
     now = [1000.0]
 
-    def tokens(fresh: bool) -> tuple[str, ...]:
+    def tokens(fresh: bool) -> dict[str, tuple[str, ...]]:
         reads.append(fresh)
-        return (CURRENT,)
+        return {"team-a": (CURRENT,)}
 
     gate = TokenGate(tokens, interval=30.0, clock=lambda: now[0])
-    assert gate.admits(CURRENT) and reads == [False]
-    assert not gate.admits("guess-1") and reads == [False, False, True]
-    assert not gate.admits("guess-2") and reads.count(True) == 1
+    assert gate.team_of(CURRENT) == "team-a" and reads == [False]
+    assert gate.team_of("guess-1") is None and reads == [False, False, True]
+    assert gate.team_of("guess-2") is None and reads.count(True) == 1
     now[0] += 31
-    assert not gate.admits("guess-3") and reads.count(True) == 2
+    assert gate.team_of("guess-3") is None and reads.count(True) == 2
 
 
 @pytest.mark.parametrize("token", ["", "mm-token-current-0d9", "mm-token-current-0d9f ", "MM-TOKEN-CURRENT-0D9F"])
@@ -448,7 +450,7 @@ def test_no_secret_and_no_raw_request_appear_in_logs_or_answers(stack, whereby_s
     text = "\n".join(log_lines())
     assert "mattermost room created" in text  # the logs were captured at all
     shown = json.dumps(answers)
-    for value in (SECRET["whereby_api_key"], SECRET["kommo_webhook_token"], *SECRET["mattermost_tokens"]):
+    for value in (SECRET["whereby_api_key"], SECRET["kommo_webhook_token"], *MATTERMOST_TOKENS):
         assert value not in text and value not in shown
     assert sample_fields()["trigger_id"] not in text
     assert "roomKey=" not in text  # host links go to the caller, not to the logs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,6 +17,7 @@ DEFAULT_WHEREBY_BASE_URL = "https://api.whereby.dev/v1"
 DEFAULT_KOMMO_BASE_URL = "https://{subdomain}.kommo.com"
 ROOM_MODES = ("normal", "group")
 RECORDING_TYPES = ("none", "local", "cloud")
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class ConfigError(ValueError):
@@ -38,8 +40,13 @@ class StageRule:
 @dataclass(frozen=True)
 class Settings:
     table_name: str
-    secret_id: str
+    # Each function is given only the secrets it may read (template.yaml); the others stay empty.
+    whereby_secret_id: str = ""
+    kommo_secret_id: str = ""
+    webhook_secret_id: str = ""
+    mattermost_secret_id: str = ""
     jobs_queue_url: str = ""
+    dead_letter_queue_url: str = ""
     whereby_base_url: str = DEFAULT_WHEREBY_BASE_URL
     kommo_subdomain: str = ""
     kommo_account_id: int | None = None
@@ -144,6 +151,20 @@ def parse_stage_rules(raw: str) -> dict[int, StageRule]:
     return rules
 
 
+def _check_kommo_account(subdomain: str, account_id: int | None, base_url: str, has_rules: bool) -> None:
+    """Kommo settings that cannot work fail here, not as dead-lettered jobs for ``https://.kommo.com``."""
+    if subdomain and not _SUBDOMAIN.fullmatch(subdomain):
+        raise ConfigError(f"KOMMO_SUBDOMAIN must be the account's subdomain (letters, digits, -), got {subdomain!r}")
+    uses_kommo = has_rules or account_id is not None
+    if uses_kommo and not subdomain and "{subdomain}" in base_url:
+        raise ConfigError(
+            "KOMMO_SUBDOMAIN is required when STAGE_RULES or KOMMO_ACCOUNT_ID are set: the bridge calls"
+            f" {base_url} and webhooks are matched to the account by it"
+        )
+    if not base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"KOMMO_BASE_URL must be an http(s) URL, got {base_url!r}")
+
+
 def settings_from(env: Mapping[str, str]) -> Settings:
     minimum_minutes = 5
     default_minutes = _int(env, "MATTERMOST_DEFAULT_MINUTES", 60, minimum_minutes) or 60
@@ -155,14 +176,22 @@ def settings_from(env: Mapping[str, str]) -> Settings:
     overlap = closed & set(stage_rules)
     if overlap:
         raise ConfigError(f"CLOSED_STATUS_IDS and STAGE_RULES share status ids {sorted(overlap)}")
+    subdomain = _text(env, "KOMMO_SUBDOMAIN", "").lower()
+    account_id = _int(env, "KOMMO_ACCOUNT_ID", None, 1)
+    base_url = _text(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL)
+    _check_kommo_account(subdomain, account_id, base_url, bool(stage_rules))
     return Settings(
         table_name=_text(env, "TABLE_NAME"),
-        secret_id=_text(env, "SECRET_ID"),
+        whereby_secret_id=_text(env, "WHEREBY_SECRET_ID", ""),
+        kommo_secret_id=_text(env, "KOMMO_SECRET_ID", ""),
+        webhook_secret_id=_text(env, "WEBHOOK_SECRET_ID", ""),
+        mattermost_secret_id=_text(env, "MATTERMOST_SECRET_ID", ""),
         jobs_queue_url=_text(env, "JOBS_QUEUE_URL", ""),
+        dead_letter_queue_url=_text(env, "DEAD_LETTER_QUEUE_URL", ""),
         whereby_base_url=_text(env, "WHEREBY_BASE_URL", DEFAULT_WHEREBY_BASE_URL).rstrip("/"),
-        kommo_subdomain=_text(env, "KOMMO_SUBDOMAIN", "").lower(),
-        kommo_account_id=_int(env, "KOMMO_ACCOUNT_ID", None, 1),
-        kommo_base_url=_text(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL),
+        kommo_subdomain=subdomain,
+        kommo_account_id=account_id,
+        kommo_base_url=base_url,
         stage_rules=stage_rules,
         closed_status_ids=closed,
         meeting_field_id=_int(env, "KOMMO_MEETING_FIELD_ID", None, 1),

@@ -1,10 +1,15 @@
-"""The one Secrets Manager secret, read through Powertools parameters with a cache.
+"""The secrets, one per peer, read through Powertools parameters with a cache.
 
-Values from here are never logged, echoed in a response or written into a note.
+Each function may read only the secrets it needs (IAM in template.yaml): the Kommo webhook routes read the webhook
+token and nothing else, the slash command reads the Whereby key and the Mattermost tokens, the worker and the
+sweeper read the Whereby key and the Kommo API keys. Values from here are never logged, echoed in a response or
+written into a note.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,18 +17,25 @@ from aws_lambda_powertools.utilities import parameters
 
 from bridge.config import Settings
 
+# The settings that name each secret, so an error can say which one to fix.
+WHEREBY_SECRET = "WHEREBY_SECRET_ID"
+KOMMO_SECRET = "KOMMO_SECRET_ID"
+WEBHOOK_SECRET = "WEBHOOK_SECRET_ID"
+MATTERMOST_SECRET = "MATTERMOST_SECRET_ID"
+_TEAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+TeamTokens = Mapping[str, tuple[str, ...]]
+
 
 class SecretError(RuntimeError):
-    """The secret is missing, unreadable or lacks a key; the message names the key, never a value."""
+    """A secret is missing, unreadable or lacks a key; the message names the key, never a value."""
 
 
 @dataclass(frozen=True, repr=False)
-class Credentials:
-    whereby_api_key: str
-    kommo_webhook_token: str
+class KommoCredentials:
+    """Kommo's API keys: a long-lived token, or an OAuth 2.0 pair rotated by bridge.kommo_auth."""
+
     kommo_access_token: str
-    mattermost_tokens: tuple[str, ...]
-    # Kommo OAuth 2.0, instead of a long-lived token: the pair is rotated by bridge.kommo_auth.
     kommo_refresh_token: str = ""
     kommo_client_id: str = ""
     kommo_client_secret: str = ""
@@ -31,16 +43,14 @@ class Credentials:
     kommo_access_expires_at: int = 0
 
     def __repr__(self) -> str:  # dataclass repr would print the secrets
-        return "Credentials(<redacted>)"
+        return "KommoCredentials(<redacted>)"
 
     @property
     def uses_oauth(self) -> bool:
         return bool(self.kommo_refresh_token and self.kommo_client_id and self.kommo_client_secret)
 
 
-_TEXT_KEYS = (
-    "whereby_api_key",
-    "kommo_webhook_token",
+_KOMMO_TEXT_KEYS = (
     "kommo_access_token",
     "kommo_refresh_token",
     "kommo_client_id",
@@ -49,40 +59,96 @@ _TEXT_KEYS = (
 )
 
 
-def _strings(data: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key, [])
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise SecretError(f"secret key {key!r} must be a string")
+    return value.strip()
+
+
+def _strings(value: object, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
+        value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SecretError(f"secret key {key!r} must be a list of strings")
-    return tuple(v for v in value if v)
+    return tuple(v.strip() for v in value if v.strip())
 
 
-def credentials_from(data: object) -> Credentials:
-    if not isinstance(data, dict):
-        raise SecretError("the secret must be a JSON object")
-    values: dict[str, Any] = {}
-    for key in _TEXT_KEYS:
-        value = data.get(key, "")
-        if not isinstance(value, str):
-            raise SecretError(f"secret key {key!r} must be a string")
-        values[key] = value.strip()
+def kommo_credentials_from(data: object) -> KommoCredentials:
+    if not isinstance(data, Mapping):
+        raise SecretError("the Kommo secret must be a JSON object")
     expires_at = data.get("kommo_access_expires_at", 0)
     if not isinstance(expires_at, int) or isinstance(expires_at, bool):
         raise SecretError("secret key 'kommo_access_expires_at' must be a unix time in seconds")
-    return Credentials(
-        mattermost_tokens=_strings(data, "mattermost_tokens"), kommo_access_expires_at=expires_at, **values
-    )
+    texts = {key: _text(data, key) for key in _KOMMO_TEXT_KEYS}
+    return KommoCredentials(kommo_access_expires_at=expires_at, **texts)
 
 
-def load_credentials(settings: Settings, *, force_fetch: bool = False) -> Credentials:
-    """The current credentials; cached for ``SECRET_MAX_AGE_SECONDS`` so a rotation lands within that time."""
+def team_tokens_from(data: object, team_ids: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """``mattermost_tokens`` as team id → that team's command tokens (several during a rotation).
+
+    A token is bound to the team it was issued for, because a request's ``team_id`` is only a form field: a flat
+    list would let one team's token act for every team. A flat list is still read when exactly one team is
+    allowed (``MATTERMOST_TEAM_IDS``), since it then cannot reach another team.
+    """
+    if not isinstance(data, Mapping):
+        raise SecretError("the Mattermost secret must be a JSON object")
+    value = data.get("mattermost_tokens", {})
+    if isinstance(value, list | str):
+        tokens = _strings(value, "mattermost_tokens")
+        if not tokens:
+            return {}
+        if len(team_ids) != 1:
+            raise SecretError(
+                "secret key 'mattermost_tokens' is a flat list, which would let one team's token act for every"
+                ' team: write it as {"<team id>": ["<token>"]}, or set MATTERMOST_TEAM_IDS (the MattermostTeamIds'
+                " parameter) to exactly one team"
+            )
+        return {next(iter(team_ids)): tokens}
+    if not isinstance(value, Mapping):
+        raise SecretError('secret key \'mattermost_tokens\' must map team ids to tokens: {"<team id>": ["<token>"]}')
+    teams: dict[str, tuple[str, ...]] = {}
+    for team, tokens in value.items():
+        if not isinstance(team, str) or not _TEAM_ID.fullmatch(team):
+            raise SecretError("secret key 'mattermost_tokens' has a key that is not a Mattermost team id")
+        teams[team] = _strings(tokens, f"mattermost_tokens.{team}")
+    return teams
+
+
+def _read(secret_id: str, setting: str, force_fetch: bool, max_age: int) -> Any:
+    if not secret_id:
+        raise SecretError(f"{setting} is not set: this function has no access to that secret")
     try:
-        data = parameters.get_secret(
-            settings.secret_id, transform="json", max_age=settings.secret_max_age_seconds, force_fetch=force_fetch
-        )
+        return parameters.get_secret(secret_id, transform="json", max_age=max_age, force_fetch=force_fetch)
     except parameters.exceptions.TransformParameterError:
-        raise SecretError("the secret is not valid JSON") from None
+        raise SecretError(f"the secret named by {setting} is not valid JSON") from None
     except parameters.exceptions.GetParameterError as exc:
-        raise SecretError(f"the secret could not be read ({type(exc.__cause__ or exc).__name__})") from None
-    return credentials_from(data)
+        reason = type(exc.__cause__ or exc).__name__
+        raise SecretError(f"the secret named by {setting} could not be read ({reason})") from None
+
+
+def _object(data: object, setting: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise SecretError(f"the secret named by {setting} must be a JSON object")
+    return data
+
+
+# Each read is cached for SECRET_MAX_AGE_SECONDS, so a rotation lands within that time.
+def webhook_token(settings: Settings, *, force_fetch: bool = False) -> str:
+    data = _read(settings.webhook_secret_id, WEBHOOK_SECRET, force_fetch, settings.secret_max_age_seconds)
+    return _text(_object(data, WEBHOOK_SECRET), "kommo_webhook_token")
+
+
+def whereby_api_key(settings: Settings, *, force_fetch: bool = False) -> str:
+    data = _read(settings.whereby_secret_id, WHEREBY_SECRET, force_fetch, settings.secret_max_age_seconds)
+    return _text(_object(data, WHEREBY_SECRET), "whereby_api_key")
+
+
+def kommo_credentials(settings: Settings, *, force_fetch: bool = False) -> KommoCredentials:
+    data = _read(settings.kommo_secret_id, KOMMO_SECRET, force_fetch, settings.secret_max_age_seconds)
+    return kommo_credentials_from(_object(data, KOMMO_SECRET))
+
+
+def mattermost_team_tokens(settings: Settings, *, force_fetch: bool = False) -> dict[str, tuple[str, ...]]:
+    data = _read(settings.mattermost_secret_id, MATTERMOST_SECRET, force_fetch, settings.secret_max_age_seconds)
+    return team_tokens_from(_object(data, MATTERMOST_SECRET), settings.mattermost_team_ids)

@@ -3,20 +3,24 @@
 Both are safe to run again: the queue retries a failed job, and each step checks what is already done. The order
 of steps follows one rule: a room is recorded (claimed) before it is created at Whereby, and a room's record is
 marked deleted only after Whereby deleted it, so a crash anywhere leaves a record the sweeper can finish.
+
+A peer's permanent answer (``Rejected``: Kommo 400/402/403, a Whereby 4xx) is never retried: a follow-up that
+cannot be done (a note, the custom field) is given up and counted (``PermanentFailures``, which raises an alarm),
+and the job finishes the rest. Refused credentials (``Unauthorized``) are retried: an operator can fix them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from bridge.config import Settings, StageRule
-from bridge.errors import PeerUnavailable
-from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, Job
+from bridge.errors import PeerUnavailable, Rejected, Unauthorized
+from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
 from bridge.kommo import KommoClient
-from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room, lead_owner
+from bridge.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
 from bridge.observability import count, logger
 from bridge.whereby import RoomRequest, WherebyClient, room_prefix
 
@@ -56,6 +60,13 @@ def close_note(status_id: int | None, closed: int) -> str:
 def run_job(job: Job, settings: Settings, ports: DealPorts) -> str:
     """Apply one job; returns what happened, for the log. Raises to have the queue retry it."""
     logger.append_keys(lead_id=job.lead_id, job=job.kind, kommo_action=job.action)
+    if job.kind == RESTORE_LEAD:
+        return restore_lead(job, settings, ports)
+    if not job.timed and job.action in ("status", "add"):
+        settled = settle_untimed(job, ports)
+        if isinstance(settled, str):
+            return settled
+        job = settled
     if job.kind == ENSURE_ROOM:
         rule = settings.stage_rules.get(job.status_id or 0)
         if rule is None:
@@ -66,12 +77,30 @@ def run_job(job: Job, settings: Settings, ports: DealPorts) -> str:
     raise AssertionError(f"unknown job kind {job.kind}")
 
 
+def settle_untimed(job: Job, ports: DealPorts) -> Job | str:
+    """Give a change with no time in its body (a Digital Pipeline hook) the time Kommo has for it.
+
+    Its ``event_at`` is our receive time. Kommo delivers a hook again when we failed to answer it (within about an
+    hour for these hooks), so that time can be later than changes made after it, and a redelivered "entered Demo"
+    would then override the "lost" that followed it. Kommo knows better: if the lead still sits in the status the
+    hook names, the change is current and its time is the lead's ``updated_at``; if not, a later change superseded
+    it, and that change's own event acts. Account hooks carry ``updated_at`` and never come here.
+    """
+    lead = ports.kommo.get_lead(job.lead_id)
+    if lead is None:
+        return "skipped: Kommo has no such lead any more"
+    if lead.status_id != job.status_id:
+        return f"skipped: the deal has moved on to status {lead.status_id} since this event"
+    return replace(job, event_at=lead.updated_at, timed=True)
+
+
 def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts, attempts: int = 3) -> str:
     owner = lead_owner(job.account, job.lead_id)
     slot = str(rule.status_id)
     for _ in range(attempts):
         lead = ports.store.get_lead(owner)
         current_key = lead.slots.get(slot)
+        # The slot can name a record the TTL purged a month after the room was deleted: that is "no room".
         current = ports.store.get_room(current_key) if current_key else None
         now = ports.clock()
         if current and current.state == ACTIVE and current.end_at > now:
@@ -89,8 +118,9 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
             created_at=int(now),
             end_at=int(now) + rule.duration_minutes * 60,
         )
+        retire = current is not None and current.state != DELETED
         try:
-            ports.store.claim_lead_room(room, job.event_at, replaces=current_key)
+            ports.store.claim_lead_room(room, job.event_at, replaces=current_key, retire=retire)
         except Conflict:
             continue  # another delivery won or the lead moved on: look again
         if current and current.state == CREATING:
@@ -131,32 +161,113 @@ def _create(room: Room, rule: StageRule, ports: DealPorts) -> Room:
 def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports: DealPorts, outcome: str) -> str:
     """The follow-ups of a room, each done once: the note, then the custom field."""
     if not room.note_posted:
-        ports.kommo.add_note(lead_id, room_note(rule, room))
+        _once("the room note", lambda: ports.kommo.add_note(lead_id, room_note(rule, room)))
         ports.store.mark(room.room_key, note_posted=True)
         count("NotesPosted")
     if settings.meeting_field_id and not room.field_set:
-        ports.kommo.set_text_field(lead_id, settings.meeting_field_id, room.meeting_id)
+        _once(
+            "the meeting field", lambda: ports.kommo.set_text_field(lead_id, settings.meeting_field_id, room.meeting_id)
+        )
         ports.store.mark(room.room_key, field_set=True)
     return outcome
 
 
+def _once(what: str, call: Callable[[], object]) -> bool:
+    """Run a follow-up; a permanent refusal gives it up for good (counted and logged) instead of failing the job.
+
+    True when it was done. Anything else (an outage, refused credentials) raises, and the queue retries the job.
+    """
+    try:
+        call()
+    except Rejected as exc:
+        if isinstance(exc, Unauthorized):
+            raise
+        count("PermanentFailures")
+        logger.error(
+            f"{what} was refused for good and is given up; the rest of the job goes on",
+            extra={"reason": str(exc), "status": exc.status},
+        )
+        return False
+    return True
+
+
 def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
+    """Delete the deal's rooms, then say so once, then clear the custom field.
+
+    The close is recorded on the lead before anything is deleted, with the rooms it covers and which of its
+    steps are done, so a retry after any failure resumes where it stopped instead of posting the note again.
+    """
     owner = lead_owner(job.account, job.lead_id)
-    lead = ports.store.get_lead(owner)
     deleted = job.action == "delete"
-    if not deleted and lead.last_event_at is not None and job.event_at < lead.last_event_at:
-        return "skipped: the deal has moved on since this event"
-    rooms = [room for room in (ports.store.get_room(key) for key in lead.slots.values()) if room]
-    live = [room for room in rooms if room.state in (ACTIVE, CREATING)]
-    for room in live:
-        if room.meeting_id:
-            ports.whereby.delete_meeting(room.meeting_id)
-    if live and not deleted:
-        ports.kommo.add_note(job.lead_id, close_note(job.status_id, len(live)))
-        if settings.meeting_field_id:
-            ports.kommo.set_text_field(job.lead_id, settings.meeting_field_id, None)
-    for room in live:
+    lead = ports.store.get_lead(owner)
+    closing = lead.closing if lead.closing and lead.closing.at == job.event_at else None
+    if closing is None:
+        if not deleted and lead.last_event_at is not None and job.event_at < lead.last_event_at:
+            return "skipped: the deal has moved on since this event"
+        closing = _begin_close(job, lead.slots, lead.closing, ports)
+        if closing is None:
+            return "skipped: a close at this time or later was already applied"
+    closed = 0
+    for key in closing.rooms:
+        room = ports.store.get_room(key)
+        if room is None or room.state == DELETED:
+            closed += 1  # done by an earlier try, or by the sweeper
+            continue
+        if room.meeting_id and not _delete_at_whereby(room, ports):
+            continue  # refused for good: the record stays live, so the sweeper tries again when it expires
         ports.store.mark_deleted(room.room_key)
-    ports.store.record_close(owner, job.event_at, list(lead.slots), deleted)
-    count("RoomsClosed", len(live))
-    return f"closed {len(live)} room(s)"
+        closed += 1
+    if closing.rooms and not closing.deleted and not closing.note_done:
+        _once(
+            "the close note",
+            lambda: ports.kommo.add_note(job.lead_id, close_note(closing.status_id, len(closing.rooms))),
+        )
+        ports.store.mark_closing(owner, closing.at, note=True)
+    if closing.rooms and not closing.deleted and settings.meeting_field_id and not closing.field_done:
+        _once(
+            "clearing the meeting field",
+            lambda: ports.kommo.set_text_field(job.lead_id, settings.meeting_field_id, None),
+        )
+        ports.store.mark_closing(owner, closing.at, field=True)
+    ports.store.finish_close(owner, closing.at)
+    count("RoomsClosed", closed)
+    return f"closed {closed} room(s)"
+
+
+def _begin_close(job: Job, slots: Mapping[str, str], unfinished: Closing | None, ports: DealPorts) -> Closing | None:
+    """Record the close with the rooms live now (and those of a close that never finished); None if one was newer."""
+    owner = lead_owner(job.account, job.lead_id)
+    keys = dict.fromkeys([*(unfinished.rooms if unfinished else ()), *slots.values()])
+    live = tuple(key for key in keys if (room := ports.store.get_room(key)) and room.state in (ACTIVE, CREATING))
+    closing = Closing(at=job.event_at, status_id=job.status_id, deleted=job.action == "delete", rooms=live)
+    if not ports.store.begin_close(owner, closing, list(slots)):
+        return None
+    return closing
+
+
+def _delete_at_whereby(room: Room, ports: DealPorts) -> bool:
+    try:
+        ports.whereby.delete_meeting(room.meeting_id)
+    except Rejected as exc:
+        if isinstance(exc, Unauthorized):
+            raise
+        count("PermanentFailures")
+        logger.error("whereby refused to delete a room", extra={"room_key": room.room_key, "reason": str(exc)})
+        return False
+    return True
+
+
+def restore_lead(job: Job, settings: Settings, ports: DealPorts, attempts: int = 3) -> str:
+    """A deal taken back from the trash can have rooms again; one restored into a configured stage gets its room."""
+    owner = lead_owner(job.account, job.lead_id)
+    for _ in range(attempts):
+        lead = ports.store.get_lead(owner)
+        if not lead.deleted or ports.store.restore_lead(owner, job.event_at, lead.closed_at):
+            break
+    else:
+        raise Conflict(f"lead {job.lead_id}: the restore kept conflicting")
+    count("LeadsRestored")
+    rule = settings.stage_rules.get(job.status_id or 0)
+    if rule is None:
+        return "restored"
+    return "restored, room " + ensure_room(replace(job, kind=ENSURE_ROOM), rule, settings, ports)

@@ -3,6 +3,9 @@
 On a FIFO queue a failed message must not be overtaken by the next event of the same deal, so the FIFO batch
 processor fails that message and the rest of its group, and lets the other groups through. SQS then redelivers
 the group in order; after the redrive policy's count the message lands in the dead-letter queue.
+
+A job that can never succeed (not a job at all, or a peer's permanent refusal) is not retried: it goes to the
+dead-letter queue at once, with its reason as a message attribute, and the group moves on.
 """
 
 from __future__ import annotations
@@ -14,15 +17,25 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge import runtime
 from bridge.deal_rooms import DealPorts, run_job
-from bridge.jobs import Job
+from bridge.errors import Rejected, Unauthorized
+from bridge.jobs import Job, MalformedJob
 from bridge.observability import count, logger
 
 
 def handle_record(record: SQSRecord) -> str:
-    job = Job.from_json(record.body)
+    try:
+        job = Job.from_json(record.body)
+    except MalformedJob as exc:
+        return dead_letter(record, str(exc))
     ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
     try:
         outcome = run_job(job, runtime.settings(), ports)
+    except Rejected as exc:
+        if isinstance(exc, Unauthorized):  # credentials an operator can fix: retried, then a redrive
+            count("JobsFailed")
+            logger.warning("job failed: credentials refused", extra={"reason": f"{type(exc).__name__}: {exc}"})
+            raise
+        return dead_letter(record, f"{type(exc).__name__}: {exc}")
     except Exception as exc:
         count("JobsFailed")
         logger.warning(
@@ -35,6 +48,17 @@ def handle_record(record: SQSRecord) -> str:
         raise
     logger.info("job done", extra={"outcome": outcome})
     return outcome
+
+
+def dead_letter(record: SQSRecord, reason: str) -> str:
+    attributes = record.attributes
+    runtime.dead_letter_queue().dead_letter(
+        record.body, attributes.message_group_id or "", attributes.message_deduplication_id or "", reason
+    )
+    count("PermanentFailures")
+    count("JobsDeadLettered")
+    logger.error("job refused for good: moved to the dead-letter queue without retrying", extra={"reason": reason})
+    return "dead-lettered: " + reason
 
 
 def process_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from bridge.kommo_webhook import LeadEvent
 
 ENSURE_ROOM = "ensure_room"
 CLOSE_ROOMS = "close_rooms"
-KINDS = (ENSURE_ROOM, CLOSE_ROOMS)
+RESTORE_LEAD = "restore_lead"
+KINDS = (ENSURE_ROOM, CLOSE_ROOMS, RESTORE_LEAD)
 SQS_BATCH = 10
 
 
@@ -34,9 +35,12 @@ class Job:
     kind: str
     account: str  # the Kommo subdomain: the stack serves one account, named the same way in every record
     lead_id: int
-    action: str  # the Kommo action that caused it: status, add, delete
+    action: str  # the Kommo action that caused it: status, add, delete, restore
     status_id: int | None
     event_at: int  # when the change happened (from the body), else when we received it
+    # False when the body carried no time (Digital Pipeline hooks, deletes): event_at is then our receive time,
+    # which may be long after the change if Kommo delivered it again (see deal_rooms.settle_untimed).
+    timed: bool = True
 
     @property
     def group_id(self) -> str:
@@ -61,6 +65,7 @@ class Job:
                 action=str(data["action"]),
                 status_id=None if data.get("status_id") is None else int(data["status_id"]),
                 event_at=int(data["event_at"]),
+                timed=bool(data.get("timed", True)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedJob(f"not a job: {type(exc).__name__}") from None
@@ -70,13 +75,34 @@ class Job:
 
     @classmethod
     def for_event(cls, kind: str, account: str, event: LeadEvent, received_at: int) -> Job:
-        return cls(kind, account, event.lead_id, event.action, event.status_id, event.occurred_at or received_at)
+        if event.occurred_at is None:
+            return cls(kind, account, event.lead_id, event.action, event.status_id, received_at, timed=False)
+        return cls(kind, account, event.lead_id, event.action, event.status_id, event.occurred_at)
 
 
 class JobQueue:
-    def __init__(self, queue_url: str, client: Any = None) -> None:
+    def __init__(self, queue_url: str, client: Any = None, dead_letter_url: str = "") -> None:
         self.queue_url = queue_url
+        self.dead_letter_url = dead_letter_url
         self._client = client or boto3.client("sqs")
+
+    def dead_letter(self, body: str, group_id: str, dedup_id: str, reason: str) -> None:
+        """Move a job that can never succeed to the dead-letter queue at once, with the reason beside it.
+
+        Retrying it would only repeat the refusal five times; there it raises the alarm and waits for a redrive.
+        """
+        if not self.dead_letter_url:
+            raise PeerUnavailable("DEAD_LETTER_QUEUE_URL is not set")
+        try:
+            self._client.send_message(
+                QueueUrl=self.dead_letter_url,
+                MessageBody=body,
+                MessageGroupId=group_id or "unknown",
+                MessageDeduplicationId=dedup_id or hashlib.sha256(body.encode()).hexdigest(),
+                MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000] or "unknown"}},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise PeerUnavailable(f"sqs dead-letter send failed: {type(exc).__name__}") from None
 
     def send_all(self, jobs: Sequence[Job]) -> None:
         """Enqueue every job or raise ``PeerUnavailable``; entries that failed are sent once more first."""

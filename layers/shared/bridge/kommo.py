@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import requests
 
-from bridge.errors import Unauthorized
+from bridge.errors import NotFound, PeerUnavailable, Unauthorized
 from bridge.peer_http import PeerSession, RetryPolicy
 
 NOTE_MAX_CHARS = 4000
@@ -42,6 +42,16 @@ class RequestSpacer:
             self._next = max(now, self._next) + self._interval
         if wait > 0:
             self._sleep(wait)
+
+
+@dataclass(frozen=True)
+class KommoLead:
+    """What the worker needs of a lead as Kommo has it now."""
+
+    lead_id: int
+    status_id: int
+    pipeline_id: int
+    updated_at: int
 
 
 class TokenSource(Protocol):
@@ -92,6 +102,27 @@ class KommoClient:
             if renewed == token:
                 raise
             return self._http.request(method, path, headers={"Authorization": f"Bearer {renewed}"}, **kwargs)
+
+    def get_lead(self, lead_id: int) -> KommoLead | None:
+        """The lead as it is now; None when Kommo has no such lead (204 or 404) or it sits in the trash."""
+        try:
+            response = self._request("GET", f"/api/v4/leads/{lead_id}")
+        except NotFound:
+            return None
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            data = response.json()
+            if data.get("is_deleted"):
+                return None
+            return KommoLead(
+                lead_id=int(data["id"]),
+                status_id=int(data["status_id"]),
+                pipeline_id=int(data["pipeline_id"]),
+                updated_at=int(data["updated_at"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise PeerUnavailable("kommo answered an unexpected lead body") from None
 
     def add_note(self, lead_id: int, text: str) -> int | None:
         """Post a common note on a lead; returns the note id Kommo gave it."""

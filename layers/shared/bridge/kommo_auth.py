@@ -20,8 +20,8 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.config import Settings
-from bridge.credentials import Credentials, load_credentials
-from bridge.errors import PeerUnavailable, Rejected
+from bridge.credentials import KommoCredentials, kommo_credentials
+from bridge.errors import PeerUnavailable, Unauthorized
 from bridge.observability import count, logger
 
 RENEW_AHEAD_SECONDS = 3600
@@ -29,7 +29,7 @@ LEASE_SECONDS = 30
 LEASE_KEY = {"pk": "LEASE#kommo-oauth", "sk": "LEASE"}
 
 
-class KommoAuthLost(Rejected):
+class KommoAuthLost(Unauthorized):
     """Kommo refused the refresh token: the integration must be authorised again (see docs/runbook.md)."""
 
 
@@ -67,7 +67,7 @@ class TokenLease:
 
 
 class SecretWriter:
-    """Writes the refreshed pair into the one secret, keeping every other key as it is."""
+    """Writes the refreshed pair into the Kommo secret, keeping every other key as it is."""
 
     def __init__(self, secret_id: str, client: Any = None) -> None:
         self._secret_id = secret_id
@@ -92,7 +92,7 @@ class KommoTokens:
         settings: Settings,
         lease: TokenLease,
         writer: SecretWriter,
-        read: Callable[[bool], Credentials] | None = None,
+        read: Callable[[bool], KommoCredentials] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         http: requests.Session | None = None,
@@ -100,7 +100,7 @@ class KommoTokens:
         self._settings = settings
         self._lease = lease
         self._writer = writer
-        self._read = read or (lambda force: load_credentials(settings, force_fetch=force))
+        self._read = read or (lambda force: kommo_credentials(settings, force_fetch=force))
         self._clock = clock
         self._sleep = sleep
         self._http = http or requests.Session()
@@ -118,10 +118,10 @@ class KommoTokens:
             return creds.kommo_access_token
         return self._renew(creds, force=True).kommo_access_token
 
-    def _due(self, creds: Credentials) -> bool:
+    def _due(self, creds: KommoCredentials) -> bool:
         return creds.kommo_access_expires_at - self._clock() < RENEW_AHEAD_SECONDS
 
-    def _renew(self, seen: Credentials, force: bool = False) -> Credentials:
+    def _renew(self, seen: KommoCredentials, force: bool = False) -> KommoCredentials:
         for _ in range(10):
             if self._lease.acquire():
                 try:
@@ -139,7 +139,7 @@ class KommoTokens:
             return seen  # still valid for a while; the lease holder is refreshing
         raise PeerUnavailable("another function holds the Kommo token lease")
 
-    def _refresh(self, creds: Credentials) -> Credentials:
+    def _refresh(self, creds: KommoCredentials) -> KommoCredentials:
         url = f"{self._settings.kommo_api_url}/oauth2/access_token"
         body = {
             "client_id": creds.kommo_client_id,

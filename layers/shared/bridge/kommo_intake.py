@@ -16,10 +16,10 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from bridge import runtime
 from bridge.config import Settings
-from bridge.credentials import SecretError
+from bridge.credentials import SecretError, webhook_token
 from bridge.errors import PeerUnavailable
 from bridge.http_api import BadRequest, body_bytes, json_response, token_matches
-from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, Job, JobQueue
+from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
 from bridge.kommo_webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
 from bridge.observability import count, logger
 
@@ -45,12 +45,17 @@ Classifier = Callable[[LeadEvent, Settings], str | None]
 
 
 def stage_job_kind(event: LeadEvent, settings: Settings) -> str | None:
+    if event.action == "restore":
+        return RESTORE_LEAD
     if event.action in STAGE_ACTIONS and event.status_id in settings.stage_rules:
         return ENSURE_ROOM
     return None
 
 
 def close_job_kind(event: LeadEvent, settings: Settings) -> str | None:
+    # A restore may be subscribed on either URL; both give the same job, which SQS or the worker deduplicates.
+    if event.action == "restore":
+        return RESTORE_LEAD
     if event.action == "delete":
         return CLOSE_ROOMS
     if event.action == "status" and event.status_id in settings.closed_status_ids:
@@ -100,7 +105,7 @@ def answer(event: APIGatewayProxyEventV2, classify: Classifier) -> dict[str, Any
         intake = accept_webhook(
             body=body_bytes(event),
             token=(event.query_string_parameters or {}).get("token"),
-            expected_token=runtime.credentials().kommo_webhook_token,
+            expected_token=webhook_token(runtime.settings()),
             classify=classify,
             settings=runtime.settings(),
             queue=runtime.job_queue(),

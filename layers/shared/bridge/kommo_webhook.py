@@ -17,6 +17,7 @@ MAX_FIELDS = 20_000
 MAX_DEPTH = 10
 LEAD_ACTIONS = ("add", "update", "status", "delete", "restore", "responsible")
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 class MalformedWebhook(ValueError):
@@ -76,25 +77,37 @@ def _assign(root: dict[str, Any], path: list[str], value: str) -> None:
     node[last] = value
 
 
-def _int(value: object) -> int | None:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+def _int(value: object, name: str = "value") -> int | None:
+    """A whole number Kommo sent as text; absent or empty is None, anything else malformed is refused.
+
+    ``str.isdigit`` is not enough: it accepts ``²`` and other scripts' digits, and ``int`` then fails or reads a
+    5,000-digit number; an id longer than 18 digits is no Kommo id.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
-    return None
+    raise MalformedWebhook(f"{name} is not a whole number")
 
 
 def _lead_event(action: str, item: object) -> LeadEvent:
     if not isinstance(item, Mapping):
         raise MalformedWebhook(f"leads[{action}] entry is not an object")
-    lead_id = _int(item.get("id"))
+    where = f"leads[{action}]"
+    lead_id = _int(item.get("id"), f"{where} id")
     if lead_id is None or lead_id <= 0:
-        raise MalformedWebhook(f"leads[{action}] entry has no numeric id")
-    occurred = _int(item.get("updated_at")) or _int(item.get("last_modified"))
+        raise MalformedWebhook(f"{where} entry has no numeric id")
+    updated_at = _int(item.get("updated_at"), f"{where} updated_at")
+    last_modified = _int(item.get("last_modified"), f"{where} last_modified")
+    occurred = updated_at or last_modified
+    if occurred is not None and occurred <= 0:
+        raise MalformedWebhook(f"{where} has an impossible change time")
     return LeadEvent(
         action=action,
         lead_id=lead_id,
-        status_id=_int(item.get("status_id")),
-        pipeline_id=_int(item.get("pipeline_id")),
-        old_status_id=_int(item.get("old_status_id")),
+        status_id=_int(item.get("status_id"), f"{where} status_id"),
+        pipeline_id=_int(item.get("pipeline_id"), f"{where} pipeline_id"),
+        old_status_id=_int(item.get("old_status_id"), f"{where} old_status_id"),
         occurred_at=occurred,
     )
 
@@ -106,7 +119,7 @@ def parse_webhook(body: bytes) -> KommoWebhook:
         raise MalformedWebhook("no account in body")
     subdomain = account.get("subdomain")
     subdomain = subdomain.strip().lower() if isinstance(subdomain, str) and subdomain.strip() else None
-    account_id = _int(account.get("id"))
+    account_id = _int(account.get("id"), "account[id]")
     if subdomain is None and account_id is None:
         raise MalformedWebhook("account has neither subdomain nor id")
     events: list[LeadEvent] = []
@@ -125,8 +138,8 @@ def parse_webhook(body: bytes) -> KommoWebhook:
 
 
 def _index_order(entry: tuple[str, object]) -> tuple[int, str]:
-    index = _int(entry[0])
-    return (index if index is not None else 1 << 30, entry[0])
+    key = entry[0]
+    return (int(key), key) if _INTEGER.fullmatch(key) else (1 << 62, key)
 
 
 def _count_entries(entity: object) -> int:

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from botocore.exceptions import ClientError
 
 from bridge import runtime
-from bridge.credentials import SecretError, load_credentials
+from bridge.credentials import SecretError, TeamTokens, mattermost_team_tokens
 from bridge.errors import BridgeError, PeerUnavailable, Throttled, Unauthorized
 from bridge.http_api import BadRequest, form_fields, json_response, token_matches
 from bridge.mattermost_grammar import (
@@ -49,7 +49,7 @@ Reply = dict[str, Any]  # a Mattermost CommandResponse, as sent on the wire
 
 
 class TokenGate:
-    """The command tokens; an unknown token re-reads the secret (at most every ``interval`` seconds).
+    """The command tokens, each bound to its team; an unknown token re-reads the secret (at most every ``interval``).
 
     Mattermost switches to a regenerated token at once, so a token just added to the secret must work before the
     cached copy of the secret expires.
@@ -57,7 +57,7 @@ class TokenGate:
 
     def __init__(
         self,
-        tokens: Callable[[bool], tuple[str, ...]],
+        tokens: Callable[[bool], TeamTokens],
         interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,21 +66,32 @@ class TokenGate:
         self._clock = clock
         self._refreshed_at: float | None = None
 
-    def admits(self, token: str) -> bool:
-        if token_matches(token, self._tokens(False)):
-            return True
+    def team_of(self, token: str) -> str | None:
+        """The team the token was issued for, or None when it is no command token of ours."""
+        team = _team_of(token, self._tokens(False))
+        if team is not None:
+            return team
         now = self._clock()
         if self._refreshed_at is not None and now - self._refreshed_at < self._interval:
-            return False
+            return None
         self._refreshed_at = now
-        return token_matches(token, self._tokens(True))
+        return _team_of(token, self._tokens(True))
 
     def forget(self) -> None:
         self._refreshed_at = None
 
 
-def _secret_tokens(fresh: bool) -> tuple[str, ...]:
-    return load_credentials(runtime.settings(), force_fetch=fresh).mattermost_tokens
+def _team_of(token: str, teams: TeamTokens) -> str | None:
+    """Every token is compared, in constant time, so the answer's timing says nothing about which team matched."""
+    found = None
+    for team, tokens in teams.items():
+        if token_matches(token, tokens):
+            found = team
+    return found
+
+
+def _secret_tokens(fresh: bool) -> TeamTokens:
+    return mattermost_team_tokens(runtime.settings(), force_fetch=fresh)
 
 
 token_gate = TokenGate(_secret_tokens)
@@ -115,11 +126,18 @@ def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> 
     """The whole route: 400 unreadable, 401 bad token, otherwise always 200 with a CommandResponse."""
     try:
         fields = form_fields(event)
-        if not token_gate.admits(_first(fields, "token")):
+        team = token_gate.team_of(_first(fields, "token"))
+        if team is None:
             count("CommandsRefused")
             logger.warning("mattermost command refused", extra={"reason": "missing or wrong token"})
             return json_response(401, {"error": "missing or wrong token"})
         caller = caller_from(fields)
+        if caller.team_id != team:
+            # The token is good but the body names another team: someone holding one team's token is trying to
+            # act in another team. Nothing is done.
+            count("CommandsRefused")
+            logger.warning("mattermost command refused", extra={"reason": "token of another team"})
+            return json_response(401, {"error": "this token is not valid for this team"})
     except BadRequest as exc:
         count("CommandsRefused")
         return json_response(400, {"error": str(exc)})

@@ -91,12 +91,25 @@ class Room:
 
 
 @dataclass(frozen=True)
+class Closing:
+    """A close in progress, kept on the lead until every step is done, so a retry resumes instead of repeating."""
+
+    at: int
+    status_id: int | None
+    deleted: bool
+    rooms: tuple[str, ...]  # the room keys that were live when the close began
+    note_done: bool = False
+    field_done: bool = False
+
+
+@dataclass(frozen=True)
 class Lead:
     owner: str
     slots: Mapping[str, str] = field(default_factory=dict)
     last_event_at: int | None = None
     closed_at: int | None = None
     deleted: bool = False
+    closing: Closing | None = None
 
     def is_stale(self, event_at: int) -> bool:
         """An event older than what was applied, or not newer than the close, must not act any more."""
@@ -130,12 +143,23 @@ class MeetingsStore:
     def get_lead(self, owner: str) -> Lead:
         answer = self._call(self.table.get_item, Key={"pk": owner, "sk": "LEAD"}, ConsistentRead=True)
         item = answer.get("Item") or {}
+        closing = None
+        if "closing_at" in item:
+            closing = Closing(
+                at=int(item["closing_at"]),
+                status_id=_optional_int(item.get("closing_status")),
+                deleted=bool(item.get("closing_deleted", False)),
+                rooms=tuple(item.get("closing_rooms") or ()),
+                note_done=bool(item.get("closing_note", False)),
+                field_done=bool(item.get("closing_field", False)),
+            )
         return Lead(
             owner=owner,
             slots={k.removeprefix("slot_"): v for k, v in item.items() if k.startswith("slot_")},
             last_event_at=_optional_int(item.get("last_event_at")),
             closed_at=_optional_int(item.get("closed_at")),
             deleted=bool(item.get("deleted", False)),
+            closing=closing,
         )
 
     def rooms_of(self, owner: str, limit: int = 50) -> list[Room]:
@@ -174,8 +198,13 @@ class MeetingsStore:
             kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
     # writes ----------------------------------------------------------------------------------------------------
-    def claim_lead_room(self, room: Room, event_at: int, replaces: str | None) -> None:
-        """Atomically point the lead's slot at a new room record, unless the lead moved on or someone else won."""
+    def claim_lead_room(self, room: Room, event_at: int, replaces: str | None, retire: bool = True) -> None:
+        """Atomically point the lead's slot at a new room record, unless the lead moved on or someone else won.
+
+        ``replaces`` is the record the slot points at now; ``retire`` marks it deleted in the same transaction.
+        A slot may outlive its record (deleted rooms are purged by TTL after 30 days): then there is nothing to
+        retire, and the slot alone is the condition.
+        """
         slot_name = f"slot_{room.slot}"
         lead_condition = (
             "attribute_not_exists(deleted)"
@@ -205,7 +234,7 @@ class MeetingsStore:
                 }
             },
         ]
-        if replaces:
+        if replaces and retire:
             items.append({"Update": self._deletion(replaces, time.time())})
         self._transact(items)
 
@@ -244,37 +273,115 @@ class MeetingsStore:
         )
 
     def mark_deleted(self, room_key: str, now: float | None = None) -> None:
+        """Mark a room deleted; a record already purged (TTL) is as deleted as it gets."""
         update = self._deletion(room_key, now if now is not None else time.time())
         update.pop("TableName")
-        self._call(self.table.update_item, **update)
+        try:
+            self._call(self.table.update_item, **update)
+        except ClientError:
+            return
 
-    def record_close(self, owner: str, event_at: int, slots: list[str], deleted: bool) -> None:
-        """Remember the close, so older events arriving late stay closed, and free the lead's slots.
+    def begin_close(self, owner: str, closing: Closing, slots: list[str]) -> bool:
+        """Record the close and what it must do, and free the lead's slots, in one write.
 
-        A close older than one already recorded changes nothing.
+        From here on older events arriving late stay closed, and a retry of the job resumes from ``closing``.
+        False when a close at the same time or later was recorded first.
         """
-        update = "SET closed_at = :at, last_event_at = :at"
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":at": event_at}
-        if deleted:
+        update = (
+            "SET closed_at = :at, last_event_at = :at, closing_at = :at, closing_deleted = :deleted,"
+            " closing_note = :false, closing_field = :false"
+        )
+        values: dict[str, Any] = {":at": closing.at, ":deleted": closing.deleted, ":false": False}
+        if closing.status_id is not None:
+            update += ", closing_status = :status"
+            values[":status"] = closing.status_id
+        if closing.rooms:
+            update += ", closing_rooms = :rooms"
+            values[":rooms"] = list(closing.rooms)
+        if closing.deleted:
             update += ", deleted = :true"
             values[":true"] = True
-        if slots:
-            names = {f"#s{i}": f"slot_{slot}" for i, slot in enumerate(slots)}
-            update += " REMOVE " + ", ".join(names)
-        kwargs: dict[str, Any] = {"ExpressionAttributeValues": values}
+        removed = [f"slot_{slot}" for slot in slots]
+        if not closing.rooms:
+            removed.append("closing_rooms")
+        if closing.status_id is None:
+            removed.append("closing_status")
+        names = {f"#r{i}": name for i, name in enumerate(removed)}
+        kwargs: dict[str, Any] = {}
         if names:
+            update += " REMOVE " + ", ".join(names)
             kwargs["ExpressionAttributeNames"] = names
         try:
             self._call(
                 self.table.update_item,
                 Key={"pk": owner, "sk": "LEAD"},
                 UpdateExpression=update,
-                ConditionExpression="attribute_not_exists(closed_at) OR closed_at <= :at",
+                ConditionExpression="attribute_not_exists(closed_at) OR closed_at < :at",
+                ExpressionAttributeValues=values,
                 **kwargs,
             )
         except ClientError:
+            return False
+        return True
+
+    def mark_closing(self, owner: str, at: int, **steps: bool) -> None:
+        """Record a step of the close at ``at`` as done (``note``, ``field``)."""
+        names = {f"#{k}": f"closing_{k}" for k in steps}
+        values: dict[str, Any] = {f":{k}": v for k, v in steps.items()}
+        values[":at"] = at
+        try:
+            self._call(
+                self.table.update_item,
+                Key={"pk": owner, "sk": "LEAD"},
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in steps),
+                ConditionExpression="closing_at = :at",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError:
+            return  # a newer close took over; it does its own steps
+
+    def finish_close(self, owner: str, at: int) -> None:
+        try:
+            self._call(
+                self.table.update_item,
+                Key={"pk": owner, "sk": "LEAD"},
+                UpdateExpression=(
+                    "REMOVE closing_at, closing_status, closing_deleted, closing_rooms, closing_note, closing_field"
+                ),
+                ConditionExpression="closing_at = :at",
+                ExpressionAttributeValues={":at": at},
+            )
+        except ClientError:
             return
+
+    def restore_lead(self, owner: str, restored_at: int, closed_at: int | None) -> bool:
+        """Take the lead out of the trash, so it can have rooms again.
+
+        A delete carries no time, so its close was recorded at our receive time, which can be later than the
+        restore's own time: the close is moved back to just before the restore, or events after the restore
+        would count as older than the delete. False when the lead changed meanwhile (the caller reads again).
+        """
+        update = "REMOVE deleted SET restored_at = :at"
+        values: dict[str, Any] = {":at": restored_at}
+        condition = "attribute_not_exists(closed_at)"
+        if closed_at is not None:
+            condition = "closed_at = :seen"
+            values[":seen"] = closed_at
+            if closed_at >= restored_at:
+                update += ", closed_at = :before, last_event_at = :before"
+                values[":before"] = restored_at - 1
+        try:
+            self._call(
+                self.table.update_item,
+                Key={"pk": owner, "sk": "LEAD"},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError:
+            return False
+        return True
 
     def sweep_cursor(self) -> str | None:
         item = self._call(self.table.get_item, Key={"pk": "SWEEP", "sk": "STATE"}).get("Item") or {}

@@ -12,7 +12,7 @@ import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from bridge.config import Settings, load_settings
-from bridge.credentials import Credentials, load_credentials
+from bridge.credentials import whereby_api_key
 from bridge.jobs import JobQueue
 from bridge.kommo import KommoClient
 from bridge.kommo_auth import KommoTokens, SecretWriter, TokenLease
@@ -31,13 +31,14 @@ def settings() -> Settings:
     return load_settings()
 
 
-def credentials() -> Credentials:
-    return load_credentials(settings())
-
-
 @lru_cache(maxsize=1)
 def job_queue() -> JobQueue:
     return JobQueue(settings().jobs_queue_url, boto3.client("sqs"))
+
+
+@lru_cache(maxsize=1)
+def dead_letter_queue() -> JobQueue:
+    return JobQueue(settings().jobs_queue_url, boto3.client("sqs"), dead_letter_url=settings().dead_letter_queue_url)
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +47,7 @@ def store() -> MeetingsStore:
 
 
 def whereby(policy: RetryPolicy = BACKGROUND) -> WherebyClient:
-    return _whereby(credentials().whereby_api_key, policy)
+    return _whereby(whereby_api_key(settings()), policy)
 
 
 @lru_cache(maxsize=4)
@@ -57,7 +58,7 @@ def _whereby(api_key: str, policy: RetryPolicy) -> WherebyClient:
 @lru_cache(maxsize=1)
 def kommo_tokens() -> KommoTokens:
     s = settings()
-    return KommoTokens(s, TokenLease(store().table), SecretWriter(s.secret_id, boto3.client("secretsmanager")))
+    return KommoTokens(s, TokenLease(store().table), SecretWriter(s.kommo_secret_id, boto3.client("secretsmanager")))
 
 
 @lru_cache(maxsize=1)
@@ -68,6 +69,6 @@ def kommo() -> KommoClient:
 
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
-    for cached in (load_settings, job_queue, store, _whereby, kommo_tokens, kommo):
+    for cached in (load_settings, job_queue, dead_letter_queue, store, _whereby, kommo_tokens, kommo):
         cached.cache_clear()
     parameters.clear_caches()

@@ -9,6 +9,10 @@
 
 Whereby's budget is 100 points a minute on the Build plan, shared by every caller: a delete costs 2 and a list
 page 1, so a run deletes at most ``SWEEP_MAX_DELETES`` rooms and stops at the first 429; the next run goes on.
+
+A cursor Whereby refuses (it answers 400 for a stale one) restarts the walk from the first page, so no saved
+state can stop the clean-up for good. A run that fails anyway is counted (``SweepRunsFailed``, alarmed when it
+repeats) and never keeps the Kommo OAuth keep-alive from running.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from bridge.config import Settings
-from bridge.errors import BridgeError, Throttled
+from bridge.errors import BridgeError, Rejected, Throttled, Unauthorized
 from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
 from bridge.observability import count, logger
 from bridge.whereby import Meeting, WherebyClient
@@ -81,6 +85,32 @@ def sweep(
     return summary
 
 
+def scheduled_run(
+    store: MeetingsStore,
+    whereby: Callable[[], WherebyClient],
+    settings: Settings,
+    keep_alive: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, int | str]:
+    """One run of the schedule: the sweep, then the keep-alive, which a failed sweep must not skip.
+
+    ``whereby`` builds the client inside the run, so an unreadable Whereby key fails the sweep, not the keep-alive.
+    """
+    failure: Exception | None = None
+    try:
+        summary = sweep(store, whereby(), settings, clock=clock).as_dict()
+    except Exception as exc:
+        failure = exc
+        summary = {"stopped": f"failed: {type(exc).__name__}"}
+        count("SweepRunsFailed")
+        logger.exception("the sweep failed; the next run tries again", extra={"reason": str(exc)})
+    if keep_alive is not None:
+        keep_alive()
+    if failure is not None:
+        raise failure
+    return summary
+
+
 def _delete_expired(
     store: MeetingsStore, whereby: WherebyClient, now: int, budget: _Budget, summary: SweepSummary
 ) -> None:
@@ -111,6 +141,14 @@ def _reconcile(
         except Throttled:
             store.save_sweep_cursor(cursor)
             raise
+        except Rejected as exc:
+            if cursor is None or isinstance(exc, Unauthorized):
+                raise
+            count("SweepCursorRestarts")
+            logger.warning("whereby refused the saved cursor; the walk starts again", extra={"reason": str(exc)})
+            cursor = None
+            store.save_sweep_cursor(None)
+            meetings, next_cursor = whereby.list_page(None)
         summary.pages_read += 1
         for meeting in meetings:
             if not _check(store, whereby, meeting, now, budget, summary):
