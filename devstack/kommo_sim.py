@@ -296,6 +296,11 @@ class KommoSimulator(SimServer):
         with self._lock:
             self._leads[lead_id] = {**default_lead(lead_id, int(time.time())), **copy.deepcopy(fields)}
 
+    def remove_lead(self, lead_id: int) -> None:
+        """The lead went to the trash: GET answers 204, as Kommo does for a deleted lead."""
+        with self._lock:
+            self._leads.pop(lead_id, None)
+
     # ----- SimServer hooks -----
 
     def _reset_state(self) -> None:
@@ -346,6 +351,8 @@ class KommoSimulator(SimServer):
             return self._add_notes(request, None)
         if method == "POST" and (match := _LEAD_NOTES_PATH.fullmatch(path)):
             return self._add_notes(request, int(match.group(1)))
+        if method == "GET" and (match := _LEAD_NOTES_PATH.fullmatch(path)):
+            return self._list_notes(request, int(match.group(1)))
         if (match := _LEAD_PATH.fullmatch(path)) and method in ("GET", "PATCH"):
             lead_id = int(match.group(1))
             return self._get_lead(lead_id) if method == "GET" else self._patch_lead(request, lead_id)
@@ -386,6 +393,28 @@ class KommoSimulator(SimServer):
         parsed = parse_notes(request.json_body(), path_entity_id)
         embedded = [self._store_note(note) for note in parsed]
         return json_response(200, {"_links": self._links(request.path), "_embedded": {"notes": embedded}}, HAL_TYPE)
+
+    def _list_notes(self, request: Request, lead_id: int) -> Response:
+        """A lead's notes, oldest first, a page at a time; 204 when there are none (as Kommo answers)."""
+        query = request.query
+        note_type = query.get("filter[note_type]")
+        try:
+            page = int(query.get("page", "1"))
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            raise SimError(400, "page and limit must be whole numbers") from None
+        if page < 1 or not 1 <= limit <= 250:
+            raise SimError(400, "page must be at least 1 and limit from 1 to 250")
+        notes = [n for n in self._notes if n["entity_id"] == lead_id and note_type in (None, n["note_type"])]
+        chunk = notes[(page - 1) * limit : page * limit]
+        if not chunk:
+            return empty_response(204)
+        path = f"/api/v4/leads/{lead_id}/notes"
+        links = self._links(f"{path}?page={page}&limit={limit}")
+        if page * limit < len(notes):
+            links["next"] = {"href": f"{self.root_url}{path}?page={page + 1}&limit={limit}"}
+        embedded = [{**copy.deepcopy(n), "created_by": 0, "updated_by": 0} for n in chunk]
+        return json_response(200, {"_page": page, "_links": links, "_embedded": {"notes": embedded}}, HAL_TYPE)
 
     def _patch_lead(self, request: Request, lead_id: int) -> Response:
         updates = parse_lead_patch(request.json_body())

@@ -120,6 +120,7 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     html: bool = False
+    after: bool = False  # carry the request out, then drop the connection: the peer acted, the caller never heard
 
     def matches(self, method: str) -> bool:
         return self.method is None or self.method.upper() == method.upper()
@@ -212,17 +213,21 @@ class SimServer(StartStop):
         retry_after: float | None = None,
         delay: float = 0.0,
         method: str | None = None,
+        after: bool = False,
     ) -> None:
         """The next n requests (of `method`, if given) get `status` after sleeping `delay` seconds.
 
         status=0 answers nothing and closes the connection. `retry_after` adds a Retry-After header
-        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000).
+        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000). `after=True` (with status 0) carries
+        the request out first: the answer is lost, as when a caller crashes or times out after the peer acted.
         """
+        if after and status != 0:
+            raise ValueError("after=True loses the answer: use it with status=0")
         if status != 0 and not 100 <= status <= 599:
             raise ValueError(f"status must be 0 (no answer) or an HTTP status, not {status}")
         if n < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
             raise ValueError("n, delay and retry_after must not be negative")
-        fault = Fault(status, retry_after, delay, method.upper() if method else None)
+        fault = Fault(status, retry_after, delay, method.upper() if method else None, after=after)
         with self._lock:
             self._faults.extend([fault] * n)
 
@@ -283,6 +288,11 @@ class SimServer(StartStop):
         entry = self._log_arrival(request)
         self._sleep(self.latency)
         fault = self._take_fault(request.method)
+        if fault is not None and fault.after:
+            with self._lock:
+                entry["status"] = self._answer(request).status
+            self._sleep(fault.delay)
+            return DROP
         if fault is not None:
             self._set_logged_status(entry, fault.status)
             self._sleep(fault.delay)

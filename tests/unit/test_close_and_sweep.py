@@ -74,7 +74,9 @@ def test_won_or_lost_deal_deletes_its_room_and_says_so(stack, whereby_sim, kommo
     stack.drain()
     assert whereby_sim.meetings() == []
     assert [r["state"] for r in records(stack)] == ["deleted"]
-    assert kommo_sim.notes(LEAD)[-1]["params"]["text"] == f"Video room closed: deal {word}."
+    room_name = whereby_sim.requests_seen()[0]["json"]["roomNamePrefix"]
+    text = kommo_sim.notes(LEAD)[-1]["params"]["text"]
+    assert text.startswith(f"Video room closed: deal {word}.\n{room_name}")  # which link died
 
 
 def test_deleted_deal_deletes_its_room_without_a_note(stack, whereby_sim, kommo_sim):

@@ -434,3 +434,36 @@ def test_a_pipeline_hook_for_a_lead_kommo_no_longer_has_does_nothing(stack, wher
     post(stack, "/kommo/stage", pipeline_body(LEAD, DEMO_STATUS))
     assert stack.drain().failed == 0
     assert whereby_sim.meetings() == []
+
+
+# Answers lost after the peer acted (a crash or a timeout right after the call) ---------------------------------
+def test_a_room_note_whose_answer_was_lost_is_not_posted_twice(stack, whereby_sim, kommo_sim):
+    kommo_sim.fail_next(1, status=0, method="POST", after=True)  # Kommo made the note; the worker never heard
+    post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
+    stack.drain()
+    assert len(kommo_sim.notes(LEAD)) == 1
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_a_close_note_whose_answer_was_lost_is_not_posted_twice(stack, whereby_sim, kommo_sim):
+    open_room(stack)
+    kommo_sim.fail_next(1, status=0, method="POST", after=True)
+    post(stack, "/kommo/close", status_body(LEAD, 142, 1_767_225_600))
+    stack.drain()
+    assert len([n for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]) == 1
+    assert whereby_sim.meetings() == []
+
+
+def test_a_room_whose_creation_answer_was_lost_is_swept_and_the_deal_keeps_one_room(stack, whereby_sim, kommo_sim):
+    from bridge import runtime
+    from bridge.sweeper import sweep
+
+    whereby_sim.fail_next(1, status=0, method="POST", after=True)  # Whereby made a room nobody recorded
+    post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
+    stack.drain()
+    assert len(whereby_sim.meetings()) == 2
+    summary = sweep(runtime.store(), runtime.whereby(), runtime.settings())
+    assert summary.orphans == 1
+    [room] = whereby_sim.meetings()
+    [note] = kommo_sim.notes(LEAD)
+    assert room["roomUrl"] in note["params"]["text"]  # the room that stayed is the one the deal was told about

@@ -51,10 +51,12 @@ def room_note(rule: StageRule, room: Room) -> str:
     )
 
 
-def close_note(status_id: int | None, closed: int) -> str:
+def close_note(status_id: int | None, room_names: list[str]) -> str:
     why = {WON: "deal won", LOST: "deal lost"}.get(status_id or 0, "deal closed")
+    closed = len(room_names)
     rooms = "Video room" if closed == 1 else f"{closed} video rooms"
-    return f"{rooms} closed: {why}."
+    # The room names tell people which links died, and let a retry find this note instead of posting it twice.
+    return f"{rooms} closed: {why}.\n" + "\n".join(room_names)
 
 
 def run_job(job: Job, settings: Settings, ports: DealPorts) -> str:
@@ -161,9 +163,13 @@ def _create(room: Room, rule: StageRule, ports: DealPorts) -> Room:
 def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports: DealPorts, outcome: str) -> str:
     """The follow-ups of a room, each done once: the note, then the custom field."""
     if not room.note_posted:
-        _once("the room note", lambda: ports.kommo.add_note(lead_id, room_note(rule, room)))
+        if room.note_attempted and ports.kommo.has_note(lead_id, room.room_url):
+            count("NotesFoundOnRetry")
+        else:
+            ports.store.mark(room.room_key, note_attempted=True)
+            _once("the room note", lambda: ports.kommo.add_note(lead_id, room_note(rule, room), room.room_url))
+            count("NotesPosted")
         ports.store.mark(room.room_key, note_posted=True)
-        count("NotesPosted")
     if settings.meeting_field_id and not room.field_set:
         _once(
             "the meeting field", lambda: ports.kommo.set_text_field(lead_id, settings.meeting_field_id, room.meeting_id)
@@ -208,8 +214,10 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
         if closing is None:
             return "skipped: a close at this time or later was already applied"
     closed = 0
+    names: list[str] = []
     for key in closing.rooms:
         room = ports.store.get_room(key)
+        names.append(room.room_name.lstrip("/") if room and room.room_name else key)
         if room is None or room.state == DELETED:
             closed += 1  # done by an earlier try, or by the sweeper
             continue
@@ -218,10 +226,13 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
         ports.store.mark_deleted(room.room_key)
         closed += 1
     if closing.rooms and not closing.deleted and not closing.note_done:
-        _once(
-            "the close note",
-            lambda: ports.kommo.add_note(job.lead_id, close_note(closing.status_id, len(closing.rooms))),
-        )
+        marker = closing.rooms[0]  # our room key, inside the first room's name in the note
+        if not (closing.note_attempted and ports.kommo.has_note(job.lead_id, marker)):
+            ports.store.mark_closing(owner, closing.at, note_attempted=True)
+            _once(
+                "the close note",
+                lambda: ports.kommo.add_note(job.lead_id, close_note(closing.status_id, names), marker),
+            )
         ports.store.mark_closing(owner, closing.at, note=True)
     if closing.rooms and not closing.deleted and settings.meeting_field_id and not closing.field_done:
         _once(

@@ -15,6 +15,10 @@ class PeerUnavailable(BridgeError):
     """A peer timed out, refused the connection or answered 5xx; worth retrying later."""
 
 
+class AnswerLost(PeerUnavailable):
+    """The request may have been carried out but its answer never came (a read timeout, a dropped connection)."""
+
+
 class Throttled(PeerUnavailable):
     """A peer answered 429; ``retry_after`` is how long it asked us to wait, in seconds."""
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import requests
 
-from bridge.errors import NotFound, PeerUnavailable, Unauthorized
+from bridge.errors import AnswerLost, NotFound, PeerUnavailable, Unauthorized
 from bridge.peer_http import PeerSession, RetryPolicy
 
 NOTE_MAX_CHARS = 4000
@@ -124,10 +124,41 @@ class KommoClient:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise PeerUnavailable("kommo answered an unexpected lead body") from None
 
-    def add_note(self, lead_id: int, text: str) -> int | None:
-        """Post a common note on a lead; returns the note id Kommo gave it."""
+    def has_note(self, lead_id: int, marker: str, max_pages: int = 4) -> bool:
+        """Whether a common note on the lead contains ``marker``: a post whose answer was lost may have landed.
+
+        Kommo has no idempotency key for notes, so a retry first looks for the note it may already have made.
+        """
+        for page in range(1, max_pages + 1):
+            params = {"filter[note_type]": "common", "page": page, "limit": 250}
+            response = self._request("GET", f"/api/v4/leads/{lead_id}/notes", params=params)
+            if response.status_code == 204 or not response.content:
+                return False
+            try:
+                data = response.json()
+                notes = (data.get("_embedded") or {}).get("notes") or []
+                if any(marker in str((note.get("params") or {}).get("text", "")) for note in notes):
+                    return True
+                if not (data.get("_links") or {}).get("next"):
+                    return False
+            except (ValueError, AttributeError, TypeError):
+                raise PeerUnavailable("kommo answered an unexpected notes body") from None
+        return False
+
+    def add_note(self, lead_id: int, text: str, marker: str | None = None) -> int | None:
+        """Post a common note on a lead; returns the note id Kommo gave it (None when it was found, not made).
+
+        When the answer is lost, the note is looked for by ``marker`` (a text only this note holds) before it is
+        posted once more, so a timeout never makes a second note.
+        """
         body = [{"entity_id": lead_id, "note_type": "common", "params": {"text": text[:NOTE_MAX_CHARS]}}]
-        data = self._request("POST", "/api/v4/leads/notes", json=body).json()
+        try:
+            response = self._request("POST", "/api/v4/leads/notes", json=body)
+        except AnswerLost:
+            if marker and self.has_note(lead_id, marker):
+                return None
+            response = self._request("POST", "/api/v4/leads/notes", json=body)
+        data = response.json()
         notes = (data.get("_embedded") or {}).get("notes") or [{}]
         return notes[0].get("id")
 

@@ -73,6 +73,7 @@ class Room:
     host_room_url: str = ""
     room_name: str = ""
     note_posted: bool = False
+    note_attempted: bool = False  # set before the post: a retry then looks for the note before posting again
     field_set: bool = False
 
     def item(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class Closing:
     deleted: bool
     rooms: tuple[str, ...]  # the room keys that were live when the close began
     note_done: bool = False
+    note_attempted: bool = False
     field_done: bool = False
 
 
@@ -151,6 +153,7 @@ class MeetingsStore:
                 deleted=bool(item.get("closing_deleted", False)),
                 rooms=tuple(item.get("closing_rooms") or ()),
                 note_done=bool(item.get("closing_note", False)),
+                note_attempted=bool(item.get("closing_note_attempted", False)),
                 field_done=bool(item.get("closing_field", False)),
             )
         return Lead(
@@ -289,7 +292,7 @@ class MeetingsStore:
         """
         update = (
             "SET closed_at = :at, last_event_at = :at, closing_at = :at, closing_deleted = :deleted,"
-            " closing_note = :false, closing_field = :false"
+            " closing_note = :false, closing_note_attempted = :false, closing_field = :false"
         )
         values: dict[str, Any] = {":at": closing.at, ":deleted": closing.deleted, ":false": False}
         if closing.status_id is not None:
@@ -325,7 +328,7 @@ class MeetingsStore:
         return True
 
     def mark_closing(self, owner: str, at: int, **steps: bool) -> None:
-        """Record a step of the close at ``at`` as done (``note``, ``field``)."""
+        """Record a step of the close at ``at`` (``note``, ``note_attempted``, ``field``)."""
         names = {f"#{k}": f"closing_{k}" for k in steps}
         values: dict[str, Any] = {f":{k}": v for k, v in steps.items()}
         values[":at"] = at
@@ -347,7 +350,8 @@ class MeetingsStore:
                 self.table.update_item,
                 Key={"pk": owner, "sk": "LEAD"},
                 UpdateExpression=(
-                    "REMOVE closing_at, closing_status, closing_deleted, closing_rooms, closing_note, closing_field"
+                    "REMOVE closing_at, closing_status, closing_deleted, closing_rooms, closing_note,"
+                    " closing_note_attempted, closing_field"
                 ),
                 ConditionExpression="closing_at = :at",
                 ExpressionAttributeValues={":at": at},

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from bridge.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
+from bridge.errors import AnswerLost, NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
 from bridge.observability import count
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -76,9 +76,15 @@ class PeerSession:
         self._session = requests.Session()
         self._session.headers.update(headers)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send with retries; returns a 2xx response or raises a domain error."""
+    def request(self, method: str, path: str, *, repeatable: bool | None = None, **kwargs: Any) -> requests.Response:
+        """Send with retries; returns a 2xx response or raises a domain error.
+
+        A POST is not sent again after an error that may have come after the peer acted (a read timeout, a
+        dropped connection): it raises ``AnswerLost`` and the caller decides. ``repeatable=True`` says a
+        duplicate is harmless (a Whereby room nobody records is swept).
+        """
         policy = self.policy
+        repeatable = method.upper() != "POST" if repeatable is None else repeatable
         kwargs.setdefault("timeout", (policy.connect_timeout, policy.read_timeout))
         url = f"{self.base_url}{path}"
         for attempt in range(1, policy.attempts + 1):
@@ -89,6 +95,8 @@ class PeerSession:
                 response = self._session.request(method, url, **kwargs)
             except requests.RequestException as exc:
                 count(f"{self.metric}Errors")
+                if not repeatable and not isinstance(exc, requests.ConnectTimeout):
+                    raise AnswerLost(f"{self.name} {method} {path}: {type(exc).__name__}") from None
                 if last_try:
                     raise PeerUnavailable(f"{self.name} {method} {path}: {type(exc).__name__}") from None
                 self._sleep(self._backoff(attempt))

@@ -106,7 +106,8 @@ class WherebyClient:
                 "destination": {"provider": "whereby"},
                 "startTrigger": "prompt",
             }
-        response = self._http.request("POST", "/meetings", json=body)
+        # A room made twice carries the same key; the sweep deletes the one no record names, so retrying is safe.
+        response = self._http.request("POST", "/meetings", json=body, repeatable=True)
         return _meeting(response.json())
 
     def get_meeting(self, meeting_id: str) -> Meeting:
