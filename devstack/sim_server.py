@@ -205,6 +205,12 @@ class SimServer(StartStop):
             self.latency = 0.0
             self._reset_state()
 
+    def reset_faults(self) -> None:
+        """Forget the faults not yet consumed and switch random faults off; state and the request log stay."""
+        with self._lock:
+            self._faults.clear()
+            self._fault_rate = 0.0
+
     def fail_next(
         self,
         n: int = 1,
