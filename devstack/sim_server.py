@@ -13,6 +13,7 @@ import json
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -26,6 +27,7 @@ JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 CONTROL_PREFIX = "/_sim/"
 FAULT_KINDS_NAMED = ("timeout", "html")
+PASS_THROUGH = -1  # the status of a queued placeholder fault: that request is answered normally
 
 
 @dataclass(frozen=True)
@@ -212,19 +214,22 @@ class SimServer(StartStop):
         retry_after: float | None = None,
         delay: float = 0.0,
         method: str | None = None,
+        after: int = 0,
     ) -> None:
         """The next n requests (of `method`, if given) get `status` after sleeping `delay` seconds.
 
         status=0 answers nothing and closes the connection. `retry_after` adds a Retry-After header
-        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000).
+        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000). `after` lets that many
+        requests (of `method`) through first, for a fault in the middle of a conversation.
         """
         if status != 0 and not 100 <= status <= 599:
             raise ValueError(f"status must be 0 (no answer) or an HTTP status, not {status}")
-        if n < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
-            raise ValueError("n, delay and retry_after must not be negative")
-        fault = Fault(status, retry_after, delay, method.upper() if method else None)
+        if n < 0 or after < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError("n, after, delay and retry_after must not be negative")
+        method = method.upper() if method else None
+        fault = Fault(status, retry_after, delay, method)
         with self._lock:
-            self._faults.extend([fault] * n)
+            self._faults.extend([Fault(PASS_THROUGH, method=method)] * after + [fault] * n)
 
     def set_fault_rate(
         self,
@@ -283,7 +288,7 @@ class SimServer(StartStop):
         entry = self._log_arrival(request)
         self._sleep(self.latency)
         fault = self._take_fault(request.method)
-        if fault is not None:
+        if fault is not None and fault.status != PASS_THROUGH:
             self._set_logged_status(entry, fault.status)
             self._sleep(fault.delay)
             return DROP if fault.status == 0 else self._fault_response(fault)
@@ -307,6 +312,7 @@ class SimServer(StartStop):
 
     def _log_arrival(self, request: Request) -> dict[str, Any]:
         entry: dict[str, Any] = {
+            "at": time.monotonic(),  # arrival, to measure the spacing of a client's calls
             "method": request.method,
             "path": request.path,
             "query": request.query,
@@ -386,6 +392,7 @@ class SimServer(StartStop):
             retry_after=None if retry_after is None else float(retry_after),
             delay=float(body.get("delay") or 0.0),
             method=body.get("method"),
+            after=int(body.get("after", 0)),
         )
         return empty_response()
 

@@ -21,7 +21,8 @@ from bridge.kommo_webhook import LeadEvent
 
 ENSURE_ROOM = "ensure_room"
 CLOSE_ROOMS = "close_rooms"
-KINDS = (ENSURE_ROOM, CLOSE_ROOMS)
+RESTORE_LEAD = "restore_lead"
+KINDS = (ENSURE_ROOM, CLOSE_ROOMS, RESTORE_LEAD)
 SQS_BATCH = 10
 
 
@@ -34,7 +35,7 @@ class Job:
     kind: str
     account: str  # the Kommo subdomain: the stack serves one account, named the same way in every record
     lead_id: int
-    action: str  # the Kommo action that caused it: status, add, delete
+    action: str  # the Kommo action that caused it: status, add, delete, restore
     status_id: int | None
     event_at: int  # when the change happened (from the body), else when we received it
 
