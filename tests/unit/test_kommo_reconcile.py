@@ -377,6 +377,17 @@ def test_the_reconcilers_kommo_calls_are_spaced_at_its_configured_rate(stack, ko
     assert all(gap >= 0.95 for gap in gaps), gaps
 
 
+def test_of_two_runs_at_once_the_one_that_got_further_keeps_its_checkpoint(stack):
+    from bridge import runtime
+    from bridge.meetings import ReconcileState
+
+    store = runtime.store()
+    store.save_reconcile_state(ReconcileState(checkpoint=2_000, seen={"b": 1_990}))
+    store.save_reconcile_state(ReconcileState(checkpoint=1_000, seen={"a": 990}))  # the slower run, finishing later
+
+    assert store.reconcile_state() == ReconcileState(checkpoint=2_000, seen={"b": 1_990})
+
+
 def test_without_a_kommo_account_the_reconciliation_does_nothing(stack, kommo_sim, monkeypatch):
     monkeypatch.setenv("KOMMO_SUBDOMAIN", "")
     from bridge import runtime

@@ -35,7 +35,7 @@ EVENT_TYPES = (LEAD_STATUS_CHANGED, LEAD_DELETED, LEAD_RESTORED)
 OVERLAP_SECONDS = 120
 DELAY_SECONDS = 30
 MAX_WINDOW_SECONDS = 3600
-MAX_SEEN = 5000  # ids remembered for the overlap; past this the oldest are dropped (a repeat is harmless, only waste)
+MAX_SEEN = 2000  # ids remembered for the overlap; past this the oldest are dropped (a repeat is harmless, only waste)
 
 
 class EventSource(Protocol):

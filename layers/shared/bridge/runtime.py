@@ -71,7 +71,7 @@ def kommo() -> KommoClient:
 @lru_cache(maxsize=1)
 def kommo_reconcile() -> KommoClient:
     """The reconciler's own Kommo client, spaced at its own rate: with the two workers' 2 x 3/s, 1/s keeps the
-    integration under Kommo's 7 requests/s."""
+    integration within Kommo's 7 requests/s."""
     s = settings()
     return KommoClient(s.kommo_api_url, kommo_tokens(), s.kommo_reconcile_requests_per_second, RECONCILE)
 
