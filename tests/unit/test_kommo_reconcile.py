@@ -373,8 +373,11 @@ def test_the_reconcilers_kommo_calls_are_spaced_at_its_configured_rate(stack, ko
 
     arrivals = [r["at"] for r in events_requests(kommo_sim)]
     assert summary["pages"] == len(arrivals) == 3
+    # The client spaces departures; arrivals carry a little network jitter, hence the margins. At the workers'
+    # 3/s the gaps would be 0.33 s.
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(gap >= 0.95 for gap in gaps), gaps
+    assert all(gap >= 0.8 for gap in gaps), gaps
+    assert all(at - arrivals[0] >= k - 0.1 for k, at in enumerate(arrivals)), gaps
 
 
 def test_of_two_runs_at_once_the_one_that_got_further_keeps_its_checkpoint(stack):
