@@ -30,7 +30,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m devstack",
         description="Run template.yaml on 127.0.0.1: moto, the Whereby and Kommo simulators, an API gateway,\n"
-        "the job queue pumped into the worker, and the sweeper on its schedule. Ctrl-C stops it.",
+        "the job queue pumped into the worker, and every schedule (the sweeper, the Kommo reconciliation) on its\n"
+        "rate. Ctrl-C stops it.",
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -38,7 +39,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="gateway port, 0 for any (default %(default)s)")
     parser.add_argument("--whereby-url", help="real Whereby API base URL instead of the simulator")
     parser.add_argument("--kommo-url", help="real Kommo base URL instead of the simulator; {subdomain} is filled in")
-    parser.add_argument("--sweep-every", type=float, metavar="SECONDS", help="sweep this often, not on SweepSchedule")
+    parser.add_argument(
+        "--sweep-every",
+        type=float,
+        metavar="SECONDS",
+        help="run every schedule (sweeper, Kommo reconciliation) this often, not on its template rate",
+    )
     parser.add_argument(
         "--stage-rules",
         metavar="JSON",

@@ -1,7 +1,11 @@
-"""Simulator of the Kommo API v4 calls the bridge makes (contracts/kommo.md §3): lead notes, PATCH and GET lead.
+"""Simulator of the Kommo API v4 calls the bridge makes (contracts/kommo.md §3): lead notes, PATCH and GET lead,
+and the event log (contracts/kommo-more.md §3).
 
 Leads are created on first touch (a note or a PATCH), so tests need no setup; `add_lead` seeds one
 explicitly. Like Kommo's nginx, the per-integration rate limit answers 429 with an HTML page.
+
+The event log is written by `move_lead`, `delete_lead` and `restore_lead` (or `POST /_sim/events`): what a
+user does in Kommo's interface. No webhook is sent, which is exactly the case the reconciliation is for.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import re
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from devstack.sim_server import (
     ControlHandler,
@@ -37,6 +43,14 @@ _LEAD_PATH = re.compile(r"/api/v4/leads/(\d+)")
 _LEAD_NOTES_PATH = re.compile(r"/api/v4/leads/(\d+)/notes")
 DEFAULT_PIPELINE_ID = 1
 DEFAULT_STATUS_ID = 1
+CLOSED_STATUS_IDS = (142, 143)
+EVENTS_PATH = "/api/v4/events"
+EVENTS_DEFAULT_LIMIT = 50
+EVENTS_MAX_LIMIT = 250  # a larger limit is served as 250, as Kommo does
+EVENT_ENTITIES = ("lead", "contact", "company", "task")  # singular; catalog_<id> too
+LEAD_STATUS_CHANGED = "lead_status_changed"
+LEAD_DELETED = "lead_deleted"
+LEAD_RESTORED = "lead_restored"
 
 
 def problem(status: int, detail: str, extra: dict[str, Any] | None = None) -> Response:
@@ -239,6 +253,80 @@ def default_lead(lead_id: int, now: int) -> dict[str, Any]:
     }
 
 
+# ----- the event log -----
+
+
+def _query_values(query: dict[str, list[str]], name: str) -> list[str]:
+    """A filter given as a comma list (``filter[type]=a,b``) or as an array (``filter[type][]=a&filter[type][]=b``)."""
+    values = list(query.get(name, []))
+    values += [v for key, vs in query.items() if re.fullmatch(re.escape(name) + r"\[\d*\]", key) for v in vs]
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _query_int(query: dict[str, list[str]], name: str, minimum: int) -> int | None:
+    values = query.get(name)
+    if not values:
+        return None
+    raw = values[-1].strip()
+    if not raw.lstrip("-").isdigit() or int(raw) < minimum:
+        raise validation_failed(
+            [issue("0", "InvalidValue", name, f"This value should be a whole number >= {minimum}.")]
+        )
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    types: tuple[str, ...]
+    entities: tuple[str, ...]
+    entity_ids: tuple[int, ...]
+    created_from: int | None
+    created_to: int | None
+    page: int
+    limit: int
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        return (
+            (not self.types or event["type"] in self.types)
+            and (not self.entities or event["entity_type"] in self.entities)
+            and (not self.entity_ids or event["entity_id"] in self.entity_ids)
+            and (self.created_from is None or event["created_at"] >= self.created_from)
+            and (self.created_to is None or event["created_at"] <= self.created_to)
+        )
+
+
+def parse_event_query(query: dict[str, list[str]]) -> EventQuery:
+    """The filters of ``GET /api/v4/events`` (contracts/kommo-more.md §3); raises SimError(400) for bad ones."""
+    entities = tuple(_query_values(query, "filter[entity]"))
+    bad = [e for e in entities if e not in EVENT_ENTITIES and not re.fullmatch(r"catalog_\d+", e)]
+    if bad:
+        raise validation_failed([issue("0", "InvalidValue", "filter[entity]", f"Unknown entity {bad[0]!r}.")])
+    raw_ids = _query_values(query, "filter[entity_id]")
+    if raw_ids and (len(entities) != 1 or len(raw_ids) > 10 or not all(i.isdigit() for i in raw_ids)):
+        detail = "Up to 10 numeric ids, with exactly one filter[entity]."
+        raise validation_failed([issue("0", "InvalidValue", "filter[entity_id]", detail)])
+    exact = _query_int(query, "filter[created_at]", 0)
+    created_from = _query_int(query, "filter[created_at][from]", 0)
+    created_to = _query_int(query, "filter[created_at][to]", 0)
+    if exact is not None:
+        created_from = created_to = exact
+    limit = _query_int(query, "limit", 1) or EVENTS_DEFAULT_LIMIT
+    return EventQuery(
+        types=tuple(_query_values(query, "filter[type]")),
+        entities=entities,
+        entity_ids=tuple(int(i) for i in raw_ids),
+        created_from=created_from,
+        created_to=created_to,
+        page=_query_int(query, "page", 1) or 1,
+        limit=min(limit, EVENTS_MAX_LIMIT),
+    )
+
+
+def lead_status(status_id: int, pipeline_id: int) -> list[dict[str, Any]]:
+    """``value_before`` / ``value_after`` of a lead_status_changed event."""
+    return [{"lead_status": {"id": status_id, "pipeline_id": pipeline_id}}]
+
+
 # ----- the simulator -----
 
 
@@ -258,6 +346,7 @@ class KommoSimulator(SimServer):
         self._oauth: dict[str, str] = {}
         self._valid_tokens: set[str] = {access_token}
         self.refresh_calls = 0
+        self._events: list[dict[str, Any]] = []
 
     def enable_oauth(self, client_id: str, client_secret: str, redirect_uri: str, refresh_token: str) -> None:
         """Accept OAuth refreshes: each answers a new pair and revokes the refresh token it used (single-use)."""
@@ -301,6 +390,68 @@ class KommoSimulator(SimServer):
         with self._lock:
             self._leads.pop(lead_id, None)
 
+    # ----- the event log -----
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every recorded event, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._events)
+
+    def record_event(
+        self,
+        event_type: str,
+        entity_id: int,
+        *,
+        value_before: list[dict[str, Any]] | None = None,
+        value_after: list[dict[str, Any]] | None = None,
+        created_at: int | None = None,
+        entity_type: str = "lead",
+        created_by: int = 0,
+    ) -> dict[str, Any]:
+        """Append one event to the log as it is; returns it. The helpers below also change the lead."""
+        event = {
+            "id": uuid.uuid4().hex[:26],  # Kommo's event ids are strings, not numbers
+            "type": event_type,
+            "entity_id": entity_id,
+            "entity_type": entity_type,
+            "created_by": created_by,
+            "created_at": int(time.time()) if created_at is None else int(created_at),
+            "value_after": copy.deepcopy(value_after or []),
+            "value_before": copy.deepcopy(value_before or []),
+            "account_id": 1,
+        }
+        with self._lock:
+            self._events.append(event)
+        return copy.deepcopy(event)
+
+    def move_lead(
+        self, lead_id: int, status_id: int, pipeline_id: int | None = None, at: int | None = None
+    ) -> dict[str, Any]:
+        """A user moves the lead's card to a status: the lead changes and a lead_status_changed event is logged."""
+        with self._lock:
+            lead = self._touch_lead(lead_id)
+            before = lead_status(lead["status_id"], lead["pipeline_id"])
+            lead["status_id"] = status_id
+            lead["pipeline_id"] = pipeline_id or lead["pipeline_id"]
+            lead["updated_at"] = int(time.time()) if at is None else int(at)
+            lead["closed_at"] = lead["updated_at"] if status_id in CLOSED_STATUS_IDS else None
+            after = lead_status(status_id, lead["pipeline_id"])
+            return self.record_event(
+                LEAD_STATUS_CHANGED, lead_id, value_before=before, value_after=after, created_at=lead["updated_at"]
+            )
+
+    def delete_lead(self, lead_id: int, at: int | None = None) -> dict[str, Any]:
+        """The lead goes to the trash; a lead_deleted event is logged (its values are not documented: empty)."""
+        with self._lock:
+            self._touch_lead(lead_id)["is_deleted"] = True
+            return self.record_event(LEAD_DELETED, lead_id, created_at=at)
+
+    def restore_lead(self, lead_id: int, at: int | None = None) -> dict[str, Any]:
+        """The lead comes back from the trash; a lead_restored event is logged."""
+        with self._lock:
+            self._touch_lead(lead_id)["is_deleted"] = False
+            return self.record_event(LEAD_RESTORED, lead_id, created_at=at)
+
     # ----- SimServer hooks -----
 
     def _reset_state(self) -> None:
@@ -310,6 +461,7 @@ class KommoSimulator(SimServer):
         self._window.clear()
         self._leads.clear()
         self._notes.clear()
+        self._events.clear()
 
     def _admit(self, request: Request) -> Response | None:
         if self.rate_limit_per_second <= 0:
@@ -341,6 +493,8 @@ class KommoSimulator(SimServer):
         return {
             ("GET", "/_sim/notes"): self._control_notes,
             ("POST", "/_sim/leads"): self._control_add_lead,
+            ("GET", "/_sim/events"): lambda _: json_response(200, self.events()),
+            ("POST", "/_sim/events"): self._control_record_event,
         }
 
     def _route(self, request: Request) -> Response:
@@ -353,6 +507,8 @@ class KommoSimulator(SimServer):
             return self._add_notes(request, int(match.group(1)))
         if method == "GET" and (match := _LEAD_NOTES_PATH.fullmatch(path)):
             return self._list_notes(request, int(match.group(1)))
+        if method == "GET" and path == EVENTS_PATH:
+            return self._list_events(request)
         if (match := _LEAD_PATH.fullmatch(path)) and method in ("GET", "PATCH"):
             lead_id = int(match.group(1))
             return self._get_lead(lead_id) if method == "GET" else self._patch_lead(request, lead_id)
@@ -431,7 +587,27 @@ class KommoSimulator(SimServer):
         body = {**copy.deepcopy(lead), "_links": self._links(f"/api/v4/leads/{lead_id}")}
         return json_response(200, body, HAL_TYPE)
 
+    def _list_events(self, request: Request) -> Response:
+        """Newest first: Kommo documents no order, so a client that needs one must sort (this catches those that
+        do not). An empty page is 204 with no body; ``_links.next`` only while more remain."""
+        query = parse_event_query(request.query_lists)
+        matching = sorted((e for e in self._events if query.matches(e)), key=lambda e: (-e["created_at"], e["id"]))
+        first = (query.page - 1) * query.limit
+        chunk = matching[first : first + query.limit]
+        if not chunk:
+            return empty_response(204)
+        links = {"self": {"href": self._page_url(request, query.page)}}
+        if first + query.limit < len(matching):
+            links["next"] = {"href": self._page_url(request, query.page + 1)}
+        events = [{**copy.deepcopy(e), "_links": self._links(f"{EVENTS_PATH}/{e['id']}")} for e in chunk]
+        body = {"_page": query.page, "_links": links, "_embedded": {"events": events}}
+        return json_response(200, body, HAL_TYPE)
+
     # ----- helpers -----
+
+    def _page_url(self, request: Request, page: int) -> str:
+        query = {**request.query_lists, "page": [str(page)]}
+        return f"{self.root_url}{request.path}?{urlencode(query, doseq=True)}"
 
     def _store_note(self, note: dict[str, Any]) -> dict[str, Any]:
         note_id, self._next_note_id = self._next_note_id, self._next_note_id + 1
@@ -465,3 +641,25 @@ class KommoSimulator(SimServer):
             raise ValueError('body must be a JSON object with an integer "id"')
         self.add_lead(body.pop("id"), **body)
         return empty_response(204)
+
+    def _control_record_event(self, request: Request) -> Response:
+        """``{"type": "lead_status_changed", "lead_id": 7, "status_id": 142, "pipeline_id"?: 1, "created_at"?: ts}``;
+        ``lead_deleted`` and ``lead_restored`` need only the lead. Answers the event recorded."""
+        body = json.loads(request.body or b"{}")
+        if not isinstance(body, dict) or not _is_int(body.get("lead_id")):
+            raise ValueError('body must be a JSON object with an integer "lead_id"')
+        lead_id, at = body["lead_id"], body.get("created_at")
+        if at is not None and not _is_int(at):
+            raise ValueError("created_at must be a unix time in seconds")
+        kind = body.get("type")
+        if kind == LEAD_STATUS_CHANGED:
+            if not _is_int(body.get("status_id")):
+                raise ValueError('lead_status_changed needs an integer "status_id"')
+            event = self.move_lead(lead_id, body["status_id"], body.get("pipeline_id"), at)
+        elif kind == LEAD_DELETED:
+            event = self.delete_lead(lead_id, at)
+        elif kind == LEAD_RESTORED:
+            event = self.restore_lead(lead_id, at)
+        else:
+            raise ValueError(f"type must be one of {LEAD_STATUS_CHANGED}, {LEAD_DELETED}, {LEAD_RESTORED}")
+        return json_response(201, event)

@@ -6,7 +6,8 @@
 - API Gateway: ``devstack.gateway`` routes the template's HttpApi events to their handlers.
 - The SQS event source mapping: a pump feeds each queue the template names in an SQS event to its function; SQS's
   redrive policy (moto implements it) moves a message that failed ``maxReceiveCount`` times to the dead-letter queue.
-- EventBridge Scheduler: a timer runs each ScheduleV2 function on its ``rate(...)`` with the template's Input.
+- EventBridge Scheduler: a timer per ScheduleV2 event runs its function on its own ``rate(...)`` with the
+  template's Input (the sweeper, the Kommo reconciliation).
 """
 
 from __future__ import annotations
@@ -188,8 +189,8 @@ class QueuePump:
         self._dead_letters_seen = depth
 
 
-class SweepTimer:
-    """Plays EventBridge Scheduler: the function gets the schedule's Input every ``every`` seconds."""
+class ScheduleTimer:
+    """Plays EventBridge Scheduler for one schedule: the function gets its Input every ``every`` seconds."""
 
     def __init__(
         self, functions: LocalFunctions, trigger: ScheduleTrigger, every: float, log: Callable[[str], None]
@@ -201,15 +202,17 @@ class SweepTimer:
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.wait(self.every):
-            self.sweep()
+            self.fire()
 
-    def sweep(self) -> Any:
+    def fire(self) -> Any:
+        """One scheduled invocation; its answer (or failure) is one log line naming the function."""
+        function = self.trigger.function
         try:
-            answer = self.functions.invoke(self.trigger.function, dict(self.trigger.input))
+            answer = self.functions.invoke(function, dict(self.trigger.input))
         except Exception as exc:
-            self.log(f"sweeper  {self.trigger.function} failed: {type(exc).__name__}: {exc}")
+            self.log(f"schedule {function} failed: {type(exc).__name__}: {exc}")
             return None
-        self.log(f"sweeper  {json.dumps(answer, default=str)}")
+        self.log(f"schedule {function} {json.dumps(answer, default=str)}")
         return answer
 
 
@@ -227,8 +230,8 @@ class LocalConfig:
     kommo_subdomain: str = DEMO_SUBDOMAIN
     kommo_account_id: str = DEMO_ACCOUNT_ID
     stage_rules: str = json.dumps(DEMO_STAGE_RULES)
-    sweeper: bool = True
-    sweep_every: float | None = None  # seconds; None follows the template's schedule
+    sweeper: bool = True  # run the template's schedules: the sweeper and the Kommo reconciliation
+    sweep_every: float | None = None  # seconds between runs of every schedule; None: each follows its own rate
     poll_interval: float = 0.2
     retry_delay: float = 1.0  # before a failed job is tried again (AWS: the queue's visibility timeout)
     log_level: str = "INFO"
@@ -237,25 +240,36 @@ class LocalConfig:
     extra_parameters: Mapping[str, str] = field(default_factory=dict)
 
 
-def plan_sweeper(
-    functions: LocalFunctions, resources: Stack, config: LocalConfig, log: Callable[[str], None]
-) -> tuple[SweepTimer | None, str]:
-    """The timer for the template's first schedule, or None and why not (the stack runs on without it)."""
-    triggers = schedule_triggers(functions.template)
-    if not config.sweeper or not triggers:
-        return None, "off"
-    trigger = triggers[0]
+def plan_schedule(
+    functions: LocalFunctions,
+    trigger: ScheduleTrigger,
+    resources: Stack,
+    config: LocalConfig,
+    log: Callable[[str], None],
+) -> tuple[ScheduleTimer | None, str]:
+    """The timer of one schedule, or None and why not (the stack runs on without it); the note names the function."""
+    if not config.sweeper:
+        return None, f"{trigger.function} off"
     reason = load_error(functions, trigger.function)
     if reason is not None:
-        return None, f"off: {trigger.function} cannot load ({reason})"
+        return None, f"{trigger.function} off: it cannot load ({reason})"
     expression = resolve(trigger.expression, resources)
     try:
         every = config.sweep_every or parse_rate(expression)
     except ValueError as exc:
-        return None, f"off: {exc}; use --sweep-every"
+        return None, f"{trigger.function} off: {exc}; use --sweep-every"
     source = "--sweep-every" if config.sweep_every else expression
     note = f"{trigger.function} every {every:g} s ({source}) with input {json.dumps(trigger.input)}"
-    return SweepTimer(functions, trigger, every, log), note
+    return ScheduleTimer(functions, trigger, every, log), note
+
+
+def plan_schedules(
+    functions: LocalFunctions, resources: Stack, config: LocalConfig, log: Callable[[str], None]
+) -> list[tuple[ScheduleTimer | None, str]]:
+    """A timer for every schedule of the template, each on its own rate, in template order."""
+    return [
+        plan_schedule(functions, trigger, resources, config, log) for trigger in schedule_triggers(functions.template)
+    ]
 
 
 class LocalStack(StartStop):
@@ -283,8 +297,8 @@ class LocalStack(StartStop):
         self.gateway: Gateway | None = None
         self.sqs: Any = None
         self.pumps: dict[str, QueuePump] = {}  # by queue logical id
-        self.sweep_timer: SweepTimer | None = None
-        self.sweeper_note = ""
+        self.schedule_timers: list[ScheduleTimer] = []
+        self.schedule_notes: list[str] = []
         self._moto: ThreadedMotoServer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -303,7 +317,7 @@ class LocalStack(StartStop):
             self._create_resources()
             self._start_gateway()
             self._start_pumps()
-            self._start_sweeper()
+            self._start_schedules()
         except BaseException:
             self.stop()
             raise
@@ -456,11 +470,13 @@ class LocalStack(StartStop):
             self.pumps[trigger.queue] = pump
             self._spawn(f"pump-{trigger.queue}", pump.run)
 
-    def _start_sweeper(self) -> None:
+    def _start_schedules(self) -> None:
         assert self.functions is not None
-        self.sweep_timer, self.sweeper_note = plan_sweeper(self.functions, self.resources, self.config, self.log)
-        if self.sweep_timer is not None:
-            self._spawn("sweeper", self.sweep_timer.run)
+        for timer, note in plan_schedules(self.functions, self.resources, self.config, self.log):
+            self.schedule_notes.append(note)
+            if timer is not None:
+                self.schedule_timers.append(timer)
+                self._spawn(f"schedule-{timer.trigger.function}", timer.run)
 
     # ----- the banner -----
 
@@ -477,9 +493,11 @@ class LocalStack(StartStop):
                 "",
                 *self._describe_aws(),
                 "",
-                f"Sweeper: {self.sweeper_note}",
+                "Schedules (EventBridge Scheduler):",
+                *(f"  {note}" for note in self.schedule_notes or ["none in the template"]),
                 "Logs: below, in this terminal - the functions' JSON lines (as CloudWatch would show them), the",
-                "gateway's access lines, and the pump's notes about retries and the dead-letter queue.",
+                "gateway's access lines, the pump's notes about retries and the dead-letter queue, and one",
+                "'schedule <function> <answer>' line per scheduled run.",
                 "",
             ]
         )
@@ -515,7 +533,10 @@ class LocalStack(StartStop):
         else:
             lines.append(f"  Whereby {self.whereby_url}  REAL: every room created here is a real room on your plan")
         if self.kommo_sim:
-            lines += [f"  Kommo simulator   {self.kommo_sim.base_url}", f"    {control}, GET /_sim/notes"]
+            lines += [
+                f"  Kommo simulator   {self.kommo_sim.base_url}",
+                f"    {control}, GET /_sim/notes, GET|POST /_sim/events (a change Kommo sends no webhook for)",
+            ]
         else:
             lines.append(f"  Kommo {self.kommo_url}  REAL: notes are written into real deals of this account")
         return lines

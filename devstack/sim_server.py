@@ -13,6 +13,7 @@ import json
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -26,6 +27,7 @@ JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 CONTROL_PREFIX = "/_sim/"
 FAULT_KINDS_NAMED = ("timeout", "html")
+PASS_THROUGH = -1  # the status of a queued placeholder fault: that request is answered normally
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     html: bool = False
-    after: bool = False  # carry the request out, then drop the connection: the peer acted, the caller never heard
+    lost_answer: bool = False  # carry the request out, then drop the connection: the peer acted, the caller never heard
 
     def matches(self, method: str) -> bool:
         return self.method is None or self.method.upper() == method.upper()
@@ -219,23 +221,27 @@ class SimServer(StartStop):
         retry_after: float | None = None,
         delay: float = 0.0,
         method: str | None = None,
-        after: bool = False,
+        after: int = 0,
+        lost_answer: bool = False,
     ) -> None:
         """The next n requests (of `method`, if given) get `status` after sleeping `delay` seconds.
 
         status=0 answers nothing and closes the connection. `retry_after` adds a Retry-After header
-        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000). `after=True` (with status 0) carries
-        the request out first: the answer is lost, as when a caller crashes or times out after the peer acted.
+        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000). `after` lets that many
+        requests (of `method`) through first, for a fault in the middle of a conversation. `lost_answer=True`
+        (with status 0) carries the request out first: the answer is lost, as when a caller crashes or times
+        out after the peer acted.
         """
-        if after and status != 0:
-            raise ValueError("after=True loses the answer: use it with status=0")
+        if lost_answer and status != 0:
+            raise ValueError("lost_answer=True loses the answer: use it with status=0")
         if status != 0 and not 100 <= status <= 599:
             raise ValueError(f"status must be 0 (no answer) or an HTTP status, not {status}")
-        if n < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
-            raise ValueError("n, delay and retry_after must not be negative")
-        fault = Fault(status, retry_after, delay, method.upper() if method else None, after=after)
+        if n < 0 or after < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError("n, after, delay and retry_after must not be negative")
+        method = method.upper() if method else None
+        fault = Fault(status, retry_after, delay, method, lost_answer=lost_answer)
         with self._lock:
-            self._faults.extend([fault] * n)
+            self._faults.extend([Fault(PASS_THROUGH, method=method)] * after + [fault] * n)
 
     def set_fault_rate(
         self,
@@ -294,12 +300,12 @@ class SimServer(StartStop):
         entry = self._log_arrival(request)
         self._sleep(self.latency)
         fault = self._take_fault(request.method)
-        if fault is not None and fault.after:
+        if fault is not None and fault.lost_answer:
             with self._lock:
                 entry["status"] = self._answer(request).status
             self._sleep(fault.delay)
             return DROP
-        if fault is not None:
+        if fault is not None and fault.status != PASS_THROUGH:
             self._set_logged_status(entry, fault.status)
             self._sleep(fault.delay)
             return DROP if fault.status == 0 else self._fault_response(fault)
@@ -323,6 +329,7 @@ class SimServer(StartStop):
 
     def _log_arrival(self, request: Request) -> dict[str, Any]:
         entry: dict[str, Any] = {
+            "at": time.monotonic(),  # arrival, to measure the spacing of a client's calls
             "method": request.method,
             "path": request.path,
             "query": request.query,
@@ -402,6 +409,7 @@ class SimServer(StartStop):
             retry_after=None if retry_after is None else float(retry_after),
             delay=float(body.get("delay") or 0.0),
             method=body.get("method"),
+            after=int(body.get("after", 0)),
         )
         return empty_response()
 

@@ -25,7 +25,7 @@ import requests
 
 from devstack.gateway import Gateway
 from devstack.harness import LocalFunctions
-from devstack.local import LocalConfig, LocalStack, plan_sweeper, schedule_triggers
+from devstack.local import LocalConfig, LocalStack, plan_schedules, schedule_triggers
 from devstack.operations import redrive
 from devstack.template import ROOT, Stack, load_template, redrive_policy
 from tests.conftest import sample
@@ -227,32 +227,59 @@ def test_the_gateway_sends_the_function_a_payload_2_event_and_writes_back_its_an
 # ----- the scheduler -----
 
 
-def sweeper_template(code_dir: Path, logical_id: str) -> dict:
-    """The template with its sweeper's code elsewhere, under a logical id of its own (handlers are cached by id)."""
+def stand_in_template(code_dir: Path, prefix: str) -> dict:
+    """The template with every scheduled function's code elsewhere, under logical ids of their own (handlers are
+    cached by id)."""
     template = copy.deepcopy(load_template())
-    sweeper = template["Resources"].pop("SweeperFunction")
-    sweeper["Properties"]["CodeUri"] = str(code_dir)
-    template["Resources"][logical_id] = sweeper
+    for logical_id in [trigger.function for trigger in schedule_triggers(template)]:
+        function = template["Resources"].pop(logical_id)
+        function["Properties"]["CodeUri"] = str(code_dir)
+        template["Resources"][f"{prefix}{logical_id}"] = function
     return template
 
 
-def test_the_sweeper_runs_on_the_template_schedule_with_the_template_input(tmp_path):
+SCHEDULES = {"SweepSchedule": "rate(15 minutes)", "ReconcileSchedule": "rate(10 minutes)"}
+
+
+def test_every_schedule_runs_on_its_own_rate_with_its_template_input(tmp_path):
     (tmp_path / "app.py").write_text("def lambda_handler(event, context):\n    return {'got': event}\n")
-    template = sweeper_template(tmp_path, "StandInSweeper")
-    functions = LocalFunctions(template, Stack(parameters={"SweepSchedule": "rate(15 minutes)"}), sqs=None)
+    functions = LocalFunctions(stand_in_template(tmp_path, "StandIn"), Stack(parameters=SCHEDULES), sqs=None)
 
-    timer, note = plan_sweeper(functions, functions.stack, LocalConfig(), log=lambda line: None)
-    assert timer is not None and timer.every == 900 and "rate(15 minutes)" in note
-    assert timer.sweep() == {"got": schedule_triggers(template)[0].input} == {"got": {"source": "schedule"}}
+    plans = plan_schedules(functions, functions.stack, LocalConfig(), log=lambda line: None)
+    assert [(timer.trigger.function, timer.every) for timer, _ in plans] == [
+        ("StandInSweeperFunction", 900),
+        ("StandInKommoReconcileFunction", 600),
+    ]
+    assert [note.split()[:3] for _, note in plans] == [
+        ["StandInSweeperFunction", "every", "900"],
+        ["StandInKommoReconcileFunction", "every", "600"],
+    ]
+    assert [timer.fire() for timer, _ in plans] == [{"got": {"source": "schedule"}}] * 2
 
-    timer, note = plan_sweeper(functions, functions.stack, LocalConfig(sweep_every=2), log=lambda line: None)
-    assert timer is not None and timer.every == 2 and "--sweep-every" in note
+    plans = plan_schedules(functions, functions.stack, LocalConfig(sweep_every=2), log=lambda line: None)
+    assert [(timer.every, "--sweep-every" in note) for timer, note in plans] == [(2, True), (2, True)]
 
 
-def test_a_sweeper_that_cannot_load_is_skipped(tmp_path):
-    functions = LocalFunctions(sweeper_template(tmp_path / "missing", "MissingSweeper"), Stack(), sqs=None)
-    timer, note = plan_sweeper(functions, functions.stack, LocalConfig(), log=lambda line: None)
-    assert timer is None and note.startswith("off: MissingSweeper cannot load (FileNotFoundError")
+def test_each_scheduled_run_logs_one_line_naming_its_function(tmp_path):
+    (tmp_path / "app.py").write_text("def lambda_handler(event, context):\n    return {'ok': 1}\n")
+    lines: list[str] = []
+    functions = LocalFunctions(stand_in_template(tmp_path, "Logging"), Stack(parameters=SCHEDULES), sqs=None)
+    for timer, _ in plan_schedules(functions, functions.stack, LocalConfig(sweep_every=1), log=lines.append):
+        timer.fire()
+    assert lines == [
+        'schedule LoggingSweeperFunction {"ok": 1}',
+        'schedule LoggingKommoReconcileFunction {"ok": 1}',
+    ]
+
+
+def test_a_scheduled_function_that_cannot_load_is_skipped_and_the_others_run(tmp_path):
+    (tmp_path / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    template = stand_in_template(tmp_path, "Missing")
+    template["Resources"]["MissingSweeperFunction"]["Properties"]["CodeUri"] = str(tmp_path / "missing")
+    functions = LocalFunctions(template, Stack(parameters=SCHEDULES), sqs=None)
+    [(sweeper, note), (reconciler, _)] = plan_schedules(functions, functions.stack, LocalConfig(), lambda line: None)
+    assert sweeper is None and note.startswith("MissingSweeperFunction off: it cannot load (FileNotFoundError")
+    assert reconciler is not None and reconciler.every == 600
 
 
 # ----- the sample events -----

@@ -2,9 +2,10 @@
 
 Hypothesis drives a state machine over the whole stack (moto, the simulators over HTTP, the real handlers): deals
 enter and leave a configured stage, are won, lost, deleted and restored; webhooks are delivered twice and late,
-account hooks and Digital Pipeline hooks (no time in the body) alike; the worker loses the answers of peers that
-acted (what a crash or a timeout right after a call looks like); sweeps run at arbitrary clock times; the TTL
-purges deleted records. After the queue is drained and a sweep has run, the invariants must hold.
+account hooks and Digital Pipeline hooks (no time in the body) alike, or never, and the reconciliation reads them
+from Kommo's event log; the worker loses the answers of peers that acted (what a crash or a timeout right after a
+call looks like); sweeps run at arbitrary clock times; the TTL purges deleted records. After a reconciliation, with
+the queue drained and a sweep run, the invariants must hold.
 
 CI runs a bounded number of examples; ``MODEL_EXAMPLES=500 MODEL_STEPS=60 pytest tests/reliability/test_deal_model.py``
 runs a deeper search.
@@ -12,6 +13,7 @@ runs a deeper search.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -38,6 +40,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 ROOM_KEY = re.compile(r"(z[a-z2-7]{10})-[0-9a-f]{8}-")
 # Each example gets its own leads and times: SQS remembers deduplication ids for five minutes across examples.
 _examples = itertools.count()
+DELIVERED = st.sampled_from([True, True, True, False])  # now and then Kommo never sends the hook
 
 
 @dataclass
@@ -65,7 +68,9 @@ class DealMachine(RuleBasedStateMachine):
         super().__init__()
         n = next(_examples)
         self.world = World(deals={d: Deal(d + 10_000 * n) for d in DEALS})
-        self.clock = int(time.time()) - 1_000_000 + 5_000 * n  # Kommo's times: in the past, one tick a change
+        # Kommo's times: an hour ago, one tick a change, so the reconciliation (which looks two periods back) sees
+        # them; leads differ between examples, so job identities never repeat.
+        self.clock = int(time.time()) - 3600
         self._reset_stack()
 
     # ----- setup -----
@@ -74,7 +79,7 @@ class DealMachine(RuleBasedStateMachine):
         self.whereby_sim.reset()
         self.kommo_sim.reset()
         refs = self.stack.stack.refs
-        table = boto3.resource("dynamodb", region_name="eu-west-1").Table(refs["MeetingsTable"])
+        table = _table(refs["MeetingsTable"])
         with table.batch_writer() as batch:
             for item in table.scan()["Items"]:  # inspection and reset only; the bridge never scans
                 batch.delete_item(Key={"pk": item["pk"], "sk": item["sk"]})
@@ -93,50 +98,51 @@ class DealMachine(RuleBasedStateMachine):
         assert response["statusCode"] == 200, response
         self.world.sent.append((path, body))
 
-    def _kommo_has(self, deal: Deal, updated_at: int) -> None:
-        if deal.deleted:
-            self.kommo_sim.remove_lead(deal.lead_id)
-        else:
-            self.kommo_sim.add_lead(deal.lead_id, status_id=deal.status, pipeline_id=7712345, updated_at=updated_at)
-
     # ----- what Kommo does -----
 
     @initialize()
     def start(self) -> None:
         for deal in self.world.deals.values():
-            self._kommo_has(deal, self.clock)
+            self.kommo_sim.add_lead(deal.lead_id, status_id=deal.status, pipeline_id=7712345, updated_at=self.clock)
 
-    @rule(which=st.sampled_from(DEALS), status=st.sampled_from([DEMO_STATUS, OTHER_STAGE, WON, LOST]))
-    def move(self, which: int, status: int) -> None:
+    @rule(
+        which=st.sampled_from(DEALS),
+        status=st.sampled_from([DEMO_STATUS, OTHER_STAGE, WON, LOST]),
+        delivered=DELIVERED,
+    )
+    def move(self, which: int, status: int, delivered: bool) -> None:
         """The deal changes stage; Kommo sends the status hook to both URLs (each is subscribed to status_lead)."""
         deal = self.world.deals[which]
         if deal.deleted or deal.status == status:
             return
         at = self._tick()
         deal.status = status
-        self._kommo_has(deal, at)
-        body = _status_body(deal.lead_id, status, at)
-        self._post("/kommo/stage", body)
-        self._post("/kommo/close", body)
+        self.kommo_sim.move_lead(deal.lead_id, status, 7712345, at=at)  # and its event log has the change
+        if delivered:
+            body = _status_body(deal.lead_id, status, at)
+            self._post("/kommo/stage", body)
+            self._post("/kommo/close", body)
 
-    @rule(which=st.sampled_from(DEALS))
-    def delete(self, which: int) -> None:
+    @rule(which=st.sampled_from(DEALS), delivered=DELIVERED)
+    def delete(self, which: int, delivered: bool) -> None:
         deal = self.world.deals[which]
         if deal.deleted:
             return
         deal.deleted = True
-        self._kommo_has(deal, self._tick())
-        self._post("/kommo/close", _delete_body(deal.lead_id, deal.status))
+        self.kommo_sim.delete_lead(deal.lead_id, at=self._tick())
+        if delivered:
+            self._post("/kommo/close", _delete_body(deal.lead_id, deal.status))
 
-    @rule(which=st.sampled_from(DEALS), route=st.sampled_from(["/kommo/stage", "/kommo/close"]))
-    def restore(self, which: int, route: str) -> None:
+    @rule(which=st.sampled_from(DEALS), route=st.sampled_from(["/kommo/stage", "/kommo/close"]), delivered=DELIVERED)
+    def restore(self, which: int, route: str, delivered: bool) -> None:
         deal = self.world.deals[which]
         if not deal.deleted:
             return
         at = self._tick()
         deal.deleted = False
-        self._kommo_has(deal, at)
-        self._post(route, _restore_body(deal.lead_id, deal.status, at))
+        self.kommo_sim.restore_lead(deal.lead_id, at=at)
+        if delivered:
+            self._post(route, _restore_body(deal.lead_id, deal.status, at))
 
     @rule(which=st.sampled_from(DEALS))
     def pipeline_hook(self, which: int) -> None:
@@ -170,13 +176,13 @@ class DealMachine(RuleBasedStateMachine):
         whereby, kommo = self.whereby_sim, self.kommo_sim
         match fault:
             case "whereby create answer lost":
-                whereby.fail_next(1, status=0, method="POST", after=True)
+                whereby.fail_next(1, status=0, method="POST", lost_answer=True)
             case "kommo note answer lost":
-                kommo.fail_next(1, status=0, method="POST", after=True)
+                kommo.fail_next(1, status=0, method="POST", lost_answer=True)
             case "whereby delete answer lost":
-                whereby.fail_next(1, status=0, method="DELETE", after=True)
+                whereby.fail_next(1, status=0, method="DELETE", lost_answer=True)
             case "kommo field answer lost":
-                kommo.fail_next(1, status=0, method="PATCH", after=True)
+                kommo.fail_next(1, status=0, method="PATCH", lost_answer=True)
             case "whereby down":
                 whereby.fail_next(3, status=503)  # every attempt of one call: the job fails and is retried
             case "kommo down":
@@ -184,6 +190,11 @@ class DealMachine(RuleBasedStateMachine):
             case "whereby refuses a create":
                 whereby.fail_next(1, status=400, method="POST")
         self.stack.drain(max_rounds=1)  # maybe only part of the queue: the next steps interleave with the rest
+
+    @rule()
+    def reconcile(self) -> None:
+        """The scheduled reconciliation: what Kommo's event log has and no webhook brought becomes a job."""
+        self.stack.invoke("KommoReconcileFunction", {"source": "schedule"})
 
     @rule(hours=st.sampled_from([0, 0.5, 2]))
     def sweep(self, hours: float) -> None:
@@ -200,6 +211,7 @@ class DealMachine(RuleBasedStateMachine):
             if item["state"] == "deleted":
                 table.delete_item(Key={"pk": item["pk"], "sk": item["sk"]})
 
+    @precondition(lambda self: len(self.world.sent) % 4 == 3)  # now and then, not at every step: it is the slow one
     @rule()
     def settle(self) -> None:
         self._settle_and_check()
@@ -215,6 +227,7 @@ class DealMachine(RuleBasedStateMachine):
 
         self.whereby_sim.reset_faults()
         self.kommo_sim.reset_faults()
+        self.reconcile()
         for _ in range(10):  # failed jobs come back at once in the harness; five tries each at most
             self.stack.drain()
             if self.stack.queue_depth("JobsQueue") == 0:
@@ -257,10 +270,15 @@ class DealMachine(RuleBasedStateMachine):
         assert self.stack.queue_depth("JobsDeadLetterQueue") == refused
 
     def _table(self):
-        return boto3.resource("dynamodb", region_name="eu-west-1").Table(self.stack.stack.refs["MeetingsTable"])
+        return _table(self.stack.stack.refs["MeetingsTable"])
 
     def _items(self, prefix: str) -> list[dict]:
         return [item for item in self._table().scan()["Items"] if item["pk"].startswith(prefix)]
+
+
+@functools.cache
+def _table(name: str):
+    return boto3.resource("dynamodb", region_name="eu-west-1").Table(name)
 
 
 def _status_body(lead: int, status: int, at: int) -> bytes:
@@ -318,6 +336,8 @@ def _pipeline_body(lead: int, status: int) -> bytes:
 
 def test_random_interleavings_keep_every_invariant(stack, whereby_sim, kommo_sim, monkeypatch):
     monkeypatch.setenv("KOMMO_REQUESTS_PER_SECOND", "1000")  # the simulator's own limit is off here
+    monkeypatch.setenv("KOMMO_RECONCILE_REQUESTS_PER_SECOND", "1000")
+    monkeypatch.setenv("RECONCILE_SCHEDULE", "rate(1 hour)")  # looks back two hours: every change of an example
     from bridge import runtime
 
     runtime.reset()

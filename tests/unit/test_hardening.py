@@ -336,6 +336,7 @@ def _environment_secrets(function: dict) -> set[str]:
         ("MattermostCommandFunction", {"WherebySecret", "MattermostSecret"}),
         ("WorkerFunction", {"WherebySecret", "BridgeSecret"}),
         ("SweeperFunction", {"WherebySecret", "BridgeSecret"}),
+        ("KommoReconcileFunction", {"BridgeSecret"}),
     ],
 )
 def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
@@ -353,6 +354,7 @@ def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
         ("MattermostCommandFunction", ["ROOM#*"]),
         ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth"]),
         ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth"]),
+        ("KommoReconcileFunction", ["RECONCILE", "LEASE#kommo-oauth"]),
     ],
 )
 def test_table_access_is_narrowed_to_the_items_each_function_touches(function, prefixes):
@@ -438,7 +440,7 @@ def test_a_pipeline_hook_for_a_lead_kommo_no_longer_has_does_nothing(stack, wher
 
 # Answers lost after the peer acted (a crash or a timeout right after the call) ---------------------------------
 def test_a_room_note_whose_answer_was_lost_is_not_posted_twice(stack, whereby_sim, kommo_sim):
-    kommo_sim.fail_next(1, status=0, method="POST", after=True)  # Kommo made the note; the worker never heard
+    kommo_sim.fail_next(1, status=0, method="POST", lost_answer=True)  # Kommo made the note; the worker never heard
     post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
     stack.drain()
     assert len(kommo_sim.notes(LEAD)) == 1
@@ -447,7 +449,7 @@ def test_a_room_note_whose_answer_was_lost_is_not_posted_twice(stack, whereby_si
 
 def test_a_close_note_whose_answer_was_lost_is_not_posted_twice(stack, whereby_sim, kommo_sim):
     open_room(stack)
-    kommo_sim.fail_next(1, status=0, method="POST", after=True)
+    kommo_sim.fail_next(1, status=0, method="POST", lost_answer=True)
     post(stack, "/kommo/close", status_body(LEAD, 142, 1_767_225_600))
     stack.drain()
     assert len([n for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]) == 1
@@ -458,7 +460,7 @@ def test_a_room_whose_creation_answer_was_lost_is_swept_and_the_deal_keeps_one_r
     from bridge import runtime
     from bridge.sweeper import sweep
 
-    whereby_sim.fail_next(1, status=0, method="POST", after=True)  # Whereby made a room nobody recorded
+    whereby_sim.fail_next(1, status=0, method="POST", lost_answer=True)  # Whereby made a room nobody recorded
     post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
     stack.drain()
     assert len(whereby_sim.meetings()) == 2

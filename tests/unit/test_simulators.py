@@ -517,3 +517,142 @@ def test_kommo_control_endpoints(kommo: KommoSimulator) -> None:
     assert reset.status_code == 204
     assert kommo.notes() == []
     assert kommo.requests_seen() == []
+
+
+# ----- Kommo: the event log -----
+
+
+def get_events(sim: KommoSimulator, **params) -> requests.Response:
+    return requests.get(f"{sim.base_url}/api/v4/events", params=params, headers=KOMMO_AUTH, timeout=TIMEOUT)
+
+
+def test_moving_a_lead_logs_a_status_change_with_the_stage_before_and_after(kommo: KommoSimulator) -> None:
+    kommo.add_lead(7, status_id=61234501, pipeline_id=5)
+
+    recorded = kommo.move_lead(7, 142, at=1_767_225_000)
+    response = get_events(kommo, **{"filter[type]": "lead_status_changed", "filter[entity]": "lead"})
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/hal+json"
+    [event] = response.json()["_embedded"]["events"]
+    assert isinstance(event["id"], str) and event["id"] == recorded["id"]
+    assert (event["type"], event["entity_id"], event["entity_type"]) == ("lead_status_changed", 7, "lead")
+    assert event["created_at"] == 1_767_225_000
+    assert event["value_before"] == [{"lead_status": {"id": 61234501, "pipeline_id": 5}}]
+    assert event["value_after"] == [{"lead_status": {"id": 142, "pipeline_id": 5}}]
+    assert event["_links"]["self"]["href"].endswith(f"/api/v4/events/{event['id']}")
+    lead = kommo.lead(7)
+    assert (lead["status_id"], lead["updated_at"], lead["closed_at"]) == (142, 1_767_225_000, 1_767_225_000)
+
+
+def test_events_are_filtered_by_type_entity_and_creation_time(kommo: KommoSimulator) -> None:
+    moved = kommo.move_lead(1, 61234501, at=100)
+    deleted = kommo.delete_lead(2, at=200)
+    restored = kommo.restore_lead(2, at=300)
+    kommo.record_event("contact_added", 9, entity_type="contact", created_at=200)
+
+    def ids(**params: str) -> list[str]:
+        response = get_events(kommo, **params)
+        return [] if response.status_code == 204 else [e["id"] for e in response.json()["_embedded"]["events"]]
+
+    assert ids(**{"filter[type]": "lead_deleted,lead_restored"}) == [restored["id"], deleted["id"]]  # newest first
+    assert ids(**{"filter[type][]": "lead_status_changed"}) == [moved["id"]]
+    assert ids(**{"filter[created_at][from]": "150", "filter[created_at][to]": "250", "filter[entity]": "lead"}) == [
+        deleted["id"]
+    ]
+    assert ids(**{"filter[created_at]": "100"}) == [moved["id"]]
+    assert ids(**{"filter[entity]": "lead", "filter[entity_id]": "1"}) == [moved["id"]]
+    assert ids(**{"filter[entity]": "task"}) == []
+
+
+def test_events_come_in_pages_with_a_next_link_until_the_last_and_204_past_it(kommo: KommoSimulator) -> None:
+    for at in range(5):
+        kommo.move_lead(1, 61234501 + at, at=1000 + at)
+
+    pages = [get_events(kommo, limit="2", page=str(page)) for page in (1, 2, 3, 4)]
+
+    assert [p.status_code for p in pages] == [200, 200, 200, 204]
+    bodies = [p.json() for p in pages[:3]]
+    assert [b["_page"] for b in bodies] == [1, 2, 3]
+    assert [len(b["_embedded"]["events"]) for b in bodies] == [2, 2, 1]
+    assert ["next" in b["_links"] for b in bodies] == [True, True, False]
+    assert "page=2" in bodies[0]["_links"]["next"]["href"] and "limit=2" in bodies[0]["_links"]["next"]["href"]
+    assert "page=1" in bodies[0]["_links"]["self"]["href"]
+    assert pages[3].content == b""
+    assert get_events(kommo, **{"filter[type]": "lead_deleted"}).status_code == 204
+
+
+def test_an_events_limit_above_250_is_served_as_250(kommo: KommoSimulator) -> None:
+    for at in range(260):
+        kommo.record_event("lead_status_changed", 1, created_at=at)
+
+    body = get_events(kommo, limit="1000").json()
+
+    assert len(body["_embedded"]["events"]) == 250 and "next" in body["_links"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "many"},
+        {"page": "0"},
+        {"filter[entity]": "leads"},
+        {"filter[created_at][from]": "yesterday"},
+        {"filter[entity]": "lead,contact", "filter[entity_id]": "1"},
+    ],
+)
+def test_malformed_event_filters_get_400_with_validation_errors(kommo: KommoSimulator, params: dict) -> None:
+    response = get_events(kommo, **params)
+
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert "validation-errors" in response.json()
+
+
+def test_the_event_log_needs_the_token_and_honours_the_rate_limit_and_faults() -> None:
+    with KommoSimulator(TOKEN, rate_limit_per_second=3) as sim:
+        unauthorized = requests.get(f"{sim.base_url}/api/v4/events", timeout=TIMEOUT)
+        sim.fail_next(1, status=503, method="GET", after=1)
+        statuses = [get_events(sim).status_code for _ in range(4)]
+
+    assert unauthorized.status_code == 401
+    # A refused token spends the window too; an injected fault answers before the limiter and does not.
+    assert statuses == [204, 503, 204, 429]
+
+
+def test_control_routes_record_and_list_events(kommo: KommoSimulator) -> None:
+    root = f"{kommo.base_url}/_sim/events"
+    moved = requests.post(
+        root, json={"type": "lead_status_changed", "lead_id": 5, "status_id": 143, "created_at": 10}, timeout=TIMEOUT
+    )
+    deleted = requests.post(root, json={"type": "lead_deleted", "lead_id": 5}, timeout=TIMEOUT)
+    bad = requests.post(root, json={"type": "lead_status_changed", "lead_id": 5}, timeout=TIMEOUT)
+    unknown = requests.post(root, json={"type": "lead_added", "lead_id": 5}, timeout=TIMEOUT)
+    listed = requests.get(root, timeout=TIMEOUT).json()
+
+    assert moved.status_code == 201 and moved.json()["value_after"][0]["lead_status"]["id"] == 143
+    assert deleted.status_code == 201 and kommo.lead(5)["is_deleted"] is True
+    assert bad.status_code == 400 and unknown.status_code == 400
+    assert [e["type"] for e in listed] == ["lead_status_changed", "lead_deleted"]
+    assert requests.post(f"{kommo.base_url}/_sim/reset", timeout=TIMEOUT).status_code == 204
+    assert kommo.events() == []
+
+
+def test_a_fault_can_wait_for_the_requests_before_it(kommo: KommoSimulator) -> None:
+    requests.post(f"{kommo.base_url}/_sim/faults", json={"status": 500, "after": 2, "method": "GET"}, timeout=TIMEOUT)
+    post_notes(kommo, [{"entity_id": 1, "note_type": "common", "params": {"text": "x"}}])  # not a GET: not counted
+
+    statuses = [get_events(kommo).status_code for _ in range(4)]
+
+    assert statuses == [204, 204, 500, 204]
+
+
+def test_requests_are_logged_with_their_arrival_time(kommo: KommoSimulator) -> None:
+    before = time.monotonic()
+    get_events(kommo)
+    time.sleep(0.05)
+    get_events(kommo)
+
+    first, second = (entry["at"] for entry in kommo.requests_seen())
+
+    assert before <= first and second - first >= 0.05

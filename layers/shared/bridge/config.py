@@ -18,6 +18,8 @@ DEFAULT_KOMMO_BASE_URL = "https://{subdomain}.kommo.com"
 ROOM_MODES = ("normal", "group")
 RECORDING_TYPES = ("none", "local", "cloud")
 _SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_RATE = re.compile(r"rate\(\s*([1-9][0-9]*)\s+(minute|hour|day)s?\s*\)")
+_RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,9 @@ class Settings:
     closed_status_ids: frozenset[int] = frozenset({142, 143})
     meeting_field_id: int | None = None
     kommo_requests_per_second: float = 3.0
+    kommo_reconcile_requests_per_second: float = 1.0
+    reconcile_period_seconds: int = 600
+    reconcile_max_pages: int = 20
     mattermost_default_minutes: int = 60
     mattermost_max_minutes: int = 480
     mattermost_team_ids: frozenset[str] = frozenset()
@@ -100,6 +105,17 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
+
+
+def _rate_seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    """Seconds between runs of an EventBridge ``rate(N minutes|hours|days)`` expression."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    match = _RATE.fullmatch(raw)
+    if not match:
+        raise ConfigError(f"{name} must be rate(N minutes), rate(N hours) or rate(N days), got {raw!r}")
+    return int(match.group(1)) * _RATE_UNIT_SECONDS[match.group(2)]
 
 
 def _id_set(env: Mapping[str, str], name: str, default: str) -> frozenset[int]:
@@ -196,6 +212,9 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         closed_status_ids=closed,
         meeting_field_id=_int(env, "KOMMO_MEETING_FIELD_ID", None, 1),
         kommo_requests_per_second=_positive_float(env, "KOMMO_REQUESTS_PER_SECOND", 3.0),
+        kommo_reconcile_requests_per_second=_positive_float(env, "KOMMO_RECONCILE_REQUESTS_PER_SECOND", 1.0),
+        reconcile_period_seconds=_rate_seconds(env, "RECONCILE_SCHEDULE", 600),
+        reconcile_max_pages=_int(env, "RECONCILE_MAX_PAGES", 20, 1) or 20,
         mattermost_default_minutes=default_minutes,
         mattermost_max_minutes=max_minutes,
         mattermost_team_ids=frozenset(t for t in env.get("MATTERMOST_TEAM_IDS", "").replace(" ", "").split(",") if t),

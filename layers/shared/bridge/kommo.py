@@ -1,4 +1,4 @@
-"""Kommo API v4 client: notes on leads and the meeting-id custom field.
+"""Kommo API v4 client: notes on leads, the meeting-id custom field, and the event log.
 
 Kommo allows 7 requests a second per integration and blocks accounts that keep exceeding it (403 on every
 call, lifted only by their support), so calls are spaced client-side well below that.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,11 @@ from bridge.errors import AnswerLost, NotFound, PeerUnavailable, Unauthorized
 from bridge.peer_http import PeerSession, RetryPolicy
 
 NOTE_MAX_CHARS = 4000
+LEAD_STATUS_CHANGED = "lead_status_changed"
+LEAD_DELETED = "lead_deleted"
+LEAD_RESTORED = "lead_restored"
+# Kommo's reference allows 250 events a page; its own clients ask for 100, the size known to work everywhere.
+EVENTS_PAGE_LIMIT = 100
 
 
 class RequestSpacer:
@@ -71,6 +76,72 @@ class StaticToken:
 
     def after_unauthorized(self, rejected_token: str) -> str:
         return self.token
+
+
+@dataclass(frozen=True)
+class KommoEvent:
+    """One entry of Kommo's event log (``GET /api/v4/events``)."""
+
+    id: str
+    type: str
+    entity_id: int
+    created_at: int  # unix seconds
+    status_id: int | None = None  # value_after[0].lead_status: the status a lead moved into
+    pipeline_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    events: tuple[KommoEvent, ...]
+    has_next: bool
+
+
+def _optional_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _lead_status(value_after: Any) -> tuple[int | None, int | None]:
+    if isinstance(value_after, list) and value_after and isinstance(value_after[0], dict):
+        status = value_after[0].get("lead_status")
+        if isinstance(status, dict):
+            return _optional_int(status.get("id")), _optional_int(status.get("pipeline_id"))
+    return None, None
+
+
+def _event(item: Any) -> KommoEvent:
+    event_id = str(item["id"]).strip()
+    if not event_id or isinstance(item["entity_id"], bool) or isinstance(item["created_at"], bool):
+        raise ValueError("event without an id, entity or time")
+    status_id, pipeline_id = _lead_status(item.get("value_after"))
+    return KommoEvent(
+        id=event_id,
+        type=str(item["type"]),
+        entity_id=int(item["entity_id"]),
+        created_at=int(item["created_at"]),
+        status_id=status_id,
+        pipeline_id=pipeline_id,
+    )
+
+
+def events_page_from(response: requests.Response) -> EventsPage:
+    """A 200 of ``GET /api/v4/events``: hal+json with ``_embedded.events`` and, unless it is the last page,
+    ``_links.next``."""
+    try:
+        data = response.json()
+        items = data["_embedded"]["events"]
+        if not isinstance(items, list):
+            raise TypeError("events is not a list")
+        events = tuple(_event(item) for item in items)
+        links = data.get("_links") or {}
+        has_next = bool(events) and isinstance(links, dict) and bool(links.get("next"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PeerUnavailable(f"kommo answered an unexpected events body ({type(exc).__name__})") from None
+    return EventsPage(events, has_next)
 
 
 class KommoClient:
@@ -167,3 +238,29 @@ class KommoClient:
         values = [{"value": value}] if value is not None else None
         body = {"custom_fields_values": [{"field_id": field_id, "values": values}]}
         self._request("PATCH", f"/api/v4/leads/{lead_id}", json=body)
+
+    def events_page(
+        self,
+        types: Sequence[str],
+        created_from: int,
+        created_to: int,
+        page: int = 1,
+        limit: int = EVENTS_PAGE_LIMIT,
+    ) -> EventsPage:
+        """One page of the lead events of ``types`` created in ``[created_from, created_to]`` (unix seconds).
+
+        The next page is asked for by number, never by following ``_links.next``: the bearer token goes only to
+        the configured host, whatever a response body names.
+        """
+        params: dict[str, str | int] = {
+            "filter[type]": ",".join(types),
+            "filter[entity]": "lead",
+            "filter[created_at][from]": created_from,
+            "filter[created_at][to]": created_to,
+            "page": page,
+            "limit": limit,
+        }
+        response = self._request("GET", "/api/v4/events", params=params)
+        if response.status_code == 204:  # Kommo's answer for "no events"
+            return EventsPage((), False)
+        return events_page_from(response)

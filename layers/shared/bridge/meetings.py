@@ -6,6 +6,7 @@ Keys (single table, ``pk``/``sk``):
 - ``LEAD#<account>#<lead id>`` / ``LEAD``: the lead's current room per stage rule (``slot_<status id>``), the time of
   the newest event applied and when it was closed, so a late retry of an old event cannot reopen a room.
 - ``SWEEP`` / ``STATE``: where the sweeper's walk through Whereby's room list stopped.
+- ``RECONCILE`` / ``STATE``: how far the reading of Kommo's event log got (``bridge.kommo_reconcile``).
 
 Indexes: ``by_owner`` (owner, created_at) lists a channel's rooms; ``by_expiry`` (expiry_bucket, end_at) holds
 only rooms not yet deleted, so the sweeper reads the expired ones and nothing else.
@@ -31,6 +32,7 @@ ACTIVE = "active"
 DELETED = "deleted"
 EXPIRY_BUCKET = "live"
 DELETED_RETENTION_SECONDS = 30 * 24 * 3600
+RECONCILE_KEY = {"pk": "RECONCILE", "sk": "STATE"}
 _KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -118,6 +120,15 @@ class Lead:
         if self.last_event_at is not None and event_at < self.last_event_at:
             return True
         return self.closed_at is not None and event_at <= self.closed_at
+
+
+@dataclass(frozen=True)
+class ReconcileState:
+    """How far the reconciliation read Kommo's event log: every event created up to ``checkpoint`` is enqueued."""
+
+    checkpoint: int
+    window_seconds: int | None = None  # None: the reconciler's largest window
+    seen: Mapping[str, int] = field(default_factory=dict)  # event id -> created_at, of events enqueued lately
 
 
 def _optional_int(value: Any) -> int | None:
@@ -396,6 +407,37 @@ class MeetingsStore:
         if cursor:
             item["cursor"] = cursor
         self._call(self.table.put_item, Item=item)
+
+    def reconcile_state(self) -> ReconcileState | None:
+        item = self._call(self.table.get_item, Key=RECONCILE_KEY, ConsistentRead=True).get("Item") or {}
+        if "checkpoint" not in item:
+            return None
+        return ReconcileState(
+            checkpoint=int(item["checkpoint"]),
+            window_seconds=_optional_int(item.get("window_seconds")),
+            seen={str(k): int(v) for k, v in (item.get("seen") or {}).items()},
+        )
+
+    def save_reconcile_state(self, state: ReconcileState) -> None:
+        """Store the reconciliation's progress. The checkpoint never moves back: of two runs at once, the one
+        that got further wins."""
+        item: dict[str, Any] = {
+            **RECONCILE_KEY,
+            "checkpoint": state.checkpoint,
+            "seen": dict(state.seen),
+            "updated_at": int(time.time()),
+        }
+        if state.window_seconds is not None:
+            item["window_seconds"] = state.window_seconds
+        try:
+            self._call(
+                self.table.put_item,
+                Item=item,
+                ConditionExpression="attribute_not_exists(checkpoint) OR checkpoint <= :checkpoint",
+                ExpressionAttributeValues={":checkpoint": state.checkpoint},
+            )
+        except ClientError:
+            return
 
     # helpers ---------------------------------------------------------------------------------------------------
     def _deletion(self, room_key: str, now: float) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from bridge.whereby import WherebyClient
 INTERACTIVE = RetryPolicy(attempts=2, connect_timeout=3.05, read_timeout=6.0, backoff=0.3, max_wait=3.0)
 # In the worker nobody waits; the queue retries later, so one call may take longer.
 BACKGROUND = RetryPolicy(attempts=3, connect_timeout=3.05, read_timeout=15.0, backoff=0.5, max_wait=10.0)
+# The reconciliation runs again in one period and resumes from its checkpoint: one retry, then it stops.
+RECONCILE = RetryPolicy(attempts=2, connect_timeout=3.05, read_timeout=15.0, backoff=0.5, max_wait=5.0)
 
 
 def settings() -> Settings:
@@ -67,8 +69,16 @@ def kommo() -> KommoClient:
     return KommoClient(s.kommo_api_url, kommo_tokens(), s.kommo_requests_per_second, BACKGROUND)
 
 
+@lru_cache(maxsize=1)
+def kommo_reconcile() -> KommoClient:
+    """The reconciler's own Kommo client, spaced at its own rate: with the two workers' 2 x 3/s, 1/s keeps the
+    integration within Kommo's 7 requests/s."""
+    s = settings()
+    return KommoClient(s.kommo_api_url, kommo_tokens(), s.kommo_reconcile_requests_per_second, RECONCILE)
+
+
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
-    for cached in (load_settings, job_queue, dead_letter_queue, store, _whereby, kommo_tokens, kommo):
+    for cached in (load_settings, job_queue, dead_letter_queue, store, _whereby, kommo_tokens, kommo, kommo_reconcile):
         cached.cache_clear()
     parameters.clear_caches()
