@@ -46,8 +46,9 @@ _BACKSLASHED = frozenset("\\`*_{}[]()#+-.!|~>")
 # Neither parser has a backslash escape for these; an entity keeps them literal in both. marked reads U+2424 (the
 # symbol for newline) as a line break, and "$…$" as LaTeX where the server enables it.
 _ENTITIES = {"&": "&amp;", "<": "&lt;", "$": "&#36;", "\u2424": "&#9252;"}
-# A zero-width joiner after these breaks @mentions (server and apps take only letters, digits and ._- after the @),
-# ~channel links and #hashtags, which the web app forms after Markdown, on the text the escapes give back.
+# Mattermost's server ends a word at a zero-width joiner and its apps want a letter or digit after "@", "~" and "#":
+# one after these keeps @mentions, ~channel links and #hashtags from forming (the web app forms the last two after
+# Markdown, on the text the escapes give back).
 ZERO_WIDTH_JOINER = "\u200d"
 _JOINED = frozenset("@~#")
 
@@ -119,8 +120,7 @@ def parse_start(
         minutes = duration_minutes(asked) or 0
         if not MIN_MINUTES <= minutes <= limits.max_minutes:
             return Invalid(_duration_problem(asked, limits, trigger))
-    typed = list(dict.fromkeys(m for m in map(mention_in, words) if m))
-    invited = {mention: invitee(mention, members) for mention in typed}
+    invited = {mention: invitee(mention, members) for mention in map(mention_in, words) if mention}
     topic = " ".join(word for word in words if mention_in(word) is None)
     return StartRoom(
         topic=_clip(topic) or DEFAULT_TOPIC,
