@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode
 
@@ -82,6 +83,63 @@ def assert_ephemeral(answer: dict, *phrases: str) -> None:
 def assert_nothing_left(stack, whereby_sim) -> None:
     assert whereby_sim.meetings() == []
     assert live_records(stack) == []
+
+
+def with_mentions(stack, text: str, *users: str, ids: list[str] | None = None) -> dict:
+    """A command whose text Mattermost resolved: each user in ``user_mentions``, paired with an id by position."""
+    ids = [f"{index:02d}x4aqdjy3813c84m771eoc9xo" for index in range(len(users))] if ids is None else ids
+    extra = [("user_mentions", user) for user in users] + [("user_mentions_ids", user_id) for user_id in ids]
+    body = form(text=text, extra=extra).encode()
+    return answer_of(stack.request("POST", "/mattermost/command", headers=HEADERS, body=body))
+
+
+# How Mattermost reads a post (mattermost/marked in the web app; the server's mention parser) -------------------------
+MARKED_ESCAPABLE = set("\\`*{}[]()#+-.!_>|~")
+_LINKS = [
+    re.compile(r"!?\[(?:\\.|[^\[\]\\])*\]\((?:[^()\s]|\([^()]*\))*\)"),  # [text](url), ![alt](src)
+    re.compile(r"!?\[(?:\\.|[^\[\]\\])*\]\s?\[(?:\\.|[^\[\]\\])*\]"),  # [text][ref]
+    re.compile(r"<(?:[^ >]+(?:@|:/)|www[0-9]{0,3}\.)[^ >]+>"),  # <https://…>
+    re.compile(r"[A-Za-z][A-Za-z0-9.+-]*:(?:/{1,3}|[^\W_]|%)\S*|www[0-9]{0,3}\.\S*|[^\W_][\w.-]*\.[^\W\d_]{2,4}/\S*"),
+]
+_EMAIL = re.compile(r"[^\s@]@[^\W_][\w.-]*\.[^\W\d_]{2,5}")  # the web app links these after Markdown
+CHANNEL_WIDE = {"@channel", "@all", "@here"}
+
+
+def markdown_links(text: str) -> list[str]:
+    """Every link or image marked could form: tried at every position a backslash escape does not cover."""
+    found, index = [], 0
+    while index < len(text):
+        if text[index] == "\\" and text[index + 1 : index + 2] in MARKED_ESCAPABLE:
+            index += 2
+            continue
+        match = next((m for m in (rule.match(text, index) for rule in _LINKS) if m), None)
+        if match:
+            found.append(match.group(0))
+            index = match.end()
+        else:
+            index += 1
+    unescaped = re.sub(r"\\(.)", r"\1", text)
+    return found + _EMAIL.findall(unescaped)
+
+
+def live_mentions(text: str) -> set[str]:
+    """The @words Mattermost's server would notify for (its split: letters, digits and :.-_@ form words)."""
+    keep = [c if c in ":.-_@" or unicodedata.category(c)[0] in "LN" else " " for c in text.lower()]
+    mentions = set()
+    for word in "".join(keep).split():
+        word = word.lstrip(":.-_")
+        candidates = [word, *re.split(r"[.:-]", word)]
+        candidates += [word.rstrip(".-:_")]
+        mentions |= {c for c in candidates if c.startswith("@") and len(c.rstrip(".-:_")) > 1}
+    unescaped = re.sub(r"\\(.)", r"\1", text)  # the web app highlights mentions after Markdown
+    mentions |= {f"@{name.lower()}" for name in re.findall(r"(?<![\w-])@([a-z0-9.\-_]+)", unescaped, re.I)}
+    return {m.rstrip(".-:_") for m in mentions}
+
+
+def shown_texts(answer: dict) -> list[str]:
+    """Everything of an answer Mattermost shows or hands to plugins: texts, extra responses, props."""
+    texts = [answer["text"], *(extra["text"] for extra in answer.get("extra_responses", []))]
+    return texts + [value for value in answer.get("props", {}).values() if isinstance(value, str)]
 
 
 # creating a room ------------------------------------------------------------------------------------------------
@@ -183,6 +241,95 @@ def test_a_duration_out_of_range_gets_a_hint_and_no_room(stack, whereby_sim, tex
     assert_ephemeral(run(stack, text), phrase, "Nothing was changed")
     assert_nothing_left(stack, whereby_sim)
     assert whereby_sim.requests_seen() == []
+
+
+def test_a_malformed_or_out_of_range_duration_gets_the_allowed_range_and_creates_no_room(stack, whereby_sim):
+    for word in ("99999h", "1h-5m", "-5m", "1.5h", "0m", "90000m"):  # one stack: these change nothing
+        answer = run(stack, f"Review {word}")
+        assert_ephemeral(answer, "at least 5 minutes and at most 8 h", "for example `/weather Review 1h30m`")
+        assert "Nothing was changed" in answer["text"], word
+    assert whereby_sim.requests_seen() == []
+    assert_nothing_left(stack, whereby_sim)
+    assert table_items(stack) == []
+
+
+@pytest.mark.parametrize(("word", "shown"), [("30m", "(30 min)"), ("2h", "(2 h)"), ("1h30m", "(1 h 30 min)")])
+def test_a_valid_duration_still_sets_the_room_length(stack, whereby_sim, word, shown):
+    answer = run(stack, f"Review {word}")
+    assert answer["response_type"] == "in_channel" and shown in answer["text"] and "**Review**" in answer["text"]
+    assert len(whereby_sim.meetings()) == 1
+
+
+# what the channel sees of a topic ------------------------------------------------------------------------------
+EVIL_TOPIC = "Q3](https://evil.example) ![x](https://evil.example/p.png) <https://evil.example> www.evil.example"
+
+
+def test_channel_wide_mentions_in_a_topic_are_never_live_in_any_reply(stack, whereby_sim):
+    posted = run(stack, "Q3 review @channel @ALL (@here) a/@channel x@here. 30m")
+    listed = run(stack, "list")
+    ended = run(stack, "end")
+    for answer in (posted, listed, ended):
+        for text in shown_texts(answer):
+            assert not live_mentions(text) & CHANNEL_WIDE, text
+    assert "Invited" not in posted["text"]
+    [host] = posted["extra_responses"]
+    assert "Not invited:" in host["text"]  # the caller learns why nobody was notified
+
+
+def test_only_users_mattermost_resolved_are_invited(stack, whereby_sim):
+    answer = with_mentions(stack, "Sync @alice @nobody @Bob. @carol_ 30m", "alice", "bob", "carol")
+    assert "Invited: @alice @bob @carol\n" in answer["text"]
+    for text in shown_texts(answer):
+        assert live_mentions(text) <= {"@alice", "@bob", "@carol"}, text
+    [host] = answer["extra_responses"]
+    assert "Not invited: @\u200dnobody." in host["text"]
+
+
+def test_mention_lists_that_do_not_pair_invite_nobody(stack, whereby_sim):
+    answer = with_mentions(stack, "Sync @alice 30m", "alice", ids=[])
+    assert answer["response_type"] == "in_channel" and "Invited" not in answer["text"]
+    assert not any(live_mentions(text) for text in shown_texts(answer))
+
+
+def test_a_markdown_topic_renders_no_link_or_image_in_the_post_the_list_or_the_props(stack, whereby_sim):
+    posted = run(stack, f"{EVIL_TOPIC} 30m")
+    [meeting] = whereby_sim.meetings()
+    assert markdown_links(posted["text"]) == [f"[Join the Whereby room]({meeting['roomUrl']})"]
+    assert markdown_links(posted["props"]["meeting_topic"]) == []
+    [host] = posted["extra_responses"]
+    assert markdown_links(host["text"]) == [meeting["hostRoomUrl"]]
+
+    listed = run(stack, "list")["text"]
+    name = meeting["roomName"].lstrip("/")
+    assert markdown_links(listed) == [f"[{name}]({meeting['roomUrl']})", f"[host link]({meeting['hostRoomUrl']})"]
+    ended = run(stack, "end")["text"]
+    assert markdown_links(ended) == []
+    assert "evil" in ended and "evil" in listed  # the topic is still shown, as text
+
+
+def test_a_reference_that_names_no_room_is_quoted_back_as_plain_text(stack, whereby_sim):
+    answer = run(stack, "end [x](https://evil.example/nokey)@channel")
+    assert_ephemeral(answer, "“\\[x\\]\\(https", "is not the name or link of a room")
+    assert markdown_links(answer["text"]) == [] and not live_mentions(answer["text"]) & CHANNEL_WIDE
+
+
+_MARKDOWN_BITS = [
+    "[", "]", "(", ")", "![", "](", "<", ">", "*", "_", "`", "~", "#", "|", "\\", "$", ":", "&lt;", "\u2424",
+    "https://evil.example", "www.evil.example", "evil.example/x", "mailto:", "a@b.example",
+    "@channel", "@all", "@here", "@alice", "1.", "- ",
+]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(topic=st.lists(st.one_of(st.text(max_size=8), st.sampled_from(_MARKDOWN_BITS)), max_size=14).map("".join))
+def test_any_topic_posts_exactly_the_join_link_and_no_channel_wide_mention(stack, whereby_sim, topic):
+    answer = with_mentions(stack, f"start {topic} 30m", "alice")
+    assert answer["response_type"] == "in_channel"
+    room_url = answer["props"]["meeting_link"]
+    assert markdown_links(answer["text"]) == [f"[Join the Whereby room]({room_url})"]
+    for text in shown_texts(answer):
+        assert live_mentions(text) <= {"@alice"}, text
+    assert markdown_links(answer["props"]["meeting_topic"]) == []
 
 
 # authentication ------------------------------------------------------------------------------------------------

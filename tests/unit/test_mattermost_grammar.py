@@ -37,12 +37,41 @@ def test_durations_are_read_from_the_last_word(word, minutes):
     assert parse(f"Standup {word}", LIMITS) == StartRoom("Standup", minutes, slug_source="Standup")
 
 
-@pytest.mark.parametrize("word", ["90", "1.5h", "h", "m", "30 m", "30min", "1h30", "-30m", "2d"])
+@pytest.mark.parametrize("word", ["90", "h", "m", "30 m", "30min", "10ms", "2d", "(45m)"])
 def test_words_that_are_not_durations_stay_in_the_topic(word):
     command = parse(f"Sprint {word}", LIMITS)
     assert isinstance(command, StartRoom)
     assert command.minutes == 60
     assert command.topic == f"Sprint {word}"
+
+
+@pytest.mark.parametrize("word", ["\u0663\u0660m", "\uff13\uff10m", "\u0968h"])  # Arabic-Indic, full-width, Devanagari
+def test_digits_of_other_scripts_are_not_a_duration(word):
+    command = parse(f"Sprint {word}", LIMITS)
+    assert isinstance(command, StartRoom)
+    assert command.minutes == 60 and command.topic == f"Sprint {word}"
+
+
+@pytest.mark.parametrize(
+    "word", ["99999h", "1h-5m", "-5m", "+45m", "1.5h", "1,5h", ".5h", "0m", "0h0m", "90000m", "1h30", "1h30m15m", "9h"]
+)
+def test_a_malformed_or_out_of_range_duration_is_refused_with_the_range_and_an_example(word):
+    command = parse(f"Review {word}", LIMITS, trigger="/meet")
+    assert isinstance(command, Invalid)
+    assert "at least 5 minutes and at most 8 h" in command.problem
+    assert "for example `/meet Review 1h30m`" in command.problem
+
+
+def test_the_example_duration_is_within_a_small_configured_maximum():
+    command = parse("Review 2h", Limits(default_minutes=30, max_minutes=45))
+    assert isinstance(command, Invalid)
+    assert "at most 45 min" in command.problem and "for example `/whereby Review 45m`" in command.problem
+
+
+def test_a_refused_duration_is_quoted_back_as_plain_text():
+    command = parse("Review 1h-5m", LIMITS)
+    assert isinstance(command, Invalid)
+    assert "“1h\\-5m”" in command.problem  # the dash escaped: it cannot start a list or a rule
 
 
 def test_a_bare_number_is_part_of_the_topic_not_minutes():
@@ -112,7 +141,8 @@ def test_a_subcommand_with_unexpected_words_gets_a_hint_not_a_room(text):
 
 
 def test_mentions_are_taken_out_of_the_topic_and_kept_for_the_post():
-    command = parse("Design review @alice (@Bob.Smith) **@carol** 45m @dave", LIMITS)
+    members = {"alice", "bob.smith", "carol", "dave"}
+    command = parse("Design review @alice (@Bob.Smith) **@carol** 45m @dave", LIMITS, members=members)
     assert command == StartRoom(
         topic="Design review",
         minutes=45,
@@ -122,7 +152,29 @@ def test_mentions_are_taken_out_of_the_topic_and_kept_for_the_post():
 
 
 def test_the_same_mention_twice_is_echoed_once():
-    assert parse("Sync @alice @alice", LIMITS).mentions == ("@alice",)  # type: ignore[union-attr]
+    assert parse("Sync @alice @alice", LIMITS, members={"alice"}).mentions == ("@alice",)  # type: ignore[union-attr]
+
+
+def test_only_users_mattermost_resolved_are_invited():
+    command = parse("Sync @alice @nobody @channel @ALL (@here) 30m", LIMITS, members={"alice", "carol"})
+    assert command == StartRoom(
+        topic="Sync",
+        minutes=30,
+        mentions=("@alice",),  # a listed user nobody typed here is not invited
+        slug_source="Sync",
+        not_invited=("@nobody", "@channel", "@all", "@here"),
+    )
+
+
+def test_channel_wide_names_are_never_invited_even_when_listed_as_users():
+    command = parse("All hands @channel @all @here", LIMITS, members={"channel", "all", "here"})
+    assert isinstance(command, StartRoom)
+    assert command.mentions == () and command.not_invited == ("@channel", "@all", "@here")
+
+
+def test_a_mention_typed_with_trailing_punctuation_invites_the_user_mattermost_resolved():
+    command = parse("Sync @alice_ @bob-- @carol.", LIMITS, members={"alice", "bob", "carol"})
+    assert command.mentions == ("@alice", "@bob", "@carol")  # type: ignore[union-attr]
 
 
 def test_channels_emails_and_urls_never_reach_the_room_name():
@@ -195,9 +247,15 @@ def test_any_text_parses_and_any_room_name_is_valid_and_ours(text):
         assert ROOM_KEY_PATTERN.search(room_name).group(1) == KEY  # type: ignore[union-attr]
 
 
-@given(st.from_regex(r"[0-9]{1,7}[hHmM]([0-9]{1,7}[mM])?", fullmatch=True))
+@given(
+    st.from_regex(
+        r"[+-]?[0-9]{1,7}([.,][0-9]{0,2})?[hHmM]([+-]?[0-9]{1,7}([.,][0-9]{0,2})?[hHmM]){0,2}[0-9]{0,3}", fullmatch=True
+    )
+)
 def test_any_duration_shaped_word_is_a_room_or_a_hint(word):
     command = parse(f"Call {word}", LIMITS)
-    assert isinstance(command, StartRoom | Invalid)
-    if duration_minutes(word) is None:
-        assert isinstance(command, StartRoom) and word in command.topic
+    minutes = duration_minutes(word)
+    if minutes is not None and 5 <= minutes <= 480:
+        assert command == StartRoom("Call", minutes, slug_source="Call")
+    else:  # never swallowed into the topic
+        assert isinstance(command, Invalid) and "at least 5 minutes and at most 8 h" in command.problem

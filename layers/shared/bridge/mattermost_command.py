@@ -23,6 +23,7 @@ from bridge.credentials import SecretError, TeamTokens, mattermost_team_tokens
 from bridge.errors import BridgeError, PeerUnavailable, Throttled, Unauthorized
 from bridge.http_api import BadRequest, form_fields, json_response, token_matches
 from bridge.mattermost_grammar import (
+    MIN_MINUTES,
     SLUG_FALLBACK,
     Command,
     EndRoom,
@@ -32,6 +33,7 @@ from bridge.mattermost_grammar import (
     ShowHelp,
     StartRoom,
     human_minutes,
+    literal,
     parse,
 )
 from bridge.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
@@ -43,6 +45,7 @@ PROVIDER = "whereby"
 LIST_LIMIT = 20
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TRIGGER = re.compile(r"/[a-z0-9._-]{1,64}")
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # echoed as a live @mention: nothing Markdown can take
 STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
 
 Reply = dict[str, Any]  # a Mattermost CommandResponse, as sent on the wire
@@ -150,7 +153,7 @@ def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> 
         count("CommandsRefused")
         return json_response(200, ephemeral(f"`{caller.trigger}` is not enabled for this team."))
     limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
-    command = parse(_first(fields, "text"), limits, caller.trigger)
+    command = parse(_first(fields, "text"), limits, caller.trigger, team_members(fields))
     logger.append_keys(subcommand=type(command).__name__)
     try:
         reply = run(command, caller, limits, ports or production_ports())
@@ -175,6 +178,22 @@ def caller_from(fields: Mapping[str, list[str]]) -> Caller:
         **ids,
         user_name=user_name if _ID.fullmatch(user_name.replace(".", "")) else "",
         trigger=trigger if _TRIGGER.fullmatch(trigger) else "/whereby",
+    )
+
+
+def team_members(fields: Mapping[str, list[str]]) -> frozenset[str]:
+    """The usernames Mattermost resolved in the text to users of the team.
+
+    ``user_mentions`` and ``user_mentions_ids`` repeat and pair by position; lists that do not pair invite nobody.
+    """
+    names, ids = fields.get("user_mentions") or [], fields.get("user_mentions_ids") or []
+    if len(names) != len(ids):
+        logger.warning("mattermost mentions ignored", extra={"reason": "user_mentions and their ids do not pair"})
+        return frozenset()
+    return frozenset(
+        name.lower()
+        for name, user_id in zip(names, ids, strict=True)
+        if _USERNAME.fullmatch(name.lower()) and _ID.fullmatch(user_id)
     )
 
 
@@ -238,7 +257,7 @@ def list_rooms(caller: Caller, ports: CommandPorts) -> Reply:
         )
     lines = ["**Open Whereby rooms in this channel**, newest first:"]
     for room in rooms:
-        line = f"- **{room.label}** · [{_name(room)}]({room.room_url}) · until {utc(room.end_at)}"
+        line = f"- **{literal(room.label)}** · [{_name(room)}]({room.room_url}) · until {utc(room.end_at)}"
         if room.creator == caller.user_id:
             line += f" · yours ([host link]({room.host_room_url}))"
         lines.append(line)
@@ -258,7 +277,7 @@ def end_room(command: EndRoom, caller: Caller, ports: CommandPorts) -> Reply:
         return ephemeral(whereby_trouble(exc, "The room is still open"))
     ports.store.mark_deleted(found.room_key)
     count("RoomsEnded")
-    text = f":white_check_mark: The Whereby room **{found.label}** has ended; its link no longer works."
+    text = f":white_check_mark: The Whereby room **{literal(found.label)}** has ended; its link no longer works."
     # Ending a room of another channel (named by its link) must not post into this one.
     return {**ephemeral(text), "response_type": "in_channel" if found.owner == caller.owner else "ephemeral"}
 
@@ -270,13 +289,17 @@ def _room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts) -> Room 
         return mine[0] if mine else f"You have no open room in this channel. `{caller.trigger} list` shows them all."
     room = ports.store.get_room(command.room_key)
     if room is None or room.source != SOURCE or (room.owner != caller.owner and room.creator != caller.user_id):
-        return f"No room `{command.reference}` was started in this channel. `{caller.trigger} list` shows them all."
+        return (
+            f"No room “{literal(command.reference)}” was started in this channel."
+            f" `{caller.trigger} list` shows them all."
+        )
+    label = literal(room.label)
     if room.creator != caller.user_id:
-        return f"Only the person who started **{room.label}** can end it."
+        return f"Only the person who started **{label}** can end it."
     if room.state == DELETED:
-        return f"**{room.label}** has already ended."
+        return f"**{label}** has already ended."
     if room.state == CREATING or not room.meeting_id:
-        return f"**{room.label}** is still being created; try again in a few seconds."
+        return f"**{label}** is still being created; try again in a few seconds."
     return room
 
 
@@ -327,18 +350,27 @@ def ephemeral(text: str) -> Reply:
 
 
 def room_post(room: Room, command: StartRoom, caller: Caller) -> Reply:
-    """The link for the channel; the host link in an ephemeral extra response, for the caller only."""
-    lines = [f":video_camera: **{room.label}** · [Join the Whereby room]({room.room_url})"]
+    """The link for the channel; the host link in an ephemeral extra response, for the caller only.
+
+    The only live mentions are the users Mattermost resolved; the topic is shown literally everywhere.
+    """
+    label = literal(room.label)
+    lines = [f":video_camera: **{label}** · [Join the Whereby room]({room.room_url})"]
     if command.mentions:
         lines.append("Invited: " + " ".join(command.mentions))
     lines.append(f"Open until {utc(room.end_at)} ({human_minutes(command.minutes)}).")
-    props = {"meeting_provider": PROVIDER, "meeting_link": room.room_url, "meeting_topic": room.label}
+    props = {"meeting_provider": PROVIDER, "meeting_link": room.room_url, "meeting_topic": label}
     if caller.user_name:
         props["meeting_creator_username"] = caller.user_name
     host = (
-        f"Only you can see this. Your host link for **{room.label}**: {room.host_room_url}\n"
+        f"Only you can see this. Your host link for **{label}**: {room.host_room_url}\n"
         f"To close the room before {utc(room.end_at)}: `{caller.trigger} end {_name(room)}`"
     )
+    if command.not_invited:
+        host += (
+            f"\nNot invited: {literal(', '.join(command.not_invited))}. Only people of this team, named one by one,"
+            " are invited; the whole channel is never notified."
+        )
     return {
         "response_type": "in_channel",
         "text": "\n".join(lines),
@@ -354,8 +386,8 @@ def help_text(trigger: str, limits: Limits) -> str:
             f"**{trigger}** makes Whereby video rooms for this channel.",
             f"- `{trigger} [topic] [duration]` starts a room: the link goes to the channel, the host link to you"
             f" only. The duration is the last word, like `30m`, `2h` or `1h30m` (default"
-            f" {human_minutes(limits.default_minutes)}, at most {human_minutes(limits.max_minutes)}). People you"
-            " @mention are invited.",
+            f" {human_minutes(limits.default_minutes)}, at least {human_minutes(MIN_MINUTES)} and at most"
+            f" {human_minutes(limits.max_minutes)}). People of this team you @mention are invited.",
             f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end or"
             " start.",
             f"- `{trigger} list` shows the open rooms of this channel.",

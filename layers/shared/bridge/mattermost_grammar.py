@@ -3,17 +3,22 @@
 Grammar (subcommands case-insensitive, any run of spaces or newlines is one separator)::
 
     /whereby [topic] [duration]        start a room; duration is the last word: 30m, 2h, 1h30m
+                                       (@mentions anywhere: the people Mattermost resolved are invited)
     /whereby start [topic] [duration]  the same, for a topic that begins with a subcommand word
     /whereby help
     /whereby list
     /whereby end [room name | room link]
 
-A bare number is not a duration: topics often end in one ("Sprint 42", "Planning 2025").
+A bare number is not a duration: topics often end in one ("Sprint 42", "Planning 2025"). A last word shaped like a
+duration that is not one we accept (99999h, 1h-5m, 1.5h, 0m) is refused, never taken into the topic.
+
+Whatever the caller typed is shown back only through ``literal()``: Mattermost renders it as plain text.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,12 +27,30 @@ SLUG_FALLBACK = "meeting"
 MIN_MINUTES = 5  # the same floor as the MATTERMOST_*_MINUTES settings
 MAX_TOPIC_CHARS = 500  # keeps the channel post far below Mattermost's 16383-character post limit
 
-_DURATION = re.compile(r"(?:(\d{1,4})h)?(?:(\d{1,6})m)?", re.IGNORECASE)
+# ASCII digits only: \d would also read the digits of other scripts (Arabic-Indic 30 as "30").
+_DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?", re.IGNORECASE | re.ASCII)
+_NUMBER = r"(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)"
+# What people type when they mean a duration, right or wrong: signs, decimals, several parts, a unitless tail.
+_DURATION_SHAPED = re.compile(rf"[+-]?{_NUMBER}[hm](?:[+-]?{_NUMBER}[hm])*[0-9]*", re.IGNORECASE | re.ASCII)
+_DURATION_DIGITS = 6  # more digits than this is far beyond any maximum; also keeps int() cheap
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://|www\.|[\w-]+(?:\.[\w-]+)+/", re.IGNORECASE)
 _MENTION = re.compile(r"@([a-z0-9][a-z0-9._-]*)", re.IGNORECASE)
 _PUNCTUATION = "()[]{}<>\"'.,;:!?*"
 # A room key as new_room_key() makes it; the last one in a room name is ours (a topic word may look like a key).
 _ROOM_KEY = re.compile(r"(?<![a-z0-9])(z[a-z2-7]{10})(?=-|$)")
+CHANNEL_WIDE = frozenset({"channel", "all", "here"})  # no user has these names; they notify everyone
+
+# Markdown literal text. Mattermost's web app parses posts with its fork of marked, the mobile app with CommonMark:
+# these are the characters a backslash escapes in both.
+_BACKSLASHED = frozenset("\\`*_{}[]()#+-.!|~>")
+# Neither parser has a backslash escape for these; an entity keeps them literal in both. marked reads U+2424 (the
+# symbol for newline) as a line break, and "$…$" as LaTeX where the server enables it.
+_ENTITIES = {"&": "&amp;", "<": "&lt;", "$": "&#36;", "\u2424": "&#9252;"}
+# Mattermost's server ends a word at a zero-width joiner and its apps want a letter or digit after "@", "~" and "#":
+# one after these keeps @mentions, ~channel links and #hashtags from forming (the web app forms the last two after
+# Markdown, on the text the escapes give back).
+ZERO_WIDTH_JOINER = "\u200d"
+_JOINED = frozenset("@~#")
 
 
 @dataclass(frozen=True)
@@ -38,10 +61,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class StartRoom:
-    topic: str  # shown to people: the text without the duration and the @mentions
+    topic: str  # shown to people (through literal()): the text without the duration and the @mentions
     minutes: int
-    mentions: tuple[str, ...] = ()  # "@alice", echoed in the channel post so they are notified
+    mentions: tuple[str, ...] = ()  # "@alice", resolved by Mattermost: echoed in the channel post so they are notified
     slug_source: str = ""  # the topic with no mention, channel, e-mail address or URL: safe in a room name
+    not_invited: tuple[str, ...] = ()  # "@channel", "@nobody": @words typed but not resolved to a user of the team
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,7 @@ class ListRooms:
 @dataclass(frozen=True)
 class EndRoom:
     room_key: str | None = None  # None: the caller's latest room in this channel
-    reference: str = ""  # what the caller typed, made safe to quote back in Markdown
+    reference: str = ""  # what the caller typed, clipped; quoted back through literal()
 
 
 @dataclass(frozen=True)
@@ -68,7 +92,8 @@ class Invalid:
 Command = StartRoom | ShowHelp | ListRooms | EndRoom | Invalid
 
 
-def parse(text: str, limits: Limits, trigger: str = "/whereby") -> Command:
+def parse(text: str, limits: Limits, trigger: str = "/whereby", members: Collection[str] = ()) -> Command:
+    """``members``: the usernames Mattermost resolved in the text to users of the team (its ``user_mentions``)."""
     words = text.split()
     if not words:
         return StartRoom(DEFAULT_TOPIC, limits.default_minutes)
@@ -76,51 +101,102 @@ def parse(text: str, limits: Limits, trigger: str = "/whereby") -> Command:
     if head == "help":
         return ShowHelp()
     if head == "start":
-        return parse_start(rest, limits)
+        return parse_start(rest, limits, trigger, members)
     if head == "list":
         return ListRooms() if not rest else _reserved("list", trigger)
     if head == "end":
         if len(rest) > 1:
             return _reserved("end", trigger)
         return parse_end(rest[0], trigger) if rest else EndRoom()
-    return parse_start(words, limits)
+    return parse_start(words, limits, trigger, members)
 
 
-def parse_start(words: list[str], limits: Limits) -> StartRoom | Invalid:
+def parse_start(
+    words: list[str], limits: Limits, trigger: str = "/whereby", members: Collection[str] = ()
+) -> StartRoom | Invalid:
     words, asked = _split_duration(words)
-    minutes = limits.default_minutes if asked is None else asked
-    if minutes < MIN_MINUTES:
-        return Invalid(f"A room must be open for at least {MIN_MINUTES} minutes.")
-    if minutes > limits.max_minutes:
-        return Invalid(f"A room can be open for at most {human_minutes(limits.max_minutes)}.")
-    mentions = tuple(dict.fromkeys(m for m in map(mention_in, words) if m))
+    minutes = limits.default_minutes
+    if asked is not None:
+        minutes = duration_minutes(asked) or 0
+        if not MIN_MINUTES <= minutes <= limits.max_minutes:
+            return Invalid(_duration_problem(asked, limits, trigger))
+    invited = {mention: invitee(mention, members) for mention in map(mention_in, words) if mention}
     topic = " ".join(word for word in words if mention_in(word) is None)
     return StartRoom(
         topic=_clip(topic) or DEFAULT_TOPIC,
         minutes=minutes,
-        mentions=mentions,
+        mentions=tuple(dict.fromkeys(user for user in invited.values() if user)),
         slug_source=" ".join(word for word in words if not _personal(word)),
+        not_invited=tuple(mention for mention, user in invited.items() if user is None),
     )
 
 
 def parse_end(reference: str, trigger: str) -> EndRoom | Invalid:
     key = room_key_in(reference)
-    shown = _clip(reference.replace("`", "'"), 80)
+    shown = _clip(reference, 80)
     if key is None:
         return Invalid(
-            f"`{shown}` is not the name or link of a room made with {trigger}."
+            f"“{literal(shown)}” is not the name or link of a room made with {trigger}."
             f" `{trigger} list` shows the rooms of this channel."
         )
     return EndRoom(room_key=key, reference=shown)
 
 
 def duration_minutes(word: str) -> int | None:
-    """``30m``, ``2h``, ``1h30m`` (any case) in minutes; None when the word is not a duration."""
+    """``30m``, ``2h``, ``1h30m`` (any case, ASCII digits) in minutes; None when the word is not a duration."""
     match = _DURATION.fullmatch(word)
     if not match or not any(match.groups()):
         return None
+    if any(len(group.lstrip("0")) > _DURATION_DIGITS for group in match.groups() if group):
+        return None
     hours, minutes = (int(group or 0) for group in match.groups())
     return hours * 60 + minutes
+
+
+def duration_shaped(word: str) -> bool:
+    """True for a word meant as a duration, valid or not: ``45m``, ``99999h``, ``1h-5m``, ``1.5h``, ``-5m``."""
+    return _DURATION_SHAPED.fullmatch(word) is not None
+
+
+def invitee(mention: str, members: Collection[str]) -> str | None:
+    """``@name`` of the user Mattermost resolved for a typed mention; None for @channel, @all, @here and unknowns.
+
+    Mattermost also resolves a name typed with trailing dots, dashes or underscores ("@alice_") to the user.
+    """
+    name = mention.removeprefix("@")
+    while name and name not in CHANNEL_WIDE:
+        if name in members:
+            return f"@{name}"
+        if name[-1] not in "._-":
+            break
+        name = name[:-1]
+    return None
+
+
+def literal(text: str) -> str:
+    """``text`` as Markdown that Mattermost shows as plain text, on one line.
+
+    No link, image, emphasis, code, heading, quote, list, table, autolink, mention, channel link or hashtag can be
+    formed from the result, in the running text of our own Markdown (a code span would show the escapes).
+    """
+    text = " ".join(text.split())
+    out: list[str] = []
+    for index, char in enumerate(text):
+        after = text[index + 1 : index + 2]
+        if char == "\\" and _ascii_alnum(after):
+            out.append(char)  # both parsers show a backslash before a letter or digit as it is
+        elif char in _BACKSLASHED:
+            out.append("\\" + char)
+        elif char in _ENTITIES:
+            out.append(_ENTITIES[char])
+        elif char == ":" and _ascii_alnum(text[index - 1 : index]) and after.strip():
+            # "https:", "mailto:": marked links a scheme followed by // or a letter, digit or %
+            out.append(char + ZERO_WIDTH_JOINER)
+        else:
+            out.append(char)
+        if char in _JOINED:
+            out.append(ZERO_WIDTH_JOINER)
+    return "".join(out)
 
 
 def human_minutes(minutes: int) -> str:
@@ -145,15 +221,29 @@ def room_key_in(reference: str) -> str | None:
     return keys[-1] if keys else None
 
 
-def _split_duration(words: list[str]) -> tuple[list[str], int | None]:
-    """The duration is the last word, not counting @mentions typed after it."""
+def _split_duration(words: list[str]) -> tuple[list[str], str | None]:
+    """The duration word is the last word, not counting @mentions typed after it."""
     for index in range(len(words) - 1, -1, -1):
         if mention_in(words[index]) is None:
-            minutes = duration_minutes(words[index])
-            if minutes is None:
+            if not duration_shaped(words[index]):
                 return words, None
-            return words[:index] + words[index + 1 :], minutes
+            return words[:index] + words[index + 1 :], words[index]
     return words, None
+
+
+def _duration_problem(word: str, limits: Limits, trigger: str) -> str:
+    example = min(90, limits.max_minutes)
+    hours, minutes = divmod(example, 60)
+    written = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return (
+        f"“{literal(_clip(word, 40))}” is not a duration a room can have: a room is open for at least {MIN_MINUTES}"
+        f" minutes and at most {human_minutes(limits.max_minutes)}. Give the duration as the last word, in whole"
+        f" hours and minutes, for example `{trigger} Review {written}`."
+    )
+
+
+def _ascii_alnum(char: str) -> bool:
+    return char.isascii() and char.isalnum()
 
 
 def _personal(word: str) -> bool:
