@@ -10,7 +10,8 @@ export AWS_DEFAULT_REGION ?= eu-west-1
 ENV ?= default
 STACK ?= $(if $(filter prod,$(ENV)),whereby-bridge-prod,whereby-bridge)
 
-.PHONY: help venv tools test lint format validate build local demo bench clean deploy outputs logs redrive close-all
+.PHONY: help venv tools test lint format validate build local demo bench clean deploy outputs logs redrive close-all \
+	migrate-secrets
 
 help:
 	@echo "make local     run the whole stack on 127.0.0.1 (no AWS account, no Docker)"
@@ -25,6 +26,7 @@ help:
 	@echo "make logs      tail the deployed functions' logs"
 	@echo "make redrive   move dead-lettered jobs back to the job queue"
 	@echo "make close-all delete every live room (before removing the stack)"
+	@echo "make migrate-secrets  move the first version's single secret into the per-peer secrets (TEAM=<id>)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt
@@ -75,6 +77,9 @@ redrive: venv
 
 close-all: venv
 	$(VENV)/bin/python -m devstack.operations close-all --stack $(STACK)
+
+migrate-secrets: venv
+	$(VENV)/bin/python -m devstack.operations migrate-secrets --stack $(STACK) $(if $(TEAM),--team $(TEAM))
 
 local: venv
 	$(VENV)/bin/python -m devstack

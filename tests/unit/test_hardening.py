@@ -469,3 +469,54 @@ def test_a_room_whose_creation_answer_was_lost_is_swept_and_the_deal_keeps_one_r
     [room] = whereby_sim.meetings()
     [note] = kommo_sim.notes(LEAD)
     assert room["roomUrl"] in note["params"]["text"]  # the room that stayed is the one the deal was told about
+
+
+# The upgrade path: the first version's single secret moves into the per-peer secrets ------------------------------
+FIRST_VERSION_SECRET = {
+    "whereby_api_key": SECRET["whereby_api_key"],
+    "kommo_webhook_token": "the-token-in-kommos-webhook-urls-0000",
+    "kommo_access_token": SECRET["kommo_access_token"],
+    "mattermost_tokens": ["legacy-flat-token-00000000"],
+}
+
+
+def _outputs(stack) -> dict[str, str]:
+    refs = stack.stack.refs
+    return {
+        "KommoSecretArn": refs["BridgeSecret"],
+        "KommoWebhookSecretArn": refs["KommoWebhookSecret"],
+        "WherebySecretArn": refs["WherebySecret"],
+        "MattermostSecretArn": refs["MattermostSecret"],
+    }
+
+
+def _secret(client, arn: str) -> dict:
+    return json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+
+
+def test_migrating_the_single_secret_keeps_the_kommo_urls_and_binds_the_tokens_to_their_team(stack, whereby_sim):
+    from devstack.operations import migrate_secrets
+
+    client = boto3.client("secretsmanager", region_name="eu-west-1")
+    outputs = _outputs(stack)
+    client.put_secret_value(SecretId=outputs["KommoSecretArn"], SecretString=json.dumps(FIRST_VERSION_SECRET))
+    client.put_secret_value(SecretId=outputs["WherebySecretArn"], SecretString='{"whereby_api_key": ""}')
+    client.put_secret_value(SecretId=outputs["MattermostSecretArn"], SecretString='{"mattermost_tokens": {}}')
+    with pytest.raises(SystemExit, match="TEAM="):
+        migrate_secrets(client, outputs, team=None)  # a flat list needs its team: nothing is changed
+    assert _secret(client, outputs["KommoSecretArn"]) == FIRST_VERSION_SECRET
+    assert _secret(client, outputs["WherebySecretArn"]) == {"whereby_api_key": ""}
+
+    done = migrate_secrets(client, outputs, team=WEATHER_TEAM)
+    assert all(value not in "\n".join(done) for value in FIRST_VERSION_SECRET.values() if isinstance(value, str))
+    assert _secret(client, outputs["KommoSecretArn"]) == {"kommo_access_token": SECRET["kommo_access_token"]}
+    assert _secret(client, outputs["WherebySecretArn"]) == {"whereby_api_key": SECRET["whereby_api_key"]}
+    assert _secret(client, outputs["MattermostSecretArn"]) == {
+        "mattermost_tokens": {WEATHER_TEAM: ["legacy-flat-token-00000000"]}
+    }
+    # The webhook URLs configured in Kommo keep working, and the old team token works for its team only.
+    query = urlencode({"token": "the-token-in-kommos-webhook-urls-0000"})
+    answer = stack.request("POST", "/kommo/stage", query=query, headers=FORM, body=status_body(LEAD, 1, 1))
+    assert answer["statusCode"] == 200
+    assert mattermost(stack, "legacy-flat-token-00000000", WEATHER_TEAM, "Hi 30m")["statusCode"] == 200
+    assert mattermost(stack, "legacy-flat-token-00000000", OTHER_TEAM, "Hi 30m")["statusCode"] == 401

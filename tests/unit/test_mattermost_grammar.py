@@ -259,3 +259,9 @@ def test_any_duration_shaped_word_is_a_room_or_a_hint(word):
         assert command == StartRoom("Call", minutes, slug_source="Call")
     else:  # never swallowed into the topic
         assert isinstance(command, Invalid) and "at least 5 minutes and at most 8 h" in command.problem
+
+
+def test_a_huge_text_is_refused_with_the_limit_before_any_pattern_runs_over_it():
+    # Through the URL check, this one word took minutes: longer than Mattermost waits for the answer.
+    command = parse("a." * 30_000 + "b/", LIMITS)
+    assert isinstance(command, Invalid) and "at most 500" in command.problem

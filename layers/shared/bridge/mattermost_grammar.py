@@ -26,6 +26,8 @@ DEFAULT_TOPIC = "Whereby meeting"
 SLUG_FALLBACK = "meeting"
 MIN_MINUTES = 5  # the same floor as the MATTERMOST_*_MINUTES settings
 MAX_TOPIC_CHARS = 500  # keeps the channel post far below Mattermost's 16383-character post limit
+# Longer text is refused before any pattern runs over it: the URL check's cost grows with the square of a word.
+MAX_TEXT_CHARS = 2000
 
 # ASCII digits only: \d would also read the digits of other scripts (Arabic-Indic 30 as "30").
 _DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?", re.IGNORECASE | re.ASCII)
@@ -94,6 +96,8 @@ Command = StartRoom | ShowHelp | ListRooms | EndRoom | Invalid
 
 def parse(text: str, limits: Limits, trigger: str = "/whereby", members: Collection[str] = ()) -> Command:
     """``members``: the usernames Mattermost resolved in the text to users of the team (its ``user_mentions``)."""
+    if len(text) > MAX_TEXT_CHARS:
+        return Invalid(f"That is {len(text)} characters; a topic can be at most {MAX_TOPIC_CHARS}.")
     words = text.split()
     if not words:
         return StartRoom(DEFAULT_TOPIC, limits.default_minutes)
