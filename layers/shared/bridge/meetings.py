@@ -10,6 +10,11 @@ Keys (single table, ``pk``/``sk``):
 
 Indexes: ``by_owner`` (owner, created_at) lists a channel's rooms; ``by_expiry`` (expiry_bucket, end_at) holds
 only rooms not yet deleted, so the sweeper reads the expired ones and nothing else.
+
+Records vanish: a room record marked deleted is purged by TTL (``purge_at``) 30 days later; nothing else is ever
+removed. What may still name a purged room, and how it reads the absence: a lead's slot (``ensure_room``: no room,
+claim a new one without retiring the old), a close in progress (``close_rooms``: already gone), the sweeper's walk
+of Whereby's list (no record: a leak, deleted), ``/whereby end <room>`` (no such room), ``mark_deleted`` (done).
 """
 
 from __future__ import annotations
