@@ -5,13 +5,21 @@ VENV := .venv
 TOOLS := .venv-tools
 SAM := $(TOOLS)/bin/sam
 export SAM_CLI_TELEMETRY := 0
-export AWS_DEFAULT_REGION ?= eu-west-1
 
+# Operator commands act on the stack of one samconfig.toml environment (ENV=prod for [prod]), in its region, whatever
+# the shell's AWS profile says; STACK= and REGION= override them. Read only when an operator target runs.
 ENV ?= default
-STACK ?= $(if $(filter prod,$(ENV)),whereby-bridge-prod,whereby-bridge)
+STACK ?= $(shell $(PYTHON) -m devstack.samconfig $(ENV) stack_name)
+REGION ?= $(shell $(PYTHON) -m devstack.samconfig $(ENV) region)
+AWS_AT = --stack $(STACK) --region $(REGION)
+# Operator targets depend on this: a stack or region that cannot be found stops the command before AWS is called.
+aws-target:
+	@test -n "$(STACK)" -a -n "$(REGION)" || { echo "No stack name or region for ENV=$(ENV) in samconfig.toml: \
+	give ENV= one of its environments, or STACK= and REGION=." >&2; exit 2; }
+SINCE ?= 1 hour ago
 
-.PHONY: help venv tools test lint format validate build local demo bench clean deploy outputs logs redrive close-all \
-	migrate-secrets
+.PHONY: help venv tools test lint format validate build local demo bench clean deploy outputs logs why redrive \
+	close-all migrate-secrets test-alarm delete aws-target
 
 help:
 	@echo "make local     run the whole stack on 127.0.0.1 (no AWS account, no Docker)"
@@ -21,11 +29,15 @@ help:
 	@echo "make bench     every benchmark; figures into bench/RESULTS.md"
 	@echo "make validate  sam validate --lint"
 	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
-	@echo "make deploy    sam deploy (ENV=prod for the prod environment of samconfig.toml)"
-	@echo "make outputs   the deployed stack's URLs, secret and queues"
-	@echo "make logs      tail the deployed functions' logs"
+	@echo "make deploy    sam deploy (ENV=prod for the prod environment of samconfig.toml; GUIDED=1 the first time)"
+	@echo "Operator commands (ENV=, or STACK= and REGION=; default: samconfig.toml's [default]):"
+	@echo "make outputs   the deployed stack's URLs, secrets and queues"
+	@echo "make logs      the deployed functions' logs, from SINCE (default '1 hour ago') on, then live"
+	@echo "make why       each job in the dead-letter queue and why it failed"
 	@echo "make redrive   move dead-lettered jobs back to the job queue"
-	@echo "make close-all delete every live room (before removing the stack)"
+	@echo "make test-alarm  set one alarm to ALARM, to see the page arrive"
+	@echo "make close-all delete every room of the stack at Whereby"
+	@echo "make delete    stop intake, empty the queues, delete every room, then sam delete"
 	@echo "make migrate-secrets  move the first version's single secret into the per-peer secrets (TEAM=<id>)"
 
 venv: $(VENV)/.installed
@@ -66,20 +78,30 @@ bench: venv
 deploy: build
 	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)
 
-outputs: venv
-	$(VENV)/bin/python -m devstack.operations outputs --stack $(STACK)
+outputs: venv aws-target
+	$(VENV)/bin/python -m devstack.operations outputs $(AWS_AT)
 
-logs: tools
-	$(SAM) logs --stack-name $(STACK) --tail
+logs: tools aws-target
+	$(SAM) logs --stack-name $(STACK) --region $(REGION) --start-time '$(SINCE)' --tail
 
-redrive: venv
-	$(VENV)/bin/python -m devstack.operations redrive --stack $(STACK)
+why: venv aws-target
+	$(VENV)/bin/python -m devstack.operations why $(AWS_AT)
 
-close-all: venv
-	$(VENV)/bin/python -m devstack.operations close-all --stack $(STACK)
+redrive: venv aws-target
+	$(VENV)/bin/python -m devstack.operations redrive $(AWS_AT)
 
-migrate-secrets: venv
-	$(VENV)/bin/python -m devstack.operations migrate-secrets --stack $(STACK) $(if $(TEAM),--team $(TEAM))
+test-alarm: venv aws-target
+	$(VENV)/bin/python -m devstack.operations test-alarm $(AWS_AT)
+
+close-all: venv aws-target
+	$(VENV)/bin/python -m devstack.operations close-all $(AWS_AT)
+
+delete: venv tools aws-target
+	$(VENV)/bin/python -m devstack.operations prepare-removal $(AWS_AT)
+	$(SAM) delete --stack-name $(STACK) --region $(REGION) --no-prompts
+
+migrate-secrets: venv aws-target
+	$(VENV)/bin/python -m devstack.operations migrate-secrets $(AWS_AT) $(if $(TEAM),--team $(TEAM))
 
 local: venv
 	$(VENV)/bin/python -m devstack

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
@@ -62,19 +62,112 @@ def _resend_arguments(message: Mapping[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-def close_all(lambda_client: Any, function_name: str, max_runs: int = 100) -> int:
-    """Invoke the sweeper in close-all mode until a run deletes nothing more; each run is capped by its budget."""
-    for _ in range(max_runs):
+def close_all(lambda_client: Any, function_name: str, max_runs: int = 200) -> int:
+    """Run the sweeper in close-all mode until a whole walk of Whereby's list finds nothing of ours; 0 when it did."""
+
+    def invoke() -> dict[str, Any]:
         answer = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps({"mode": "close-all"}).encode())
         summary = json.loads(answer["Payload"].read() or b"{}")
-        print(f"sweep: {summary}")
         if answer.get("FunctionError"):
-            return 1
-        if not summary.get("stopped") and summary.get("deleted", 0) == 0:
-            return 0
-        if summary.get("stopped") == "throttled":
-            time.sleep(30)  # Whereby's points budget refills each minute
-    return 1
+            raise RuntimeError(f"the sweeper failed: {summary}")
+        return summary
+
+    return 0 if close_everything(invoke, max_runs=max_runs) else 1
+
+
+def close_everything(
+    invoke: Callable[[], Mapping[str, Any]],
+    max_runs: int = 200,
+    sleep: Callable[[float], None] = time.sleep,
+    report: Callable[[str], None] = print,
+) -> bool:
+    """Repeat close-all sweeps until one walk of Whereby's list, from its first page to its last, found nothing of
+    ours to delete: every recorded room and every orphan is gone. A run covers a few pages and a capped number of
+    deletes, so the walk spans runs; any deletion, failure or early stop on the way starts the count again.
+    """
+    clean = False
+    for _ in range(max_runs):
+        summary = invoke()
+        report(f"sweep: {dict(summary)}")
+        if summary.get("walk_from_start"):
+            clean = True
+        if any(summary.get(k) for k in ("deleted", "orphans", "failed", "completed", "stopped")):
+            clean = False
+        if clean and summary.get("walk_done"):
+            report("Whereby's whole room list was walked and nothing of this stack is left.")
+            return True
+        if summary.get("stopped") in ("throttled", "budget"):
+            sleep(30)  # Whereby's points budget refills each minute
+    report(f"gave up after {max_runs} sweeps: rooms of this stack may be left; run it again")
+    return False
+
+
+def why(sqs: Any, logs: Any, dlq_url: str, worker_log_group: str, limit: int = 50) -> list[str]:
+    """A line per job waiting in the dead-letter queue: what it is and why it failed.
+
+    A job refused for good carries its reason as a message attribute; for one that failed five times, the reason is
+    the worker's last "job failed" log line for that deal (the last day is searched).
+    """
+    lines: list[str] = []
+    seen: set[str] = set()
+    for message in _peek(sqs, dlq_url, limit):
+        if message["MessageId"] in seen:
+            continue
+        seen.add(message["MessageId"])
+        try:
+            job = json.loads(message["Body"])
+            what = f"{job['kind']} for lead {job['lead_id']} ({job['action']}, status {job.get('status_id')})"
+        except (ValueError, KeyError, TypeError):
+            job, what = {}, "not a job"
+        reason = message.get("MessageAttributes", {}).get("reason", {}).get("StringValue")
+        if reason is None and job.get("lead_id"):
+            reason = _last_failure(logs, worker_log_group, int(job["lead_id"]))
+        lines.append(f"{what}: {reason or 'no failure found in the last day of logs'}")
+    return lines or ["the dead-letter queue is empty"]
+
+
+def _peek(sqs: Any, queue_url: str, limit: int) -> list[dict[str, Any]]:
+    """Read messages without taking them: each is made visible again at once."""
+    found: list[dict[str, Any]] = []
+    while len(found) < limit:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=5
+        ).get("Messages", [])
+        if not batch:
+            break
+        found += batch
+    for message in found:
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    return found
+
+
+def _last_failure(logs: Any, group: str, lead_id: int) -> str | None:
+    events = logs.filter_log_events(
+        logGroupName=group,
+        startTime=int((time.time() - 86400) * 1000),
+        filterPattern=f"{{ $.lead_id = {lead_id} && $.reason = * }}",
+    ).get("events", [])
+    for event in reversed(events):
+        try:
+            line = json.loads(event["message"])
+        except ValueError:
+            continue
+        if line.get("lead_id") == lead_id and line.get("reason"):  # the pattern is a hint; the check is here
+            return f"{line.get('message')}: {line['reason']}"
+    return None
+
+
+def test_alarm(cloudwatch: Any, alarm_name: str) -> str:
+    """Set one alarm to ALARM, so the operator sees the page arrive; CloudWatch sets it back at its next check."""
+    cloudwatch.set_alarm_state(
+        AlarmName=alarm_name,
+        StateValue="ALARM",
+        StateReason="make test-alarm: checking that alarms reach their subscribers",
+    )
+    return (
+        f"{alarm_name} is in ALARM now: the alarm topic's subscribers get a message within a minute. CloudWatch puts"
+        " it back to OK at its next evaluation. No message? Confirm the subscription mail (see docs/runbook.md)."
+    )
 
 
 # Where each key of the first version's single secret lives now (output name of its secret).
@@ -125,9 +218,38 @@ def _filled(value: object) -> bool:
     return bool(value) and value not in ("", [], {})
 
 
+def prepare_removal(session: Any, outputs: Mapping[str, str], wait: Callable[[float], None] = time.sleep) -> int:
+    """Before ``sam delete``: stop intake, empty the queues, close every room; 0 when nothing of ours is left."""
+    lambda_client, sqs = session.client("lambda"), session.client("sqs")
+    # 1. Nothing new comes in: every function but the sweeper is held at zero concurrency.
+    for output in (
+        "KommoStageFunctionName",
+        "KommoCloseFunctionName",
+        "MattermostCommandFunctionName",
+        "KommoReconcileFunctionName",
+        "WorkerFunctionName",
+    ):
+        lambda_client.put_function_concurrency(FunctionName=outputs[output], ReservedConcurrentExecutions=0)
+        print(f"stopped {outputs[output]}")
+    wait(65)  # a worker already running finishes (its timeout is 60 s) before the queues are emptied
+    # 2. Queued jobs would make rooms after the clean-up: they are dropped (close-all deletes every room anyway).
+    for output in ("JobsQueueUrl", "JobsDeadLetterQueueUrl"):
+        sqs.purge_queue(QueueUrl=outputs[output])
+        print(f"purged {outputs[output]}")
+    # 3. Every room of this stack, recorded or orphaned, is deleted at Whereby.
+    if close_all(lambda_client, outputs["SweeperFunctionName"]) != 0:
+        print("rooms may be left at Whereby: the stack is kept; run make delete again")
+        return 1
+    print("nothing of this stack is left at Whereby")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["redrive", "outputs", "close-all", "migrate-secrets"])
+    parser.add_argument(
+        "command",
+        choices=["redrive", "outputs", "close-all", "migrate-secrets", "why", "test-alarm", "prepare-removal"],
+    )
     parser.add_argument("--stack", default="whereby-bridge")
     parser.add_argument("--region", default=None)
     parser.add_argument("--team", default=None, help="migrate-secrets: the Mattermost team of a flat token list")
@@ -140,6 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "close-all":
         return close_all(session.client("lambda"), outputs["SweeperFunctionName"])
+    if args.command == "why":
+        for line in why(
+            session.client("sqs"), session.client("logs"), outputs["JobsDeadLetterQueueUrl"], outputs["WorkerLogGroup"]
+        ):
+            print(line)
+        return 0
+    if args.command == "test-alarm":
+        print(test_alarm(session.client("cloudwatch"), outputs["TestAlarmName"]))
+        return 0
+    if args.command == "prepare-removal":
+        return prepare_removal(session, outputs)
     if args.command == "migrate-secrets":
         for line in migrate_secrets(session.client("secretsmanager"), outputs, args.team):
             print(line)

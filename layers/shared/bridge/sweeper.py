@@ -45,8 +45,12 @@ class SweepSummary:
     records_read: int = 0
     pages_read: int = 0
     stopped: str = ""  # why the run stopped early: "throttled", "cap", or "" when it finished
+    # Whether this run's walk of Whereby's list began at the first page, and whether it reached the last one: a
+    # removal repeats close-all runs until one walk from the first page to the last found nothing of ours.
+    walk_from_start: bool = False
+    walk_done: bool = False
 
-    def as_dict(self) -> dict[str, int | str]:
+    def as_dict(self) -> dict[str, int | str | bool]:
         return asdict(self)
 
 
@@ -91,12 +95,13 @@ def scheduled_run(
     settings: Settings,
     keep_alive: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.time,
-) -> dict[str, int | str]:
+) -> dict[str, int | str | bool]:
     """One run of the schedule: the sweep, then the keep-alive, which a failed sweep must not skip.
 
     ``whereby`` builds the client inside the run, so an unreadable Whereby key fails the sweep, not the keep-alive.
     """
     failure: Exception | None = None
+    summary: dict[str, int | str | bool]
     try:
         summary = sweep(store, whereby(), settings, clock=clock).as_dict()
     except Exception as exc:
@@ -135,6 +140,7 @@ def _reconcile(
     store: MeetingsStore, whereby: WherebyClient, max_pages: int, now: float, budget: _Budget, summary: SweepSummary
 ) -> None:
     cursor = store.sweep_cursor()
+    summary.walk_from_start = cursor is None
     for _ in range(max_pages):
         try:
             meetings, next_cursor = whereby.list_page(cursor)
@@ -148,6 +154,7 @@ def _reconcile(
             logger.warning("whereby refused the saved cursor; the walk starts again", extra={"reason": str(exc)})
             cursor = None
             store.save_sweep_cursor(None)
+            summary.walk_from_start = True
             meetings, next_cursor = whereby.list_page(None)
         summary.pages_read += 1
         for meeting in meetings:
@@ -157,6 +164,7 @@ def _reconcile(
                 return
         cursor = next_cursor
         if not cursor:
+            summary.walk_done = True
             break
     store.save_sweep_cursor(cursor)
 
