@@ -23,6 +23,7 @@ KOMMO_SECRET = "KOMMO_SECRET_ID"
 WEBHOOK_SECRET = "WEBHOOK_SECRET_ID"
 MATTERMOST_SECRET = "MATTERMOST_SECRET_ID"
 _TEAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PLACEHOLDER = re.compile(r"[\s<>…]|\.\.\.")
 
 TeamTokens = Mapping[str, tuple[str, ...]]
 
@@ -59,11 +60,25 @@ _KOMMO_TEXT_KEYS = (
 )
 
 
+def _checked(value: str, key: str) -> str:
+    """A credential as it is, or an error naming the key when it is an example's placeholder.
+
+    Tokens, keys and ids never hold spaces, angle brackets or ellipses; a value pasted from an example such as
+    ``"<OAuth only>"`` would otherwise count as set (and turn OAuth on, failing every job).
+    """
+    value = value.strip()
+    if _PLACEHOLDER.search(value):
+        raise SecretError(
+            f"secret key {key!r} holds a placeholder, not a value: put the real value in, or remove the key"
+        )
+    return value
+
+
 def _text(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key, "")
     if not isinstance(value, str):
         raise SecretError(f"secret key {key!r} must be a string")
-    return value.strip()
+    return _checked(value, key)
 
 
 def _strings(value: object, key: str) -> tuple[str, ...]:
@@ -71,7 +86,7 @@ def _strings(value: object, key: str) -> tuple[str, ...]:
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SecretError(f"secret key {key!r} must be a list of strings")
-    return tuple(v.strip() for v in value if v.strip())
+    return tuple(_checked(v, key) for v in value if v.strip())
 
 
 def kommo_credentials_from(data: object) -> KommoCredentials:
@@ -134,9 +149,13 @@ def _object(data: object, setting: str) -> Mapping[str, Any]:
 
 
 # Each read is cached for SECRET_MAX_AGE_SECONDS, so a rotation lands within that time.
-def webhook_token(settings: Settings, *, force_fetch: bool = False) -> str:
+def webhook_tokens(settings: Settings, *, force_fetch: bool = False) -> tuple[str, ...]:
+    """The tokens the Kommo webhook URLs may carry: one, or two during a rotation (a list)."""
     data = _read(settings.webhook_secret_id, WEBHOOK_SECRET, force_fetch, settings.secret_max_age_seconds)
-    return _text(_object(data, WEBHOOK_SECRET), "kommo_webhook_token")
+    tokens = _strings(_object(data, WEBHOOK_SECRET).get("kommo_webhook_token", ""), "kommo_webhook_token")
+    if not tokens:
+        raise SecretError("secret key 'kommo_webhook_token' is empty")
+    return tokens
 
 
 def whereby_api_key(settings: Settings, *, force_fetch: bool = False) -> str:

@@ -8,7 +8,7 @@ still get a 200, because a 4xx would count against the webhook too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from bridge import runtime
 from bridge.config import Settings
-from bridge.credentials import SecretError, webhook_token
+from bridge.credentials import SecretError, webhook_tokens
 from bridge.errors import PeerUnavailable
 from bridge.http_api import BadRequest, body_bytes, json_response, token_matches
 from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
@@ -74,13 +74,13 @@ def check_account(webhook: KommoWebhook, settings: Settings) -> None:
 def accept_webhook(
     body: bytes,
     token: str | None,
-    expected_token: str,
+    expected_tokens: Sequence[str],
     classify: Classifier,
     settings: Settings,
     queue: JobQueue,
     received_at: int,
 ) -> Intake:
-    if not token_matches(token, [expected_token]):
+    if not token_matches(token, expected_tokens):
         raise WebhookRefused(401, "missing or wrong token")
     if len(body) > MAX_BODY_BYTES:
         raise WebhookRefused(413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -105,7 +105,7 @@ def answer(event: APIGatewayProxyEventV2, classify: Classifier) -> dict[str, Any
         intake = accept_webhook(
             body=body_bytes(event),
             token=(event.query_string_parameters or {}).get("token"),
-            expected_token=webhook_token(runtime.settings()),
+            expected_tokens=webhook_tokens(runtime.settings()),
             classify=classify,
             settings=runtime.settings(),
             queue=runtime.job_queue(),

@@ -1,0 +1,110 @@
+"""What an operator meets on the AWS path: secrets pasted from an example, rotations without downtime, settings that
+cannot work, alarms that can reach someone."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+
+from devstack.template import load_template, resources_of
+from tests.conftest import SECRET
+from tests.unit.test_close_and_sweep import status_body
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def put_secret(stack, logical_id: str, value: dict) -> None:
+    client = boto3.client("secretsmanager", region_name="eu-west-1")
+    client.put_secret_value(SecretId=stack.stack.refs[logical_id], SecretString=json.dumps(value))
+
+
+def hook(stack, token: str, lead: int = 1) -> int:
+    query = urlencode({"token": token})
+    return stack.request("POST", "/kommo/stage", query=query, headers=FORM, body=status_body(lead, 1, 1))["statusCode"]
+
+
+# Placeholders pasted from an example are refused by name -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "placeholder"),
+    [
+        ("kommo_client_id", "<OAuth only>"),
+        ("kommo_refresh_token", "<the refresh token of the first pair>"),
+        ("kommo_access_token", "eyJ…"),
+        ("kommo_client_secret", "..."),
+    ],
+)
+def test_a_placeholder_pasted_into_the_kommo_secret_is_refused_naming_its_key(stack, key, placeholder):
+    from bridge import runtime
+    from bridge.credentials import SecretError, kommo_credentials
+
+    put_secret(stack, "BridgeSecret", {"kommo_access_token": SECRET["kommo_access_token"], key: placeholder})
+    with pytest.raises(SecretError, match=f"'{key}' holds a placeholder"):
+        kommo_credentials(runtime.settings())
+
+
+def test_the_runbooks_two_secret_examples_parse_as_what_they_say(stack):
+    from bridge import runtime
+    from bridge.credentials import kommo_credentials
+
+    put_secret(stack, "BridgeSecret", {"kommo_access_token": "eyJhbGciOiJSUzI1NiJ9.long-lived"})
+    assert not kommo_credentials(runtime.settings()).uses_oauth
+    oauth = {
+        "kommo_access_token": "eyJhbGciOiJSUzI1NiJ9.access",
+        "kommo_refresh_token": "def50200a1b2",
+        "kommo_client_id": "4f1c2b7e-8d3a-4e55-9c1f-2a6b7c8d9e0f",
+        "kommo_client_secret": "Zx8Qp2Lm7Nk4Jh6Gf3Ds1Aa9",
+        "kommo_redirect_uri": "https://example.com/kommo/oauth",
+        "kommo_access_expires_at": 0,
+    }
+    put_secret(stack, "BridgeSecret", oauth)
+    assert kommo_credentials(runtime.settings()).uses_oauth
+
+
+def test_a_placeholder_command_token_is_refused_by_name_and_admits_nobody(stack, caplog):
+    put_secret(stack, "MattermostSecret", {"mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["<token>"]}})
+    from bridge import mattermost_command
+
+    mattermost_command.token_gate.forget()
+    body = urlencode({"token": "<token>", "team_id": "wx4zz8t4ttgmtxqiwfohijayzc", "channel_id": "c", "user_id": "u"})
+    assert stack.request("POST", "/mattermost/command", headers=FORM, body=body.encode())["statusCode"] == 503
+    assert any("placeholder" in str(record.__dict__) for record in caplog.records)
+
+
+# The Kommo webhook token rotates without downtime ---------------------------------------------------------------
+def test_both_webhook_tokens_work_during_a_rotation_and_the_old_one_is_refused_after(stack):
+    old, new = SECRET["kommo_webhook_token"], "kommo-hook-token-rotated-77c1"
+    put_secret(stack, "KommoWebhookSecret", {"kommo_webhook_token": [old, new]})  # 1. add the new token
+    assert hook(stack, old) == 200  # deliveries Kommo queued with the old URL still land
+    assert hook(stack, new, lead=2) == 200  # 2. the URLs in Kommo now carry the new one
+    put_secret(stack, "KommoWebhookSecret", {"kommo_webhook_token": [new]})  # 3. drop the old one
+    assert hook(stack, old, lead=3) == 401
+    assert hook(stack, new, lead=4) == 200
+
+
+# Alarms can reach someone ----------------------------------------------------------------------------------------
+def test_no_alarm_publishes_to_a_topic_encrypted_with_an_aws_managed_key():
+    template = load_template()
+    resources = template["Resources"]
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    assert alarms
+    for name, alarm in alarms.items():
+        for action in alarm["Properties"].get("AlarmActions", []):
+            topic = resources[action["Ref"]]
+            key = topic["Properties"].get("KmsMasterKeyId")
+            # CloudWatch cannot use an AWS-managed key (alias/aws/sns): every notification would fail.
+            assert not (isinstance(key, str) and key.startswith("alias/aws/")), (name, key)
+            if isinstance(key, dict):
+                policy = resources[key["Ref"]]["Properties"]["KeyPolicy"]
+                principals = [s.get("Principal", {}).get("Service") for s in policy["Statement"]]
+                assert "cloudwatch.amazonaws.com" in principals, name
+
+
+def test_every_alarm_has_a_name_that_says_what_broke():
+    alarms = resources_of(load_template(), "AWS::CloudWatch::Alarm")
+    for logical_id, alarm in alarms.items():
+        name = alarm["Properties"].get("AlarmName")
+        assert name, logical_id
+        assert "${AWS::StackName}" in json.dumps(name), logical_id
