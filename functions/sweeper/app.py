@@ -15,7 +15,8 @@ from bridge.sweeper import close_all_clock, sweep
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The schedule's input says nothing; an operator removing the stack sends {"mode": "close-all"} to end every room.
     clock = close_all_clock if event.get("mode") == "close-all" else time.time
-    summary = sweep(runtime.store(), runtime.whereby(), runtime.settings(), clock=clock).as_dict()
+    whereby = runtime.whereby(points=runtime.background_points())  # never waits: a spent budget ends the run
+    summary = sweep(runtime.store(), whereby, runtime.settings(), clock=clock).as_dict()
     # Kommo OAuth refresh tokens die after 3 months unused: each run renews the pair when it is due.
     if runtime.settings().kommo_subdomain:
         runtime.kommo_tokens().access_token()

@@ -3,10 +3,14 @@
 On a FIFO queue a failed message must not be overtaken by the next event of the same deal, so the FIFO batch
 processor fails that message and the rest of its group, and lets the other groups through. SQS then redelivers
 the group in order; after the redrive policy's count the message lands in the dead-letter queue.
+
+Whereby calls are paid from the shared points budget; a job waits for points within this invocation, and one that
+cannot get them in time is handed back to the queue instead of failing (``bridge.job_handback``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -14,15 +18,17 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge import runtime
 from bridge.deal_rooms import DealPorts, run_job
+from bridge.job_handback import points_wait_seconds, run_or_hand_back
 from bridge.jobs import Job
 from bridge.observability import count, logger
+from bridge.whereby_budget import Spender
 
 
-def handle_record(record: SQSRecord) -> str:
+def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
     job = Job.from_json(record.body)
-    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
+    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(points=points), kommo=runtime.kommo())
     try:
-        outcome = run_job(job, runtime.settings(), ports)
+        outcome = run_or_hand_back(job, lambda: run_job(job, runtime.settings(), ports), runtime.job_queue)
     except Exception as exc:
         count("JobsFailed")
         logger.warning(
@@ -39,4 +45,6 @@ def handle_record(record: SQSRecord) -> str:
 
 def process_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    # One deadline for the whole batch: once it passed, the jobs left go back to the queue if points are short.
+    handler = partial(handle_record, points=runtime.background_points(points_wait_seconds(context)))
+    return process_partial_response(event=event, record_handler=handler, processor=processor, context=context)

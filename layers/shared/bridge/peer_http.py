@@ -76,8 +76,13 @@ class PeerSession:
         self._session = requests.Session()
         self._session.headers.update(headers)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send with retries; returns a 2xx response or raises a domain error."""
+    def request(
+        self, method: str, path: str, *, before_attempt: Callable[[], None] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send with retries; returns a 2xx response or raises a domain error.
+
+        ``before_attempt`` runs before every attempt, retries included (each costs the peer's quota again).
+        """
         policy = self.policy
         kwargs.setdefault("timeout", (policy.connect_timeout, policy.read_timeout))
         url = f"{self.base_url}{path}"
@@ -85,6 +90,8 @@ class PeerSession:
             last_try = attempt == policy.attempts
             if self._before_request:
                 self._before_request()
+            if before_attempt:
+                before_attempt()
             try:
                 response = self._session.request(method, url, **kwargs)
             except requests.RequestException as exc:

@@ -9,6 +9,8 @@
 
 Whereby's budget is 100 points a minute on the Build plan, shared by every caller: a delete costs 2 and a list
 page 1, so a run deletes at most ``SWEEP_MAX_DELETES`` rooms and stops at the first 429; the next run goes on.
+Its calls are paid from the background share of the stack's points budget: when that is spent (a bulk move is
+running) the run stops at once with ``stopped="budget"`` rather than wait, and the next run goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from bridge.config import Settings
-from bridge.errors import BridgeError, Throttled
+from bridge.errors import BridgeError, BudgetExhausted, Throttled
 from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
 from bridge.observability import count, logger
 from bridge.whereby import Meeting, WherebyClient
@@ -40,7 +42,7 @@ class SweepSummary:
     failed: int = 0
     records_read: int = 0
     pages_read: int = 0
-    stopped: str = ""  # why the run stopped early: "throttled", "cap", or "" when it finished
+    stopped: str = ""  # why the run stopped early: "throttled", "budget", "cap", or "" when it finished
 
     def as_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -70,6 +72,11 @@ def sweep(
         _delete_expired(store, whereby, int(now), budget, summary)
         if not summary.stopped:
             _reconcile(store, whereby, settings.sweep_max_pages, now, budget, summary)
+    except BudgetExhausted as exc:
+        summary.stopped = "budget"
+        logger.info(
+            "no whereby points left for the sweep; the next run goes on", extra={"retry_after": exc.retry_after}
+        )
     except Throttled as exc:
         summary.stopped = "throttled"
         logger.warning("whereby throttled the sweep; the next run goes on", extra={"retry_after": exc.retry_after})
