@@ -47,10 +47,12 @@ class LocalFunctions:
 
         runtime.reset()
 
-    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+    def invoke(self, logical_id: str, event: dict[str, Any], timeout: float | None = None) -> Any:
+        """Run a function's handler; ``timeout`` (seconds) overrides the template's, as a shorter invocation."""
         spec = self.specs[logical_id]
         handler = load_handler(spec.code_dir, spec.handler, logical_id)
-        return handler(event, LambdaContext(function_name=logical_id, timeout_seconds=spec.timeout))
+        seconds = spec.timeout if timeout is None else timeout
+        return handler(event, LambdaContext(function_name=logical_id, timeout_seconds=seconds))
 
     def request(
         self,
@@ -68,7 +70,13 @@ class LocalFunctions:
         event = http_api_event(method.upper(), path, query=query, headers=headers, body=body)
         return self.invoke(function, event)
 
-    def drain(self, queue: str = "JobsQueue", function: str = "WorkerFunction", max_rounds: int = 100) -> DrainResult:
+    def drain(
+        self,
+        queue: str = "JobsQueue",
+        function: str = "WorkerFunction",
+        max_rounds: int = 100,
+        timeout: float | None = None,
+    ) -> DrainResult:
         """Feed the queue to the worker until it is empty (or ``max_rounds`` batches ran)."""
         url = self.stack.refs[queue]
         arn = self.stack.attributes[(queue, "Arn")]
@@ -80,7 +88,7 @@ class LocalFunctions:
             if not messages:
                 break
             try:
-                answer = self.invoke(function, sqs_event(messages, arn)) or {}
+                answer = self.invoke(function, sqs_event(messages, arn), timeout) or {}
                 failures = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}
             except Exception:  # an invocation error: the event source mapping retries the whole batch
                 failures = {message["MessageId"] for message in messages}

@@ -98,7 +98,7 @@ def sqs_event(messages: list[Mapping[str, Any]], queue_arn: str) -> dict[str, An
 @dataclass
 class LambdaContext:
     function_name: str
-    timeout_seconds: int = 20
+    timeout_seconds: float = 20
     memory_limit_in_mb: int = 256
     aws_request_id: str = ""
 

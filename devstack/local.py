@@ -529,7 +529,10 @@ class LocalStack(StartStop):
         control = "control: GET /_sim/requests, POST /_sim/faults /_sim/fault_rate /_sim/latency /_sim/reset"
         lines = ["Peers:"]
         if self.whereby_sim:
-            lines += [f"  Whereby simulator {self.whereby_sim.base_url}", f"    {control}, GET /_sim/meetings"]
+            lines += [
+                f"  Whereby simulator {self.whereby_sim.base_url}",
+                f"    {control}, GET /_sim/meetings, POST /_sim/budget",
+            ]
         else:
             lines.append(f"  Whereby {self.whereby_url}  REAL: every room created here is a real room on your plan")
         if self.kommo_sim:

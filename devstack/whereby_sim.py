@@ -2,16 +2,25 @@
 
 It is deliberately stricter than the documented contract (unknown keys, repeated query parameters and
 malformed values get a 400) so that client bugs show up in tests rather than in production.
+
+Points budget (§8), off unless ``points_per_minute`` is given: each meeting call costs its points (read 1, delete 2,
+write 3) within a window that opens at the first call after the previous one closed and lasts a minute divided by
+``time_scale``; a call that would go over gets 429 with ``data.msLeft`` and ``Retry-After`` (the time until the
+window closes, in real time), ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``. Refused
+calls cost nothing. ``time_scale`` 20 runs the Build plan's "100 points a minute" as 100 points every 3 seconds.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +31,7 @@ from devstack.sim_server import (
     Response,
     SimError,
     SimServer,
+    _control_object,
     empty_response,
     html_error,
     json_response,
@@ -256,7 +266,15 @@ class WherebySimulator(SimServer):
     # 429s drawn by set_fault_rate carry Retry-After: 0 (msLeft 0) so fault-rate runs stay fast.
     random_retry_after: float | None = 0.0
 
-    def __init__(self, api_key: str, host: str = "127.0.0.1", port: int = 0, subdomain: str = "example") -> None:
+    def __init__(
+        self,
+        api_key: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        subdomain: str = "example",
+        points_per_minute: int | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
         super().__init__(host, port)
         self.api_key = api_key
         self.subdomain = subdomain
@@ -264,6 +282,13 @@ class WherebySimulator(SimServer):
         self._meetings: dict[str, Meeting] = {}
         self._cursors: dict[str, int] = {}
         self._points_used = 0
+        self._initial_budget = (points_per_minute, time_scale)
+        self._budget_limit: int | None = None
+        self._window_seconds = 60.0
+        self._window_opened = -math.inf
+        self._window_used = 0
+        self._refused = 0
+        self.set_budget(points_per_minute, time_scale)
 
     @property
     def base_url(self) -> str:
@@ -274,9 +299,27 @@ class WherebySimulator(SimServer):
         with self._lock:
             return self._points_used
 
+    @property
+    def budget_refusals(self) -> int:
+        """429s answered because the points budget was spent (injected faults not included)."""
+        with self._lock:
+            return self._refused
+
     def meetings(self) -> list[dict[str, Any]]:
         with self._lock:
             return [meeting.render(("hostRoomUrl",)) for meeting in self._meetings.values()]
+
+    def set_budget(self, points_per_minute: int | None, time_scale: float = 1.0) -> None:
+        """Enforce ``points_per_minute`` (None: unlimited) in windows of 60 / ``time_scale`` seconds."""
+        if points_per_minute is not None and points_per_minute < 1:
+            raise ValueError("points_per_minute must be at least 1, or None for no budget")
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        with self._lock:
+            self._budget_limit = points_per_minute
+            self._window_seconds = 60.0 / time_scale
+            self._window_opened = -math.inf
+            self._window_used = 0
 
     # ----- SimServer hooks -----
 
@@ -284,6 +327,8 @@ class WherebySimulator(SimServer):
         self._meetings.clear()
         self._cursors.clear()
         self._points_used = 0
+        self._refused = 0
+        self.set_budget(*self._initial_budget)
 
     def _authorized(self, request: Request) -> bool:
         return request.bearer_token() == self.api_key
@@ -302,20 +347,27 @@ class WherebySimulator(SimServer):
         return json_response(fault.status, {"error": status_phrase(fault.status)})
 
     def _extra_control_routes(self) -> dict[tuple[str, str], ControlHandler]:
-        return {("GET", "/_sim/meetings"): lambda _: json_response(200, self.meetings())}
+        return {
+            ("GET", "/_sim/meetings"): lambda _: json_response(200, self.meetings()),
+            ("POST", "/_sim/budget"): self._control_budget,
+        }
+
+    def _control_budget(self, request: Request) -> Response:
+        body = _control_object(request)
+        points = body.get("points_per_minute")
+        self.set_budget(None if points is None else int(points), float(body.get("time_scale", 1.0)))
+        return empty_response()
 
     def _route(self, request: Request) -> Response:
         if request.path == MEETINGS_PATH:
             handler = {"POST": self._create, "GET": self._list}.get(request.method)
             if handler is not None:
-                self._charge(request.method)
-                return handler(request)
+                return self._charge(request.method) or handler(request)
         meeting_id = meeting_id_from_path(request.path)
         if meeting_id is not None:
             item_handler = {"GET": self._get, "DELETE": self._delete}.get(request.method)
             if item_handler is not None:
-                self._charge(request.method)
-                return item_handler(request, meeting_id)
+                return self._charge(request.method) or item_handler(request, meeting_id)
         raise SimError(404, NOT_FOUND)
 
     # ----- endpoints (called with the lock held) -----
@@ -353,8 +405,34 @@ class WherebySimulator(SimServer):
 
     # ----- helpers -----
 
-    def _charge(self, method: str) -> None:
-        self._points_used += POINTS.get(method, 1)
+    def _charge(self, method: str) -> Response | None:
+        """Count the call's points; a 429 instead if the budget's window has not enough left."""
+        cost = POINTS.get(method, 1)
+        if self._budget_limit is not None:
+            now = time.monotonic()
+            if now >= self._window_opened + self._window_seconds:
+                self._window_opened, self._window_used = now, 0
+            if self._window_used + cost > self._budget_limit:
+                self._refused += 1
+                return self._budget_refusal(self._window_opened + self._window_seconds - now)
+            self._window_used += cost
+        self._points_used += cost
+        return None
+
+    def _budget_refusal(self, seconds_left: float) -> Response:
+        ms_left = max(1, math.ceil(seconds_left * 1000))
+        # Whole seconds, as HTTP has it, when time runs at its real pace; a scaled minute needs the fraction.
+        retry_after = str(math.ceil(ms_left / 1000)) if self._window_seconds >= 60 else f"{ms_left / 1000:g}"
+        return json_response(
+            429,
+            {"error": "Rate limit active for throttle key: organization:1", "data": {"msLeft": ms_left}},
+            headers={
+                "Retry-After": retry_after,
+                "X-RateLimit-Limit": str(self._budget_limit),
+                "X-RateLimit-Remaining": str(max(0, (self._budget_limit or 0) - self._window_used)),
+                "X-RateLimit-Reset": formatdate(time.time() + seconds_left, usegmt=True),
+            },
+        )
 
     def _new_meeting(self, spec: CreateSpec, now: datetime) -> Meeting:
         seq, self._next_seq = self._next_seq, self._next_seq + 1

@@ -103,6 +103,8 @@ def stack(
                 "StageRules": json.dumps(STAGE_RULES),
                 "WherebyBaseUrl": whereby_sim.base_url,
                 "KommoBaseUrl": kommo_sim.base_url,
+                # Counted like in production but never binding; the budget's own tests set theirs.
+                "WherebyPointsPerMinute": "100000",
             },
         )
         functions = LocalFunctions(template, created, sqs)

@@ -18,4 +18,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     settings = runtime.settings()
     # Kommo OAuth refresh tokens die after 3 months unused: each run renews the pair when it is due.
     keep_alive = runtime.kommo_tokens().access_token if settings.kommo_subdomain else None
-    return scheduled_run(runtime.store(), runtime.whereby, settings, keep_alive, clock=clock)
+    # Never waits for Whereby points: a spent budget ends the run, and the next one goes on.
+    whereby = lambda: runtime.whereby(points=runtime.background_points())  # noqa: E731
+    return scheduled_run(runtime.store(), whereby, settings, keep_alive, clock=clock)

@@ -351,9 +351,9 @@ def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
 @pytest.mark.parametrize(
     ("function", "prefixes"),
     [
-        ("MattermostCommandFunction", ["ROOM#*"]),
-        ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth"]),
-        ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth"]),
+        ("MattermostCommandFunction", ["ROOM#*", "BUDGET#whereby"]),
+        ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby"]),
+        ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby"]),
         ("KommoReconcileFunction", ["RECONCILE", "LEASE#kommo-oauth"]),
     ],
 )

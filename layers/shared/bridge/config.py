@@ -15,6 +15,7 @@ from functools import lru_cache
 
 DEFAULT_WHEREBY_BASE_URL = "https://api.whereby.dev/v1"
 DEFAULT_KOMMO_BASE_URL = "https://{subdomain}.kommo.com"
+WHEREBY_CREATE_POINTS = 3  # the dearest call: background callers must be able to afford it above the reserve
 ROOM_MODES = ("normal", "group")
 RECORDING_TYPES = ("none", "local", "cloud")
 _SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -66,6 +67,9 @@ class Settings:
     sweep_max_deletes: int = 40
     sweep_max_pages: int = 5
     secret_max_age_seconds: int = 300
+    whereby_points_per_minute: int = 100  # 0: no shared budget, every caller calls Whereby directly
+    whereby_chat_reserve_points: int = 30
+    whereby_budget_window_seconds: float = 60.0  # Whereby's minute; tests and benchmarks shorten it
 
     @property
     def kommo_api_url(self) -> str:
@@ -187,6 +191,13 @@ def settings_from(env: Mapping[str, str]) -> Settings:
     max_minutes = _int(env, "MATTERMOST_MAX_MINUTES", 480, minimum_minutes) or 480
     if default_minutes > max_minutes:
         raise ConfigError("MATTERMOST_DEFAULT_MINUTES must not exceed MATTERMOST_MAX_MINUTES")
+    points = _int(env, "WHEREBY_POINTS_PER_MINUTE", 100, 0)
+    reserve = _int(env, "WHEREBY_CHAT_RESERVE_POINTS", 30, 0)
+    if points and reserve is not None and reserve + WHEREBY_CREATE_POINTS > points:
+        raise ConfigError(
+            f"WHEREBY_CHAT_RESERVE_POINTS must leave the background at least {WHEREBY_CREATE_POINTS} points of"
+            f" WHEREBY_POINTS_PER_MINUTE ({points}), got {reserve}"
+        )
     stage_rules = parse_stage_rules(env.get("STAGE_RULES", ""))
     closed = _id_set(env, "CLOSED_STATUS_IDS", "142,143")
     overlap = closed & set(stage_rules)
@@ -221,6 +232,9 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         sweep_max_deletes=_int(env, "SWEEP_MAX_DELETES", 40, 1) or 40,
         sweep_max_pages=_int(env, "SWEEP_MAX_PAGES", 5, 1) or 5,
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300, 0) or 0,
+        whereby_points_per_minute=points or 0,
+        whereby_chat_reserve_points=reserve or 0,
+        whereby_budget_window_seconds=_positive_float(env, "WHEREBY_BUDGET_WINDOW_SECONDS", 60.0),
     )
 
 

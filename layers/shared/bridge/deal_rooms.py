@@ -106,6 +106,9 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         current = ports.store.get_room(current_key) if current_key else None
         now = ports.clock()
         if current and current.state == ACTIVE and current.end_at > now:
+            # A close handed back behind this event (bridge.job_handback) must find it applied, or it would
+            # delete the room of a deal that came back to this stage.
+            ports.store.record_event(owner, job.event_at)
             return _finish(job.lead_id, current, rule, settings, ports, "exists")
         if lead.deleted or lead.is_stale(job.event_at):
             return "skipped: the deal has moved on since this event"

@@ -1,7 +1,8 @@
 """The few domain errors every adapter translates its failures into.
 
 The worker decides retry or give-up from these alone: ``Throttled`` and ``PeerUnavailable`` are worth retrying,
-``Rejected`` is not (the peer refused what we sent), ``NotFound`` is an answer, not a failure.
+``Rejected`` is not (the peer refused what we sent), ``NotFound`` is an answer, not a failure. A ``Throttled`` job is
+handed back to the queue rather than failed: waiting for Whereby's points is not a fault.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class Throttled(PeerUnavailable):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BudgetExhausted(Throttled):
+    """Our own count of Whereby's points says wait (``retry_after`` seconds) before calling: no 429 was risked."""
 
 
 class Rejected(BridgeError):

@@ -6,10 +6,14 @@ the group in order; after the redrive policy's count the message lands in the de
 
 A job that can never succeed (not a job at all, or a peer's permanent refusal) is not retried: it goes to the
 dead-letter queue at once, with its reason as a message attribute, and the group moves on.
+
+Whereby calls are paid from the shared points budget; a job waits for points within this invocation, and one that
+cannot get them in time is handed back to the queue instead of failing (``bridge.job_handback``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -18,18 +22,20 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from bridge import runtime
 from bridge.deal_rooms import DealPorts, run_job
 from bridge.errors import Rejected, Unauthorized
+from bridge.job_handback import points_wait_seconds, run_or_hand_back
 from bridge.jobs import Job, MalformedJob
 from bridge.observability import count, logger
+from bridge.whereby_budget import Spender
 
 
-def handle_record(record: SQSRecord) -> str:
+def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
     try:
         job = Job.from_json(record.body)
     except MalformedJob as exc:
         return dead_letter(record, str(exc))
-    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
+    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(points=points), kommo=runtime.kommo())
     try:
-        outcome = run_job(job, runtime.settings(), ports)
+        outcome = run_or_hand_back(job, lambda: run_job(job, runtime.settings(), ports), runtime.job_queue)
     except Rejected as exc:
         if isinstance(exc, Unauthorized):  # credentials an operator can fix: retried, then a redrive
             count("JobsFailed")
@@ -63,4 +69,6 @@ def dead_letter(record: SQSRecord, reason: str) -> str:
 
 def process_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    # One deadline for the whole batch: once it passed, the jobs left go back to the queue if points are short.
+    handler = partial(handle_record, points=runtime.background_points(points_wait_seconds(context)))
+    return process_partial_response(event=event, record_handler=handler, processor=processor, context=context)

@@ -2,7 +2,8 @@
 
 The message group is the account + lead, so one deal's events are applied in order (a deal that enters Demo and
 is lost a second later never leaks a room). The deduplication id is the event's identity, so Kommo's retries and
-duplicate deliveries within SQS's five-minute window are dropped by SQS itself.
+duplicate deliveries within SQS's five-minute window are dropped by SQS itself. A job the worker hands back to the
+queue (Whereby's points were spent) is sent again as the next ``generation``, whose deduplication id differs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import boto3
@@ -41,6 +42,7 @@ class Job:
     # False when the body carried no time (Digital Pipeline hooks, deletes): event_at is then our receive time,
     # which may be long after the change if Kommo delivered it again (see deal_rooms.settle_untimed).
     timed: bool = True
+    generation: int = 0  # times the worker handed this job back to the queue; absent from messages before that
 
     @property
     def group_id(self) -> str:
@@ -49,10 +51,17 @@ class Job:
     @property
     def dedup_id(self) -> str:
         identity = f"{self.kind}|{self.account}|{self.lead_id}|{self.action}|{self.status_id}|{self.event_at}"
-        return hashlib.sha256(identity.encode()).hexdigest()
+        digest = hashlib.sha256(identity.encode()).hexdigest()
+        return f"{digest}-g{self.generation}" if self.generation else digest
+
+    def handed_back(self) -> Job:
+        return replace(self, generation=self.generation + 1)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = asdict(self)
+        if not self.generation:
+            del data["generation"]
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Job:
@@ -66,11 +75,14 @@ class Job:
                 status_id=None if data.get("status_id") is None else int(data["status_id"]),
                 event_at=int(data["event_at"]),
                 timed=bool(data.get("timed", True)),
+                generation=int(data.get("generation", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedJob(f"not a job: {type(exc).__name__}") from None
         if job.kind not in KINDS:
             raise MalformedJob(f"unknown job kind {job.kind!r}")
+        if job.generation < 0:
+            raise MalformedJob(f"negative generation {job.generation}")
         return job
 
     @classmethod

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from bridge import runtime
 from bridge.credentials import SecretError, TeamTokens, mattermost_team_tokens
-from bridge.errors import BridgeError, PeerUnavailable, Throttled, Unauthorized
+from bridge.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
 from bridge.http_api import BadRequest, form_fields, json_response, token_matches
 from bridge.mattermost_grammar import (
     MIN_MINUTES,
@@ -121,7 +121,9 @@ class CommandPorts:
 
 
 def production_ports() -> CommandPorts:
-    return CommandPorts(store=runtime.store(), whereby=runtime.whereby(runtime.INTERACTIVE))
+    # A person is waiting: the command may spend the points the background leaves in reserve.
+    whereby = runtime.whereby(runtime.INTERACTIVE, runtime.interactive_points())
+    return CommandPorts(store=runtime.store(), whereby=whereby)
 
 
 # the route ------------------------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ def start_room(command: StartRoom, caller: Caller, ports: CommandPorts) -> Reply
     try:
         meeting = _create_meeting(room, command.slug_source, ports)
     except BridgeError as exc:
-        count("WherebyFailures")
+        count("CommandsBusy" if isinstance(exc, BudgetExhausted) else "WherebyFailures")
         logger.warning("whereby did not create the room", extra={"reason": str(exc)})
         return ephemeral(whereby_trouble(exc, "No room was made"))
     try:

@@ -403,6 +403,20 @@ class MeetingsStore:
             return False
         return True
 
+    def record_event(self, owner: str, event_at: int) -> None:
+        """Remember that an event this new was applied to the lead, so an older one arriving late stays stale."""
+        try:
+            self._call(
+                self.table.update_item,
+                Key={"pk": owner, "sk": "LEAD"},
+                UpdateExpression="SET last_event_at = :at",
+                ConditionExpression="attribute_exists(pk)"
+                " AND (attribute_not_exists(last_event_at) OR last_event_at < :at)",
+                ExpressionAttributeValues={":at": event_at},
+            )
+        except ClientError:
+            return  # already as new or newer
+
     def sweep_cursor(self) -> str | None:
         item = self._call(self.table.get_item, Key={"pk": "SWEEP", "sk": "STATE"}).get("Item") or {}
         return item.get("cursor") or None

@@ -76,12 +76,22 @@ class PeerSession:
         self._session = requests.Session()
         self._session.headers.update(headers)
 
-    def request(self, method: str, path: str, *, repeatable: bool | None = None, **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        repeatable: bool | None = None,
+        before_attempt: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Send with retries; returns a 2xx response or raises a domain error.
 
         A POST is not sent again after an error that may have come after the peer acted (a read timeout, a
         dropped connection): it raises ``AnswerLost`` and the caller decides. ``repeatable=True`` says a
         duplicate is harmless (a Whereby room nobody records is swept).
+
+        ``before_attempt`` runs before every attempt, retries included (each costs the peer's quota again).
         """
         policy = self.policy
         repeatable = method.upper() != "POST" if repeatable is None else repeatable
@@ -91,6 +101,8 @@ class PeerSession:
             last_try = attempt == policy.attempts
             if self._before_request:
                 self._before_request()
+            if before_attempt:
+                before_attempt()
             try:
                 response = self._session.request(method, url, **kwargs)
             except requests.RequestException as exc:

@@ -19,6 +19,7 @@ from bridge.kommo_auth import KommoTokens, SecretWriter, TokenLease
 from bridge.meetings import MeetingsStore
 from bridge.peer_http import RetryPolicy
 from bridge.whereby import WherebyClient
+from bridge.whereby_budget import PointsBudget, Spender
 
 # Behind API Gateway (29 s) and Mattermost (30 s) a caller is waiting: short timeouts, few retries.
 # Worst case two tries of 3.05 + 6 s plus a 3 s wait: about 21 s, inside the function's 25 s.
@@ -48,8 +49,32 @@ def store() -> MeetingsStore:
     return MeetingsStore(settings().table_name, boto3.resource("dynamodb"))
 
 
-def whereby(policy: RetryPolicy = BACKGROUND) -> WherebyClient:
-    return _whereby(whereby_api_key(settings()), policy)
+def whereby(policy: RetryPolicy = BACKGROUND, points: Spender | None = None) -> WherebyClient:
+    """The Whereby client; with ``points`` each call is first paid from the stack's shared points budget."""
+    return _whereby(whereby_api_key(settings()), policy).charging(points)
+
+
+@lru_cache(maxsize=1)
+def points_budget() -> PointsBudget | None:
+    """The shared count of Whereby's points, or None when ``WHEREBY_POINTS_PER_MINUTE`` is 0."""
+    s = settings()
+    if not s.whereby_points_per_minute:
+        return None
+    return PointsBudget(
+        store().table, s.whereby_points_per_minute, s.whereby_chat_reserve_points, s.whereby_budget_window_seconds
+    )
+
+
+def background_points(wait_seconds: float = 0.0) -> Spender | None:
+    """Points for the worker and the sweeper: they leave the chat reserve and wait ``wait_seconds`` at most."""
+    budget = points_budget()
+    return budget.background(budget.clock() + wait_seconds) if budget else None
+
+
+def interactive_points() -> Spender | None:
+    """Points for a person waiting on the slash command: the reserve is theirs too."""
+    budget = points_budget()
+    return budget.interactive() if budget else None
 
 
 @lru_cache(maxsize=4)
@@ -79,6 +104,16 @@ def kommo_reconcile() -> KommoClient:
 
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
-    for cached in (load_settings, job_queue, dead_letter_queue, store, _whereby, kommo_tokens, kommo, kommo_reconcile):
+    for cached in (
+        load_settings,
+        job_queue,
+        dead_letter_queue,
+        store,
+        _whereby,
+        points_budget,
+        kommo_tokens,
+        kommo,
+        kommo_reconcile,
+    ):
         cached.cache_clear()
     parameters.clear_caches()

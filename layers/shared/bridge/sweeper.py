@@ -13,6 +13,9 @@ page 1, so a run deletes at most ``SWEEP_MAX_DELETES`` rooms and stops at the fi
 A cursor Whereby refuses (it answers 400 for a stale one) restarts the walk from the first page, so no saved
 state can stop the clean-up for good. A run that fails anyway is counted (``SweepRunsFailed``, alarmed when it
 repeats) and never keeps the Kommo OAuth keep-alive from running.
+
+Its calls are paid from the background share of the stack's points budget: when that is spent (a bulk move is
+running) the run stops at once with ``stopped="budget"`` rather than wait, and the next run goes on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from bridge.config import Settings
-from bridge.errors import BridgeError, Rejected, Throttled, Unauthorized
+from bridge.errors import BridgeError, BudgetExhausted, Rejected, Throttled, Unauthorized
 from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
 from bridge.observability import count, logger
 from bridge.whereby import Meeting, WherebyClient
@@ -44,7 +47,7 @@ class SweepSummary:
     failed: int = 0
     records_read: int = 0
     pages_read: int = 0
-    stopped: str = ""  # why the run stopped early: "throttled", "cap", or "" when it finished
+    stopped: str = ""  # why the run stopped early: "throttled", "budget", "cap", or "" when it finished
     # Whether this run's walk of Whereby's list began at the first page, and whether it reached the last one: a
     # removal repeats close-all runs until one walk from the first page to the last found nothing of ours.
     walk_from_start: bool = False
@@ -78,6 +81,11 @@ def sweep(
         _delete_expired(store, whereby, int(now), budget, summary)
         if not summary.stopped:
             _reconcile(store, whereby, settings.sweep_max_pages, now, budget, summary)
+    except BudgetExhausted as exc:
+        summary.stopped = "budget"
+        logger.info(
+            "no whereby points left for the sweep; the next run goes on", extra={"retry_after": exc.retry_after}
+        )
     except Throttled as exc:
         summary.stopped = "throttled"
         logger.warning("whereby throttled the sweep; the next run goes on", extra={"retry_after": exc.retry_after})

@@ -2,24 +2,38 @@
 
 Points budget (shared by every key of the organisation, 100 a minute on the Build plan): a read costs 1,
 a delete 2, a create 3. Callers keep their loops short; this client retries a few times and then raises.
+A client made with ``charging(points)`` takes each attempt's points from the stack's shared count first
+(``bridge.whereby_budget``) and reports Whereby's 429s to it, so the use-cases need not know about it.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from bridge.errors import NotFound, PeerUnavailable
+import requests
+
+from bridge.errors import BudgetExhausted, NotFound, PeerUnavailable, Throttled
 from bridge.peer_http import PeerSession, RetryPolicy
 
 PREFIX_MAX = 38  # the spec allows 39; the legacy API counted the leading "/" too, so one is kept in reserve
 # Our key ends the prefix, and Whereby appends the uuid right after it: anchoring on the uuid means no word of a
 # topic or stage name can be taken for the key.
 ROOM_KEY_PATTERN = re.compile(r"(?:^|-)(z[a-z2-7]{10})-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$")
+POINTS = {"GET": 1, "DELETE": 2, "POST": 3}  # read, delete, write: the spec's info.description
+
+
+class PointsCharge(Protocol):
+    """Where a call's points come from (``whereby_budget.Spender``)."""
+
+    def spend(self, points: int) -> None: ...
+
+    def throttled(self, retry_after: float | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,26 @@ class WherebyClient:
             policy,
             **session,
         )
+        self._points: PointsCharge | None = None
+
+    def charging(self, points: PointsCharge | None) -> WherebyClient:
+        """This client (the same connections) with every call paid from ``points``; None calls freely."""
+        clone = copy.copy(self)
+        clone._points = points
+        return clone
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        points = self._points
+        if points is None:
+            return self._http.request(method, path, **kwargs)
+        cost = POINTS[method]
+        try:
+            return self._http.request(method, path, before_attempt=lambda: points.spend(cost), **kwargs)
+        except BudgetExhausted:
+            raise
+        except Throttled as exc:
+            points.throttled(exc.retry_after)
+            raise
 
     def create_meeting(self, room: RoomRequest) -> Meeting:
         body: dict[str, Any] = {
@@ -107,17 +141,17 @@ class WherebyClient:
                 "startTrigger": "prompt",
             }
         # A room made twice carries the same key; the sweep deletes the one no record names, so retrying is safe.
-        response = self._http.request("POST", "/meetings", json=body, repeatable=True)
+        response = self._request("POST", "/meetings", json=body, repeatable=True)
         return _meeting(response.json())
 
     def get_meeting(self, meeting_id: str) -> Meeting:
-        response = self._http.request("GET", f"/meetings/{meeting_id}", params={"fields": "hostRoomUrl"})
+        response = self._request("GET", f"/meetings/{meeting_id}", params={"fields": "hostRoomUrl"})
         return _meeting(response.json())
 
     def delete_meeting(self, meeting_id: str) -> None:
         """Delete a meeting; one that is already gone counts as deleted (the API documents DELETE as idempotent)."""
         try:
-            self._http.request("DELETE", f"/meetings/{meeting_id}")
+            self._request("DELETE", f"/meetings/{meeting_id}")
         except NotFound:
             return
 
@@ -125,7 +159,7 @@ class WherebyClient:
         params: dict[str, Any] = {"limit": limit, "fields": "hostRoomUrl"}
         if cursor:
             params["cursor"] = cursor
-        data = self._http.request("GET", "/meetings", params=params).json()
+        data = self._request("GET", "/meetings", params=params).json()
         return [_meeting(item) for item in data.get("results") or []], data.get("cursor") or None
 
     def iter_meetings(self, max_pages: int) -> Iterator[Meeting]:
