@@ -26,8 +26,9 @@ DEFAULT_TOPIC = "Whereby meeting"
 SLUG_FALLBACK = "meeting"
 MIN_MINUTES = 5  # the same floor as the MATTERMOST_*_MINUTES settings
 MAX_TOPIC_CHARS = 500  # keeps the channel post far below Mattermost's 16383-character post limit
-# Longer text is refused before any pattern runs over it: the URL check's cost grows with the square of a word.
-MAX_TEXT_CHARS = 2000
+# The URL check looks at this much of a word: its cost grows with the square of the length it reads, and a
+# 20,000-character word took longer than Mattermost waits. Any URL shows itself within its first characters.
+URL_CHECK_CHARS = 256
 
 # ASCII digits only: \d would also read the digits of other scripts (Arabic-Indic 30 as "30").
 _DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?", re.IGNORECASE | re.ASCII)
@@ -96,8 +97,6 @@ Command = StartRoom | ShowHelp | ListRooms | EndRoom | Invalid
 
 def parse(text: str, limits: Limits, trigger: str = "/whereby", members: Collection[str] = ()) -> Command:
     """``members``: the usernames Mattermost resolved in the text to users of the team (its ``user_mentions``)."""
-    if len(text) > MAX_TEXT_CHARS:
-        return Invalid(f"That is {len(text)} characters; a topic can be at most {MAX_TOPIC_CHARS}.")
     words = text.split()
     if not words:
         return StartRoom(DEFAULT_TOPIC, limits.default_minutes)
@@ -252,7 +251,7 @@ def _ascii_alnum(char: str) -> bool:
 
 def _personal(word: str) -> bool:
     """Mentions, ~channels, e-mail addresses and URLs never go into a room name (rooms are public links)."""
-    return "@" in word or word.lstrip(_PUNCTUATION).startswith("~") or _URL.search(word) is not None
+    return "@" in word or word.lstrip(_PUNCTUATION).startswith("~") or _URL.search(word[:URL_CHECK_CHARS]) is not None
 
 
 def _clip(text: str, limit: int = MAX_TOPIC_CHARS) -> str:
