@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from devstack.template import load_template, resources_of
-from tests.conftest import SECRET
+from tests.conftest import DEMO_STATUS, SECRET
 from tests.unit.test_close_and_sweep import status_body
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -108,3 +108,54 @@ def test_every_alarm_has_a_name_that_says_what_broke():
         name = alarm["Properties"].get("AlarmName")
         assert name, logical_id
         assert "${AWS::StackName}" in json.dumps(name), logical_id
+
+
+# A stack that cannot work does not deploy ------------------------------------------------------------------------
+def _evaluate(expression, parameters: dict[str, str]):
+    """The few intrinsic functions template Rules use, over the given parameter values."""
+    if isinstance(expression, dict):
+        ((name, argument),) = expression.items()
+        if name == "Ref":
+            return parameters[argument]
+        values = [_evaluate(a, parameters) for a in argument]
+        return {
+            "Fn::Not": lambda: not values[0],
+            "Fn::Equals": lambda: values[0] == values[1],
+            "Fn::Or": lambda: any(values),
+            "Fn::And": lambda: all(values),
+        }[name]()
+    return expression
+
+
+def refused_by_rules(**given: str) -> list[str]:
+    template = load_template()
+    parameters = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
+    parameters.update(given)
+    refused = []
+    for rule in template["Rules"].values():
+        if "RuleCondition" in rule and not _evaluate(rule["RuleCondition"], parameters):
+            continue
+        refused += [a["AssertDescription"] for a in rule["Assertions"] if not _evaluate(a["Assert"], parameters)]
+    return refused
+
+
+STAGE_RULES_JSON = json.dumps({str(DEMO_STATUS): {"name": "Demo"}})
+
+
+def test_stage_rules_without_the_kommo_account_do_not_deploy():
+    [reason] = refused_by_rules(StageRules=STAGE_RULES_JSON)
+    assert "KommoSubdomain is required" in reason
+
+
+def test_the_kommo_account_without_stage_rules_does_not_deploy():
+    [reason] = refused_by_rules(KommoSubdomain="acme")
+    assert "StageRules is empty" in reason
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{}, {"KommoSubdomain": "acme", "StageRules": STAGE_RULES_JSON}],
+    ids=["mattermost-only", "kommo"],
+)
+def test_a_stack_that_can_work_deploys(given):
+    assert refused_by_rules(**given) == []
