@@ -13,7 +13,7 @@ from bridge.observability import logger, metrics
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = runtime.settings()
+    settings = runtime.settings().require("kommo", "reconcile")
     summary = reconcile(
         runtime.kommo_reconcile(),
         runtime.job_queue(),

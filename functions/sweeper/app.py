@@ -15,7 +15,7 @@ from bridge.sweeper import close_all_clock, scheduled_run
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The schedule's input says nothing; an operator removing the stack sends {"mode": "close-all"} to end every room.
     clock = close_all_clock if event.get("mode") == "close-all" else time.time
-    settings = runtime.settings()
+    settings = runtime.settings().require("sweep", "whereby")
     # Kommo OAuth refresh tokens die after 3 months unused: each run renews the pair when it is due.
     keep_alive = runtime.kommo_tokens().access_token if settings.kommo_subdomain else None
     # Never waits for Whereby points: a spent budget ends the run, and the next one goes on.

@@ -18,21 +18,21 @@ BASE = {"TABLE_NAME": "t"}
     ("env", "names"),
     [
         ({}, "TABLE_NAME"),
-        ({**BASE, "STAGE_RULES": "{not json"}, "STAGE_RULES must be JSON"),
-        ({**BASE, "STAGE_RULES": '{"abc": {}}'}, "STAGE_RULES keys must be Kommo status ids"),
-        ({**BASE, "STAGE_RULES": '{"1": {"duration_minutes": 1}}'}, "STAGE_RULES['1'].duration_minutes"),
-        ({**BASE, "STAGE_RULES": '{"1": {"room_mode": "huge"}}'}, "STAGE_RULES['1'].room_mode"),
+        ({**BASE, "STAGE_RULES": "{not json"}, "StageRules (STAGE_RULES) must be JSON"),
+        ({**BASE, "STAGE_RULES": '{"abc": {}}'}, "StageRules (STAGE_RULES) keys must be Kommo status ids"),
+        ({**BASE, "STAGE_RULES": '{"1": {"duration_minutes": 1}}'}, "StageRules['1'].duration_minutes"),
+        ({**BASE, "STAGE_RULES": '{"1": {"room_mode": "huge"}}'}, "StageRules['1'].room_mode"),
         ({**BASE, "STAGE_RULES": '{"1": {"colour": "red"}}'}, "unknown keys ['colour']"),
-        ({**BASE, "STAGE_RULES": '{"142": {}}'}, "CLOSED_STATUS_IDS and STAGE_RULES share status ids [142]"),
-        ({**BASE, "KOMMO_ACCOUNT_ID": "x1"}, "KOMMO_ACCOUNT_ID must be a whole number"),
+        ({**BASE, "STAGE_RULES": '{"142": {}}'}, "ClosedStatusIds (CLOSED_STATUS_IDS) and StageRules (STAGE_RULES) share status ids [142]"),
+        ({**BASE, "KOMMO_ACCOUNT_ID": "x1"}, "KommoAccountId (KOMMO_ACCOUNT_ID) must be a whole number"),
         ({**BASE, "CLOSED_STATUS_IDS": "142,won"}, "CLOSED_STATUS_IDS"),
-        ({**BASE, "MATTERMOST_DEFAULT_MINUTES": "600"}, "MATTERMOST_DEFAULT_MINUTES must not exceed"),
+        ({**BASE, "MATTERMOST_DEFAULT_MINUTES": "600"}, "MattermostDefaultMinutes (MATTERMOST_DEFAULT_MINUTES) must not exceed"),
         ({**BASE, "KOMMO_REQUESTS_PER_SECOND": "0"}, "KOMMO_REQUESTS_PER_SECOND must be positive"),
     ],
 )
 def test_a_bad_setting_names_the_variable(env, names):
     with pytest.raises(ConfigError) as error:
-        settings_from(env)
+        settings_from(env).require("kommo", "mattermost", "whereby", "sweep", "reconcile")
     assert names in str(error.value)
 
 
@@ -100,3 +100,24 @@ def test_what_is_not_a_kommo_webhook_is_refused_with_a_reason(body):
     with pytest.raises(MalformedWebhook) as error:
         parse_webhook(body)
     assert str(error.value)
+
+
+def test_a_bad_setting_names_the_template_parameter_an_operator_sets():
+    with pytest.raises(ConfigError) as error:
+        settings_from({**BASE, "MATTERMOST_DEFAULT_MINUTES": "600"}).require("mattermost")
+    assert str(error.value).startswith("MattermostDefaultMinutes (MATTERMOST_DEFAULT_MINUTES) must not exceed")
+    assert "MattermostMaxMinutes (MATTERMOST_MAX_MINUTES)" in str(error.value)
+
+
+def test_a_bad_mattermost_setting_stops_only_what_uses_it():
+    settings = settings_from(
+        {
+            **BASE,
+            "MATTERMOST_DEFAULT_MINUTES": "600",
+            "KOMMO_SUBDOMAIN": "acme",
+            "STAGE_RULES": json.dumps({"61234501": {"name": "Demo"}}),
+        }
+    )
+    assert settings.require("kommo", "whereby", "sweep", "reconcile").stage_rules[61234501].name == "Demo"
+    with pytest.raises(ConfigError, match="MattermostDefaultMinutes"):
+        settings.require("mattermost")

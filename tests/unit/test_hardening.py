@@ -376,17 +376,17 @@ def _list(statement: dict) -> list[str]:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"KOMMO_ACCOUNT_ID": "16503244"}, "KOMMO_SUBDOMAIN is required"),
-        ({"STAGE_RULES": json.dumps({"1": {"name": "Demo"}})}, "KOMMO_SUBDOMAIN is required"),
-        ({"KOMMO_SUBDOMAIN": "acme.kommo.com"}, "KOMMO_SUBDOMAIN must be the account's subdomain"),
-        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_BASE_URL": "acme.kommo.com"}, "KOMMO_BASE_URL must be an http"),
+        ({"KOMMO_ACCOUNT_ID": "16503244"}, r"KommoSubdomain \(KOMMO_SUBDOMAIN\) is required"),
+        ({"STAGE_RULES": json.dumps({"1": {"name": "Demo"}})}, r"KommoSubdomain \(KOMMO_SUBDOMAIN\) is required"),
+        ({"KOMMO_SUBDOMAIN": "acme.kommo.com"}, r"KommoSubdomain \(KOMMO_SUBDOMAIN\) must be the account's subdomain"),
+        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_BASE_URL": "acme.kommo.com"}, r"KommoBaseUrl \(KOMMO_BASE_URL\) must be an http"),
     ],
 )
 def test_kommo_settings_that_cannot_work_fail_naming_the_setting(env, message):
     from bridge.config import ConfigError, settings_from
 
     with pytest.raises(ConfigError, match=message):
-        settings_from({"TABLE_NAME": "t", **env})
+        settings_from({"TABLE_NAME": "t", **env}).require("kommo")
 
 
 def test_an_account_id_with_a_fixed_base_url_needs_no_subdomain():

@@ -490,4 +490,4 @@ def test_the_reconciliation_settings_default_to_one_request_a_second_every_ten_m
 )
 def test_a_bad_reconciliation_setting_is_named_in_the_error(name, value):
     with pytest.raises(ConfigError, match=name):
-        settings_from({"TABLE_NAME": "t", name: value})
+        settings_from({"TABLE_NAME": "t", name: value}).require("reconcile")

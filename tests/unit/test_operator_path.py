@@ -159,3 +159,15 @@ def test_the_kommo_account_without_stage_rules_does_not_deploy():
 )
 def test_a_stack_that_can_work_deploys(given):
     assert refused_by_rules(**given) == []
+
+
+# One bad setting stops only what uses it ---------------------------------------------------------------------------
+def test_a_bad_mattermost_setting_leaves_the_kommo_webhooks_working(stack, monkeypatch):
+    from bridge import runtime
+    from bridge.config import ConfigError
+
+    monkeypatch.setenv("MATTERMOST_DEFAULT_MINUTES", "900")  # above MattermostMaxMinutes (480)
+    runtime.reset()
+    assert hook(stack, SECRET["kommo_webhook_token"]) == 200
+    with pytest.raises(ConfigError, match=r"MattermostDefaultMinutes \(MATTERMOST_DEFAULT_MINUTES\)"):
+        stack.request("POST", "/mattermost/command", headers=FORM, body=b"token=x&team_id=t&channel_id=c&user_id=u")

@@ -1,7 +1,8 @@
 """Settings: the environment read and validated once, at cold start.
 
-Nothing else in the package reads ``os.environ``. A bad value raises ``ConfigError`` naming the variable and
-what was expected, so a misconfigured stack fails loudly on its first invocation instead of misbehaving.
+Nothing else in the package reads ``os.environ``. A bad value raises ``ConfigError`` naming the template parameter
+(and its variable) and what was expected, so a misconfigured stack fails loudly on its first invocation instead of
+misbehaving; each function checks only the settings it uses, so one bad value stops only what depends on it.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TypeVar
 
 DEFAULT_WHEREBY_BASE_URL = "https://api.whereby.dev/v1"
 DEFAULT_KOMMO_BASE_URL = "https://{subdomain}.kommo.com"
@@ -21,6 +23,9 @@ RECORDING_TYPES = ("none", "local", "cloud")
 _SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _RATE = re.compile(r"rate\(\s*([1-9][0-9]*)\s+(minute|hour|day)s?\s*\)")
 _RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
@@ -70,6 +75,14 @@ class Settings:
     whereby_points_per_minute: int = 100  # 0: no shared budget, every caller calls Whereby directly
     whereby_chat_reserve_points: int = 30
     whereby_budget_window_seconds: float = 60.0  # Whereby's minute; tests and benchmarks shorten it
+    problems: Mapping[str, str] = field(default_factory=dict)  # area → what is wrong with its settings
+
+    def require(self, *areas: str) -> Settings:
+        """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
+        wrong = [self.problems[a] for a in areas if a in self.problems]
+        if wrong:
+            raise ConfigError("; ".join(wrong))
+        return self
 
     @property
     def kommo_api_url(self) -> str:
@@ -131,7 +144,7 @@ def _id_set(env: Mapping[str, str], name: str, default: str) -> frozenset[int]:
 
 
 def _stage_rule(status: str, spec: object) -> StageRule:
-    where = f"STAGE_RULES[{status!r}]"
+    where = f"StageRules[{status!r}]"
     if not isinstance(spec, dict):
         raise ConfigError(f'{where} must be an object like {{"name": "Demo", "duration_minutes": 60}}')
     unknown = set(spec) - {"name", "duration_minutes", "room_mode", "locked", "prefix", "recording"}
@@ -185,28 +198,52 @@ def _check_kommo_account(subdomain: str, account_id: int | None, base_url: str, 
         raise ConfigError(f"KOMMO_BASE_URL must be an http(s) URL, got {base_url!r}")
 
 
+# The template parameter behind each variable, so that an error names what the operator sets.
+PARAMETERS = {
+    "KOMMO_SUBDOMAIN": "KommoSubdomain",
+    "KOMMO_ACCOUNT_ID": "KommoAccountId",
+    "KOMMO_BASE_URL": "KommoBaseUrl",
+    "STAGE_RULES": "StageRules",
+    "CLOSED_STATUS_IDS": "ClosedStatusIds",
+    "KOMMO_MEETING_FIELD_ID": "MeetingFieldId",
+    "WHEREBY_BASE_URL": "WherebyBaseUrl",
+    "MATTERMOST_DEFAULT_MINUTES": "MattermostDefaultMinutes",
+    "MATTERMOST_MAX_MINUTES": "MattermostMaxMinutes",
+    "MATTERMOST_TEAM_IDS": "MattermostTeamIds",
+    "SWEEP_MAX_DELETES": "SweepMaxDeletes",
+    "RECONCILE_SCHEDULE": "ReconcileSchedule",
+    "WHEREBY_POINTS_PER_MINUTE": "WherebyPointsPerMinute",
+    "WHEREBY_CHAT_RESERVE_POINTS": "WherebyChatReservePoints",
+}
+_VARIABLE = re.compile(r"\b(" + "|".join(PARAMETERS) + r")\b")
+
+
+def named(message: str) -> str:
+    """``STAGE_RULES must …`` → ``StageRules (STAGE_RULES) must …``: the parameter first, the variable beside it."""
+    return _VARIABLE.sub(lambda m: f"{PARAMETERS[m.group(1)]} ({m.group(1)})", message)
+
+
 def settings_from(env: Mapping[str, str]) -> Settings:
-    minimum_minutes = 5
-    default_minutes = _int(env, "MATTERMOST_DEFAULT_MINUTES", 60, minimum_minutes) or 60
-    max_minutes = _int(env, "MATTERMOST_MAX_MINUTES", 480, minimum_minutes) or 480
-    if default_minutes > max_minutes:
-        raise ConfigError("MATTERMOST_DEFAULT_MINUTES must not exceed MATTERMOST_MAX_MINUTES")
-    points = _int(env, "WHEREBY_POINTS_PER_MINUTE", 100, 0)
-    reserve = _int(env, "WHEREBY_CHAT_RESERVE_POINTS", 30, 0)
-    if points and reserve is not None and reserve + WHEREBY_CREATE_POINTS > points:
-        raise ConfigError(
-            f"WHEREBY_CHAT_RESERVE_POINTS must leave the background at least {WHEREBY_CREATE_POINTS} points of"
-            f" WHEREBY_POINTS_PER_MINUTE ({points}), got {reserve}"
-        )
-    stage_rules = parse_stage_rules(env.get("STAGE_RULES", ""))
-    closed = _id_set(env, "CLOSED_STATUS_IDS", "142,143")
-    overlap = closed & set(stage_rules)
-    if overlap:
-        raise ConfigError(f"CLOSED_STATUS_IDS and STAGE_RULES share status ids {sorted(overlap)}")
-    subdomain = _text(env, "KOMMO_SUBDOMAIN", "").lower()
-    account_id = _int(env, "KOMMO_ACCOUNT_ID", None, 1)
-    base_url = _text(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL)
-    _check_kommo_account(subdomain, account_id, base_url, bool(stage_rules))
+    """The settings; a bad value of one area (Kommo, Mattermost, …) is kept in ``problems`` under that area.
+
+    Each function then requires only the areas it uses (``Settings.require``), so a bad Mattermost setting stops
+    the slash command, not the Kommo webhooks.
+    """
+    problems: dict[str, str] = {}
+
+    def area(name: str, parse: Callable[[], _T], fallback: _T) -> _T:
+        try:
+            return parse()
+        except ConfigError as exc:
+            problems[name] = problems.get(name, "") + ("; " if name in problems else "") + named(str(exc))
+            return fallback
+
+    minutes = area("mattermost", lambda: _mattermost_minutes(env), (60, 480))
+    points, reserve = area("whereby", lambda: _whereby_points(env), (0, 0))
+    stage_rules, closed = area("kommo", lambda: _stages(env), ({}, frozenset({142, 143})))
+    subdomain, account_id, base_url = area(
+        "kommo", lambda: _kommo_account(env, bool(stage_rules)), ("", None, DEFAULT_KOMMO_BASE_URL)
+    )
     return Settings(
         table_name=_text(env, "TABLE_NAME"),
         whereby_secret_id=_text(env, "WHEREBY_SECRET_ID", ""),
@@ -215,27 +252,76 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         mattermost_secret_id=_text(env, "MATTERMOST_SECRET_ID", ""),
         jobs_queue_url=_text(env, "JOBS_QUEUE_URL", ""),
         dead_letter_queue_url=_text(env, "DEAD_LETTER_QUEUE_URL", ""),
-        whereby_base_url=_text(env, "WHEREBY_BASE_URL", DEFAULT_WHEREBY_BASE_URL).rstrip("/"),
+        whereby_base_url=area("whereby", lambda: _url(env, "WHEREBY_BASE_URL", DEFAULT_WHEREBY_BASE_URL), ""),
         kommo_subdomain=subdomain,
         kommo_account_id=account_id,
         kommo_base_url=base_url,
         stage_rules=stage_rules,
         closed_status_ids=closed,
-        meeting_field_id=_int(env, "KOMMO_MEETING_FIELD_ID", None, 1),
-        kommo_requests_per_second=_positive_float(env, "KOMMO_REQUESTS_PER_SECOND", 3.0),
-        kommo_reconcile_requests_per_second=_positive_float(env, "KOMMO_RECONCILE_REQUESTS_PER_SECOND", 1.0),
-        reconcile_period_seconds=_rate_seconds(env, "RECONCILE_SCHEDULE", 600),
-        reconcile_max_pages=_int(env, "RECONCILE_MAX_PAGES", 20, 1) or 20,
-        mattermost_default_minutes=default_minutes,
-        mattermost_max_minutes=max_minutes,
+        meeting_field_id=area("kommo", lambda: _int(env, "KOMMO_MEETING_FIELD_ID", None, 1), None),
+        kommo_requests_per_second=area("kommo", lambda: _positive_float(env, "KOMMO_REQUESTS_PER_SECOND", 3.0), 3.0),
+        kommo_reconcile_requests_per_second=area(
+            "reconcile", lambda: _positive_float(env, "KOMMO_RECONCILE_REQUESTS_PER_SECOND", 1.0), 1.0
+        ),
+        reconcile_period_seconds=area("reconcile", lambda: _rate_seconds(env, "RECONCILE_SCHEDULE", 600), 600),
+        reconcile_max_pages=area("reconcile", lambda: _int(env, "RECONCILE_MAX_PAGES", 20, 1) or 20, 20),
+        mattermost_default_minutes=minutes[0],
+        mattermost_max_minutes=minutes[1],
         mattermost_team_ids=frozenset(t for t in env.get("MATTERMOST_TEAM_IDS", "").replace(" ", "").split(",") if t),
-        sweep_max_deletes=_int(env, "SWEEP_MAX_DELETES", 40, 1) or 40,
-        sweep_max_pages=_int(env, "SWEEP_MAX_PAGES", 5, 1) or 5,
+        sweep_max_deletes=area("sweep", lambda: _int(env, "SWEEP_MAX_DELETES", 40, 1) or 40, 40),
+        sweep_max_pages=area("sweep", lambda: _int(env, "SWEEP_MAX_PAGES", 5, 1) or 5, 5),
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300, 0) or 0,
-        whereby_points_per_minute=points or 0,
-        whereby_chat_reserve_points=reserve or 0,
-        whereby_budget_window_seconds=_positive_float(env, "WHEREBY_BUDGET_WINDOW_SECONDS", 60.0),
+        whereby_points_per_minute=points,
+        whereby_chat_reserve_points=reserve,
+        whereby_budget_window_seconds=area(
+            "whereby", lambda: _positive_float(env, "WHEREBY_BUDGET_WINDOW_SECONDS", 60.0), 60.0
+        ),
+        problems=problems,
     )
+
+
+def _mattermost_minutes(env: Mapping[str, str]) -> tuple[int, int]:
+    minimum_minutes = 5
+    default_minutes = _int(env, "MATTERMOST_DEFAULT_MINUTES", 60, minimum_minutes) or 60
+    max_minutes = _int(env, "MATTERMOST_MAX_MINUTES", 480, minimum_minutes) or 480
+    if default_minutes > max_minutes:
+        raise ConfigError("MATTERMOST_DEFAULT_MINUTES must not exceed MATTERMOST_MAX_MINUTES")
+    return default_minutes, max_minutes
+
+
+def _whereby_points(env: Mapping[str, str]) -> tuple[int, int]:
+    points = _int(env, "WHEREBY_POINTS_PER_MINUTE", 100, 0) or 0
+    reserve = _int(env, "WHEREBY_CHAT_RESERVE_POINTS", 30, 0) or 0
+    if points and reserve + WHEREBY_CREATE_POINTS > points:
+        raise ConfigError(
+            f"WHEREBY_CHAT_RESERVE_POINTS must leave the background at least {WHEREBY_CREATE_POINTS} points of"
+            f" WHEREBY_POINTS_PER_MINUTE ({points}), got {reserve}"
+        )
+    return points, reserve
+
+
+def _stages(env: Mapping[str, str]) -> tuple[dict[int, StageRule], frozenset[int]]:
+    stage_rules = parse_stage_rules(env.get("STAGE_RULES", ""))
+    closed = _id_set(env, "CLOSED_STATUS_IDS", "142,143")
+    overlap = closed & set(stage_rules)
+    if overlap:
+        raise ConfigError(f"CLOSED_STATUS_IDS and STAGE_RULES share status ids {sorted(overlap)}")
+    return stage_rules, closed
+
+
+def _kommo_account(env: Mapping[str, str], has_rules: bool) -> tuple[str, int | None, str]:
+    subdomain = _text(env, "KOMMO_SUBDOMAIN", "").lower()
+    account_id = _int(env, "KOMMO_ACCOUNT_ID", None, 1)
+    base_url = _text(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL)
+    _check_kommo_account(subdomain, account_id, base_url, has_rules)
+    return subdomain, account_id, base_url
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = _text(env, name, default).rstrip("/")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url
 
 
 @lru_cache(maxsize=1)

@@ -35,7 +35,8 @@ def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
         return dead_letter(record, str(exc))
     ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(points=points), kommo=runtime.kommo())
     try:
-        outcome = run_or_hand_back(job, lambda: run_job(job, runtime.settings(), ports), runtime.job_queue)
+        settings = runtime.settings().require("kommo", "whereby")
+        outcome = run_or_hand_back(job, lambda: run_job(job, settings, ports), runtime.job_queue)
     except Rejected as exc:
         if isinstance(exc, Unauthorized):  # credentials an operator can fix: retried, then a redrive
             count("JobsFailed")

@@ -59,8 +59,11 @@ class Job:
 
     def to_json(self) -> str:
         data = asdict(self)
+        # Fields at their default stay out, so a job reads as it did before they existed.
         if not self.generation:
             del data["generation"]
+        if self.timed:
+            del data["timed"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod

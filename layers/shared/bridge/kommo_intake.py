@@ -107,7 +107,7 @@ def answer(event: APIGatewayProxyEventV2, classify: Classifier) -> dict[str, Any
             token=(event.query_string_parameters or {}).get("token"),
             expected_tokens=webhook_tokens(runtime.settings()),
             classify=classify,
-            settings=runtime.settings(),
+            settings=runtime.settings().require("kommo"),
             queue=runtime.job_queue(),
             received_at=int(time.time()),
         )

@@ -129,6 +129,7 @@ def production_ports() -> CommandPorts:
 # the route ------------------------------------------------------------------------------------------------------
 def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> dict[str, Any]:
     """The whole route: 400 unreadable, 401 bad token, otherwise always 200 with a CommandResponse."""
+    settings = runtime.settings().require("mattermost", "whereby")  # a bad setting fails here, naming it
     try:
         fields = form_fields(event)
         team = token_gate.team_of(_first(fields, "token"))
@@ -150,7 +151,6 @@ def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> 
         logger.error("mattermost command not handled: no credentials", extra={"reason": str(exc)})
         return json_response(503, {"error": "temporarily unavailable, retry later"})
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
-    settings = runtime.settings()
     if settings.mattermost_team_ids and caller.team_id not in settings.mattermost_team_ids:
         count("CommandsRefused")
         return json_response(200, ephemeral(f"`{caller.trigger}` is not enabled for this team."))
