@@ -23,10 +23,16 @@ BASE = {"TABLE_NAME": "t"}
         ({**BASE, "STAGE_RULES": '{"1": {"duration_minutes": 1}}'}, "StageRules['1'].duration_minutes"),
         ({**BASE, "STAGE_RULES": '{"1": {"room_mode": "huge"}}'}, "StageRules['1'].room_mode"),
         ({**BASE, "STAGE_RULES": '{"1": {"colour": "red"}}'}, "unknown keys ['colour']"),
-        ({**BASE, "STAGE_RULES": '{"142": {}}'}, "ClosedStatusIds (CLOSED_STATUS_IDS) and StageRules (STAGE_RULES) share status ids [142]"),
+        (
+            {**BASE, "STAGE_RULES": '{"142": {}}'},
+            "ClosedStatusIds (CLOSED_STATUS_IDS) and StageRules (STAGE_RULES) share status ids [142]",
+        ),
         ({**BASE, "KOMMO_ACCOUNT_ID": "x1"}, "KommoAccountId (KOMMO_ACCOUNT_ID) must be a whole number"),
         ({**BASE, "CLOSED_STATUS_IDS": "142,won"}, "CLOSED_STATUS_IDS"),
-        ({**BASE, "MATTERMOST_DEFAULT_MINUTES": "600"}, "MattermostDefaultMinutes (MATTERMOST_DEFAULT_MINUTES) must not exceed"),
+        (
+            {**BASE, "MATTERMOST_DEFAULT_MINUTES": "600"},
+            "MattermostDefaultMinutes (MATTERMOST_DEFAULT_MINUTES) must not exceed",
+        ),
         ({**BASE, "KOMMO_REQUESTS_PER_SECOND": "0"}, "KOMMO_REQUESTS_PER_SECOND must be positive"),
     ],
 )

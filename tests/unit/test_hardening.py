@@ -379,7 +379,10 @@ def _list(statement: dict) -> list[str]:
         ({"KOMMO_ACCOUNT_ID": "16503244"}, r"KommoSubdomain \(KOMMO_SUBDOMAIN\) is required"),
         ({"STAGE_RULES": json.dumps({"1": {"name": "Demo"}})}, r"KommoSubdomain \(KOMMO_SUBDOMAIN\) is required"),
         ({"KOMMO_SUBDOMAIN": "acme.kommo.com"}, r"KommoSubdomain \(KOMMO_SUBDOMAIN\) must be the account's subdomain"),
-        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_BASE_URL": "acme.kommo.com"}, r"KommoBaseUrl \(KOMMO_BASE_URL\) must be an http"),
+        (
+            {"KOMMO_SUBDOMAIN": "acme", "KOMMO_BASE_URL": "acme.kommo.com"},
+            r"KommoBaseUrl \(KOMMO_BASE_URL\) must be an http",
+        ),
     ],
 )
 def test_kommo_settings_that_cannot_work_fail_naming_the_setting(env, message):

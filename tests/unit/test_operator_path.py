@@ -171,3 +171,25 @@ def test_a_bad_mattermost_setting_leaves_the_kommo_webhooks_working(stack, monke
     assert hook(stack, SECRET["kommo_webhook_token"]) == 200
     with pytest.raises(ConfigError, match=r"MattermostDefaultMinutes \(MATTERMOST_DEFAULT_MINUTES\)"):
         stack.request("POST", "/mattermost/command", headers=FORM, body=b"token=x&team_id=t&channel_id=c&user_id=u")
+
+
+# Kommo disabling the webhook is noticed ----------------------------------------------------------------------------
+def test_changes_that_only_the_reconciliation_brought_are_counted_for_the_silent_webhook_alarm(stack, kommo_sim, capfd):
+    import time as clock
+
+    delivered, missed = 5101, 5102
+    event = kommo_sim.move_lead(delivered, DEMO_STATUS, at=int(clock.time()) - 300)
+    query = urlencode({"token": SECRET["kommo_webhook_token"]})
+    body = status_body(delivered, DEMO_STATUS, event["created_at"])
+    assert stack.request("POST", "/kommo/stage", query=query, headers=FORM, body=body)["statusCode"] == 200
+    stack.drain()
+    capfd.readouterr()
+    kommo_sim.move_lead(missed, DEMO_STATUS, at=int(clock.time()) - 300)  # its webhook never came
+    stack.invoke("KommoReconcileFunction", {"source": "schedule"})
+    stack.drain()
+    recovered = [
+        json.loads(line)["MissedWebhooksRecovered"]
+        for line in capfd.readouterr().out.splitlines()
+        if '"MissedWebhooksRecovered"' in line and line.startswith('{"_aws"')
+    ]
+    assert recovered == [[1.0]]  # the missed change only; the delivered one was found done

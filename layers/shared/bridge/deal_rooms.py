@@ -276,12 +276,25 @@ def restore_lead(job: Job, settings: Settings, ports: DealPorts, attempts: int =
     owner = lead_owner(job.account, job.lead_id)
     for _ in range(attempts):
         lead = ports.store.get_lead(owner)
-        if not lead.deleted or ports.store.restore_lead(owner, job.event_at, lead.closed_at):
+        if not lead.deleted:
+            outcome = "not in the trash"
+            break
+        if ports.store.restore_lead(owner, job.event_at, lead.closed_at):
+            outcome = "restored"
+            count("LeadsRestored")
             break
     else:
         raise Conflict(f"lead {job.lead_id}: the restore kept conflicting")
-    count("LeadsRestored")
     rule = settings.stage_rules.get(job.status_id or 0)
     if rule is None:
-        return "restored"
-    return "restored, room " + ensure_room(replace(job, kind=ENSURE_ROOM), rule, settings, ports)
+        return outcome
+    return f"{outcome}, room " + ensure_room(replace(job, kind=ENSURE_ROOM), rule, settings, ports)
+
+
+def changed_something(outcome: str) -> bool:
+    """Whether a job's outcome changed a deal (a room made or closed, a lead restored), not merely found it done."""
+    return (
+        outcome == "created"
+        or outcome.startswith(("restored", "not in the trash, room created"))
+        or (outcome.startswith("closed ") and not outcome.startswith("closed 0 "))
+    )

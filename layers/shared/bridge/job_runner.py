@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge import runtime
-from bridge.deal_rooms import DealPorts, run_job
+from bridge.deal_rooms import DealPorts, changed_something, run_job
 from bridge.errors import Rejected, Unauthorized
 from bridge.job_handback import points_wait_seconds, run_or_hand_back
 from bridge.jobs import Job, MalformedJob
@@ -53,7 +53,11 @@ def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
             },
         )
         raise
-    logger.info("job done", extra={"outcome": outcome})
+    if job.source != "webhook" and changed_something(outcome):
+        # A change that only the reconciliation brought: one now and then is Kommo dropping a hook; many mean the
+        # webhook is disabled (MissedWebhooksAlarm).
+        count("MissedWebhooksRecovered")
+    logger.info("job done", extra={"outcome": outcome, "source": job.source})
     return outcome
 
 

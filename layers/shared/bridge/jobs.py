@@ -43,6 +43,9 @@ class Job:
     # which may be long after the change if Kommo delivered it again (see deal_rooms.settle_untimed).
     timed: bool = True
     generation: int = 0  # times the worker handed this job back to the queue; absent from messages before that
+    # "reconcile" when Kommo's event log brought it and no webhook did; not part of the job's identity, so a webhook
+    # and its reconciliation remain one job.
+    source: str = "webhook"
 
     @property
     def group_id(self) -> str:
@@ -64,6 +67,8 @@ class Job:
             del data["generation"]
         if self.timed:
             del data["timed"]
+        if self.source == "webhook":
+            del data["source"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -78,6 +83,7 @@ class Job:
                 status_id=None if data.get("status_id") is None else int(data["status_id"]),
                 event_at=int(data["event_at"]),
                 timed=bool(data.get("timed", True)),
+                source=str(data.get("source", "webhook")),
                 generation=int(data.get("generation", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:

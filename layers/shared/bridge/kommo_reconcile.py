@@ -66,6 +66,9 @@ class ReconcileSummary:
         return asdict(self)
 
 
+RECONCILE = "reconcile"
+
+
 def job_for(event: KommoEvent, settings: Settings) -> Job | None:
     """The job the webhook of this change would have enqueued; None for changes the bridge does not act on."""
     account = settings.kommo_subdomain
@@ -76,11 +79,13 @@ def job_for(event: KommoEvent, settings: Settings) -> Job | None:
             kind = CLOSE_ROOMS
         else:
             return None
-        return Job(kind, account, event.entity_id, "status", event.status_id, event.created_at)
+        return Job(kind, account, event.entity_id, "status", event.status_id, event.created_at, source=RECONCILE)
     if event.type == LEAD_DELETED:
-        return Job(CLOSE_ROOMS, account, event.entity_id, "delete", event.status_id, event.created_at)
+        return Job(CLOSE_ROOMS, account, event.entity_id, "delete", event.status_id, event.created_at, source=RECONCILE)
     if event.type == LEAD_RESTORED:
-        return Job(RESTORE_LEAD, account, event.entity_id, "restore", event.status_id, event.created_at)
+        return Job(
+            RESTORE_LEAD, account, event.entity_id, "restore", event.status_id, event.created_at, source=RECONCILE
+        )
     return None
 
 
