@@ -23,7 +23,8 @@ from bridge.kommo import LEAD_DELETED, LEAD_RESTORED, LEAD_STATUS_CHANGED, Kommo
 from bridge.kommo_intake import close_job_kind, stage_job_kind
 from bridge.kommo_reconcile import job_for, jobs_for
 from bridge.kommo_webhook import parse_webhook
-from tests.conftest import DEMO_STATUS, SECRET, STAGE_RULES, SUBDOMAIN
+from tests.conftest import DEMO_STATUS, STAGE_RULES, SUBDOMAIN
+from tests.unit.test_close_and_sweep import post
 
 LEAD = 41170023
 OTHER_STATUS = 61234599  # a stage with no rule: the bridge does nothing there
@@ -48,17 +49,6 @@ def status_body(lead: int, status: int, updated_at: int) -> bytes:
             ("leads[status][0][updated_at]", str(updated_at)),
         ]
     ).encode()
-
-
-def post(stack, path: str, body: bytes) -> tuple[int, dict]:
-    response = stack.request(
-        "POST",
-        path,
-        query=urlencode({"token": SECRET["kommo_webhook_token"]}),
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        body=body,
-    )
-    return response["statusCode"], json.loads(response["body"])
 
 
 def note_heads(kommo_sim, lead: int = LEAD) -> list[str]:
