@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -45,7 +45,7 @@ class Job:
     generation: int = 0  # times the worker handed this job back to the queue; absent from messages before that
     # "reconcile" when Kommo's event log brought it and no webhook did; not part of the job's identity, so a webhook
     # and its reconciliation remain one job.
-    source: str = "webhook"
+    source: str = field(default="webhook", compare=False)
 
     @property
     def group_id(self) -> str:
