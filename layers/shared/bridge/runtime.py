@@ -46,9 +46,9 @@ def store() -> MeetingsStore:
     return MeetingsStore(settings().table_name, boto3.resource("dynamodb"))
 
 
-def whereby(policy: RetryPolicy = BACKGROUND, points: Spender | None = None) -> WherebyClient:
-    """The Whereby client; with ``points`` each call is first paid from the stack's shared points budget."""
-    return _whereby(credentials().whereby_api_key, policy).charging(points)
+def whereby(policy: RetryPolicy | None = None, points: Spender | None = None) -> WherebyClient:
+    """The Whereby client (``BACKGROUND`` policy unless told); with ``points`` each call is paid from the budget."""
+    return _whereby(credentials().whereby_api_key, policy or BACKGROUND).charging(points)
 
 
 @lru_cache(maxsize=1)
