@@ -6,8 +6,8 @@ process, so the comparison is fair on a noisy machine:
 
 - budget: the shared points budget (``WHEREBY_POINTS_PER_MINUTE`` 100, ``WHEREBY_CHAT_RESERVE_POINTS`` 30); a job
   waits for points inside its invocation and is handed back to the queue when it cannot get them in time;
-- baseline: today's behaviour: no budget, a 429 fails the job, SQS gives it again after the visibility timeout and
-  moves it to the dead-letter queue after 5 receives.
+- baseline: the budget switched off (``WHEREBY_POINTS_PER_MINUTE`` 0), which is today's behaviour: a 429 fails the
+  job, SQS gives it again after the visibility timeout and moves it to the dead-letter queue after 5 receives.
 
 Time runs ``--scale`` times faster on every clock that matters, so 500 deals take minutes, not half an hour: the
 simulator's budget window (60 s / scale) and the bridge's (``WHEREBY_BUDGET_WINDOW_SECONDS``), the worker's
@@ -36,7 +36,7 @@ from moto import mock_aws
 
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
-from devstack.lambda_events import LambdaContext, sqs_event
+from devstack.lambda_events import sqs_event
 from devstack.local import DEMO_ACCOUNT_ID, DEMO_STAGE_RULES, DEMO_STATUS, DEMO_SUBDOMAIN, LOCAL_SECRET
 from devstack.template import create_resources, load_template
 from devstack.whereby_sim import WherebySimulator
@@ -213,23 +213,6 @@ def scale_clients(scale: float) -> None:
         setattr(runtime, name, replace(policy, backoff=policy.backoff / scale, max_wait=policy.max_wait / scale))
 
 
-def todays_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The worker before the budget: every failure, a 429 included, fails the message and SQS retries it later."""
-    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-
-    from bridge import runtime
-    from bridge.deal_rooms import DealPorts, run_job
-    from bridge.jobs import Job
-
-    def handle(record: Any) -> str:
-        job = Job.from_json(record.body)
-        ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
-        return run_job(job, runtime.settings(), ports)
-
-    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-    return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
-
-
 class BulkMove:
     def __init__(self, functions: LocalFunctions, whereby: WherebySimulator, scale: float, deals: int) -> None:
         self.functions = functions
@@ -387,15 +370,9 @@ def run_once(name: str, *, budget: bool, scale: float, deals: int, chat_every: f
                 "POWERTOOLS_LOG_LEVEL": "ERROR",
             }
         )
-        timeout = WORKER_TIMEOUT / scale
-        if budget:
 
-            def invoke(event: dict[str, Any]) -> dict[str, Any]:
-                return functions.invoke("WorkerFunction", event, timeout=timeout)
-        else:
-
-            def invoke(event: dict[str, Any]) -> dict[str, Any]:
-                return todays_worker(event, LambdaContext("WorkerFunction", timeout_seconds=timeout))
+        def invoke(event: dict[str, Any]) -> dict[str, Any]:
+            return functions.invoke("WorkerFunction", event, timeout=WORKER_TIMEOUT / scale)
 
         try:
             return BulkMove(functions, whereby, scale, deals).run(name, invoke, chat_every)

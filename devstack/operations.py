@@ -69,8 +69,8 @@ def close_all(lambda_client: Any, function_name: str, max_runs: int = 100) -> in
             return 1
         if not summary.get("stopped") and summary.get("deleted", 0) == 0:
             return 0
-        if summary.get("stopped") == "throttled":
-            time.sleep(30)  # Whereby's points budget refills each minute
+        if summary.get("stopped") in ("throttled", "budget"):
+            time.sleep(30)  # Whereby's points budget (and the stack's count of it) refills each minute
     return 1
 
 

@@ -389,6 +389,22 @@ def test_a_job_handed_back_a_hundred_times_fails_normally_and_says_why(stack, wh
     assert [j["generation"] for j in waiting_jobs(stack)] == [100]  # retried by SQS as itself, not sent again
 
 
+def test_with_the_shared_count_off_a_throttled_job_fails_and_is_retried_as_before(
+    stack, whereby_sim, log_lines, monkeypatch
+):
+    from bridge import runtime
+
+    monkeypatch.setenv("WHEREBY_POINTS_PER_MINUTE", "0")
+    runtime.reset()
+    post(stack, "/kommo/stage", stage_body([951]))
+    whereby_sim.fail_next(1, status=429, retry_after=30, method="POST")
+    assert stack.drain(max_rounds=1).failed == 1
+    assert stack.drain().processed == 1
+    lines = log_lines()
+    assert metric(lines, "JobsFailed") == 1 and metric(lines, "JobsDeferred") == 0
+    assert len(whereby_sim.meetings()) == 1
+
+
 def test_a_sweep_during_a_bulk_move_stops_for_the_budget_and_the_next_run_finishes(stack, whereby_sim, points):
     import time
 

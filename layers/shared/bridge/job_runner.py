@@ -5,7 +5,8 @@ processor fails that message and the rest of its group, and lets the other group
 the group in order; after the redrive policy's count the message lands in the dead-letter queue.
 
 Whereby calls are paid from the shared points budget; a job waits for points within this invocation, and one that
-cannot get them in time is handed back to the queue instead of failing (``bridge.job_handback``).
+cannot get them in time, or that Whereby throttled anyway, is handed back to the queue instead of failing
+(``bridge.job_handback``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
     job = Job.from_json(record.body)
     ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(points=points), kommo=runtime.kommo())
     try:
-        outcome = run_or_hand_back(job, lambda: run_job(job, runtime.settings(), ports), runtime.job_queue)
+        run = partial(run_job, job, runtime.settings(), ports)
+        # Without the shared count (WHEREBY_POINTS_PER_MINUTE=0) nothing paces the retries: a 429 fails the job.
+        outcome = run_or_hand_back(job, run, runtime.job_queue) if points else run()
     except Exception as exc:
         count("JobsFailed")
         logger.warning(
