@@ -1,6 +1,7 @@
 """``make bench``: run every benchmark, print its figures, and write them to bench/RESULTS.md with the commands.
 
 Each benchmark compares against a baseline measured in the same run (ratios and medians), since machines are noisy.
+``python -m bench bulk_move`` runs the benchmarks whose script names are given and replaces only their sections.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ BENCHES = [
         "Kommo webhook answer time and end-to-end throughput",
         ["bench/webhook_and_e2e.py", "--runs", "200", "--deals", "1000"],
     ),
+    ("Bulk move of 500 deals on the Build plan", ["bench/bulk_move.py", "--deals", "500", "--scale", "20"]),
 ]
+RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def run(args: list[str]) -> str:
@@ -33,23 +36,45 @@ def run(args: list[str]) -> str:
 
 
 def main() -> int:
-    sections = []
+    wanted = set(sys.argv[1:])
+    unknown = wanted - {Path(args[0]).stem for _, args in BENCHES}
+    if unknown:
+        raise SystemExit(f"no benchmark named {', '.join(sorted(unknown))}")
+    sections = previous_sections() if wanted else {}
     for title, args in BENCHES:
+        if wanted and Path(args[0]).stem not in wanted:
+            continue
         print(f"== {title}", flush=True)
         started = time.monotonic()
         output = run(args)
         print(output, flush=True)
         command = "PYTHONPATH=layers/shared:. .venv/bin/python " + " ".join(args)
-        sections.append(f"## {title}\n\n`{command}` ({time.monotonic() - started:.0f} s)\n\n```\n{output}\n```\n")
+        took = f"{time.monotonic() - started:.0f} s" + (f", {now()}" if wanted else "")
+        sections[title] = f"## {title}\n\n`{command}` ({took})\n\n```\n{output}\n```\n"
     header = (
         "# Benchmark results\n\n"
-        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"Written by `make bench` on {now()}, "
         f"Python {platform.python_version()}, {os.cpu_count()} cores. Figures are medians and ratios against a "
         "baseline measured in the same run; absolute times depend on the machine.\n\n"
     )
-    (ROOT / "bench" / "RESULTS.md").write_text(header + "\n".join(sections), encoding="utf-8")
+    if wanted and RESULTS.exists():  # the other sections keep the date of the run that wrote them
+        header = RESULTS.read_text(encoding="utf-8").split("\n## ", 1)[0].rstrip("\n") + "\n\n"
+    ordered = [sections[title] for title, _ in BENCHES if title in sections]
+    RESULTS.write_text(header + "\n".join(ordered), encoding="utf-8")
     print("written to bench/RESULTS.md")
     return 0
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def previous_sections() -> dict[str, str]:
+    """The sections of the last RESULTS.md by title, for a run of some benchmarks only."""
+    if not RESULTS.exists():
+        return {}
+    parts = RESULTS.read_text(encoding="utf-8").split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in parts}
 
 
 if __name__ == "__main__":

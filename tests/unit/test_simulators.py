@@ -211,6 +211,23 @@ def test_points_used_counts_reads_deletes_and_writes(whereby: WherebySimulator) 
     assert whereby.points_used == 3 + 1 + 2
 
 
+def test_a_spent_points_budget_answers_429_as_whereby_documents_and_refills_after_its_window() -> None:
+    with WherebySimulator(API_KEY, points_per_minute=7, time_scale=30) as whereby:  # 7 points every 2 s
+        assert [create(whereby).status_code for _ in range(2)] == [201, 201]
+        assert wget(whereby, "/meetings").status_code == 200  # 3 + 3 + 1: the budget is spent exactly
+        refused = create(whereby)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "Rate limit active for throttle key: organization:1"
+        assert 0 < refused.json()["data"]["msLeft"] <= 2000
+        assert 0 < float(refused.headers["Retry-After"]) <= 2
+        assert refused.headers["X-RateLimit-Limit"] == "7"
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert refused.headers["X-RateLimit-Reset"].endswith("GMT")
+        assert whereby.points_used == 7 and whereby.budget_refusals == 1  # a refused call costs nothing
+        time.sleep(refused.json()["data"]["msLeft"] / 1000 + 0.05)
+        assert create(whereby).status_code == 201
+
+
 def test_requests_are_logged_with_original_header_case(whereby: WherebySimulator) -> None:
     create(whereby, roomNamePrefix="log-")
     wget(whereby, "/meetings", limit="3")

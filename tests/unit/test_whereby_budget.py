@@ -104,22 +104,28 @@ def test_no_minute_ever_sees_more_than_the_plan_and_the_background_never_touches
 
     time = FakeTime(float(next(_clock_bases)))
     budget = budget_of(table, time)
-    granted: list[tuple[float, int]] = []
+    granted: list[tuple[float, int, bool]] = []
 
-    def spent_within(seconds: float, at: float) -> int:
-        return sum(points for moment, points in granted if at - seconds < moment <= at)
+    def spent_within(seconds: float, at: float, background_only: bool = False) -> int:
+        return sum(
+            points
+            for moment, points, interactive in granted
+            if at - seconds < moment <= at and not (background_only and interactive)
+        )
 
     for advance, points, interactive in calls:
         time.now += advance
-        limit = 100 if interactive else 70
         try:
             budget.take(points, interactive=interactive)
         except BudgetExhausted:
             # Refused only when it would have gone over (a slot of a second is the margin for the request's trip).
-            assert spent_within(61.0, time.now) + points > limit
+            over_plan = spent_within(61.0, time.now) + points > 100
+            over_share = not interactive and spent_within(61.0, time.now, background_only=True) + points > 70
+            assert over_plan or over_share
             continue
-        granted.append((time.now, points))
-        assert spent_within(60.0, time.now) <= limit
+        granted.append((time.now, points, interactive))
+        assert spent_within(60.0, time.now) <= 100
+        assert spent_within(60.0, time.now, background_only=True) <= 70
 
 
 def test_two_workers_taking_at_once_never_overspend(table, atomic_dynamodb):
@@ -153,6 +159,14 @@ def test_background_callers_leave_the_reserve_and_a_person_can_spend_it(table):
     assert takes_until_refused(budget, 1, interactive=False) == 1  # a read still fits the background's share
     assert takes_until_refused(budget, 3, interactive=True) == 30  # ten rooms for people
     assert budget.available(interactive=False) == 0 and budget.available(interactive=True) == 0
+
+
+def test_the_rooms_people_make_do_not_slow_the_bulk_move(table):
+    budget = budget_of(table, FakeTime(1_800_000_000.0))
+    for _ in range(5):
+        budget.take(3, interactive=True)  # five people started a call
+    assert takes_until_refused(budget, 3, interactive=False) == 69  # the bulk move still gets its whole share
+    assert takes_until_refused(budget, 3, interactive=True) == 15  # and people the rest of the minute
 
 
 def test_a_caller_waits_for_points_as_long_as_it_may_then_is_told_when_to_come_back(table):
@@ -372,6 +386,22 @@ def test_a_job_handed_back_a_hundred_times_fails_normally_and_says_why(stack, wh
     [reason] = [reason for reason in logged(caplog, "reason") if reason.startswith("ThrottledTooLong")]
     assert "handed back 100 times and still throttled" in reason and "429" in reason
     assert [j["generation"] for j in waiting_jobs(stack)] == [100]  # retried by SQS as itself, not sent again
+
+
+def test_with_the_shared_count_off_a_throttled_job_fails_and_is_retried_as_before(
+    stack, whereby_sim, log_lines, monkeypatch
+):
+    from bridge import runtime
+
+    monkeypatch.setenv("WHEREBY_POINTS_PER_MINUTE", "0")
+    runtime.reset()
+    post(stack, "/kommo/stage", stage_body([951]))
+    whereby_sim.fail_next(1, status=429, retry_after=30, method="POST")
+    assert stack.drain(max_rounds=1).failed == 1
+    assert stack.drain().processed == 1
+    lines = log_lines()
+    assert metric(lines, "JobsFailed") == 1 and metric(lines, "JobsDeferred") == 0
+    assert len(whereby_sim.meetings()) == 1
 
 
 def test_a_sweep_during_a_bulk_move_stops_for_the_budget_and_the_next_run_finishes(stack, whereby_sim, points):

@@ -8,7 +8,8 @@ A job that can never succeed (not a job at all, or a peer's permanent refusal) i
 dead-letter queue at once, with its reason as a message attribute, and the group moves on.
 
 Whereby calls are paid from the shared points budget; a job waits for points within this invocation, and one that
-cannot get them in time is handed back to the queue instead of failing (``bridge.job_handback``).
+cannot get them in time, or that Whereby throttled anyway, is handed back to the queue instead of failing
+(``bridge.job_handback``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
     ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(points=points), kommo=runtime.kommo())
     try:
         settings = runtime.settings().require("kommo", "whereby")
-        outcome = run_or_hand_back(job, lambda: run_job(job, settings, ports), runtime.job_queue)
+        run = partial(run_job, job, settings, ports)
+        # Without the shared count (WHEREBY_POINTS_PER_MINUTE=0) nothing paces the retries: a 429 fails the job.
+        outcome = run_or_hand_back(job, run, runtime.job_queue) if points else run()
     except Rejected as exc:
         if isinstance(exc, Unauthorized):  # credentials an operator can fix: retried, then a redrive
             count("JobsFailed")

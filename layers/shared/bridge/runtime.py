@@ -49,9 +49,9 @@ def store() -> MeetingsStore:
     return MeetingsStore(settings().table_name, boto3.resource("dynamodb"))
 
 
-def whereby(policy: RetryPolicy = BACKGROUND, points: Spender | None = None) -> WherebyClient:
-    """The Whereby client; with ``points`` each call is first paid from the stack's shared points budget."""
-    return _whereby(whereby_api_key(settings()), policy).charging(points)
+def whereby(policy: RetryPolicy | None = None, points: Spender | None = None) -> WherebyClient:
+    """The Whereby client (``BACKGROUND`` policy unless told); with ``points`` each call is paid from the budget."""
+    return _whereby(whereby_api_key(settings()), policy or BACKGROUND).charging(points)
 
 
 @lru_cache(maxsize=1)

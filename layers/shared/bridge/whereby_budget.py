@@ -7,16 +7,17 @@ and over, and a person asking `/whereby` for a room would be told "busy" until t
 takes its points here before it calls Whereby.
 
 - The item ``BUDGET#whereby`` / ``BUDGET`` holds the points spent in the last minute, per slot of a sixtieth of the
-  window (a second), and until when Whereby last told us to stop (a 429's ``Retry-After``). A take reads the item,
-  checks, and writes it back on the condition that its version did not change meanwhile; a loser reads again. So
-  two workers and the command never spend the same point twice.
+  window (a second) and per kind of caller, and until when Whereby last told us to stop (a 429's ``Retry-After``).
+  A take reads the item, checks, and writes it back on the condition that its version did not change meanwhile; a
+  loser reads again. So two workers and the command never spend the same point twice.
 - It is a sliding window, not a token bucket: a bucket refilled at the per-minute rate lets up to twice the plan's
   points through in the minute after a quiet spell, and Whereby would refuse the second half whatever its own window
   is aligned to. A sliding window never lets more than the plan's points through in any minute. Each slot counts
   one slot longer than the window, a margin for the time a request takes to reach Whereby.
-- Background callers (the worker, the sweeper) leave the last ``reserve`` points of every minute untouched; the
-  interactive `/whereby` command may spend them. A bulk move therefore runs at (points - reserve) a minute, and a
-  person still gets a room meanwhile.
+- Background callers (the worker, the sweeper) may spend (points - ``reserve``) a minute between them; the
+  interactive `/whereby` command may spend whatever is left of the minute's points, the reserve at least. So a bulk
+  move runs at (points - reserve) / 3 rooms a minute (23 on the Build plan with the default reserve of 30), the
+  people using the command do not slow it down, and they get up to ten rooms a minute meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -42,35 +43,54 @@ INTERACTIVE_WAIT_SLOTS = 2  # a person waits at most two seconds for points befo
 
 @dataclass(frozen=True)
 class Ledger:
-    """The item as read: points spent per slot, the time Whereby asked us to wait until, and the write version."""
+    """The item as read: points spent per slot by each kind of caller, the time Whereby asked us to wait until, and
+    the write version."""
 
-    spent: Mapping[int, int] = field(default_factory=dict)
+    background: Mapping[int, int] = field(default_factory=dict)
+    interactive: Mapping[int, int] = field(default_factory=dict)
     blocked_until: float = 0.0
     version: int = 0
 
-    def used(self, current_slot: int) -> int:
-        return sum(points for slot, points in self.spent.items() if slot >= current_slot - SLOTS)
+    @staticmethod
+    def live(spent: Mapping[int, int], current_slot: int) -> dict[int, int]:
+        return {slot: points for slot, points in spent.items() if slot >= current_slot - SLOTS}
 
-    def wait_for(self, points: int, limit: int, now: float, slot_seconds: float) -> float:
-        """Seconds until ``points`` fit under ``limit`` (0: now); ``math.inf`` if they never can."""
+    def total(self, current_slot: int) -> dict[int, int]:
+        both = self.live(self.background, current_slot)
+        for slot, points in self.live(self.interactive, current_slot).items():
+            both[slot] = both.get(slot, 0) + points
+        return both
+
+    @staticmethod
+    def _wait(spent: Mapping[int, int], points: int, limit: int, now: float, slot_seconds: float) -> float:
+        """Seconds until ``points`` more fit under ``limit`` as the slots of ``spent`` expire; ``inf``: never."""
         if points > limit:
             return math.inf
-        current = math.floor(now / slot_seconds)
-        blocked = max(0.0, self.blocked_until - now)
-        excess = self.used(current) + points - limit
+        excess = sum(spent.values()) + points - limit
         if excess <= 0:
-            return blocked
-        for slot in sorted(s for s in self.spent if s >= current - SLOTS):
-            excess -= self.spent[slot]
+            return 0.0
+        for slot in sorted(spent):
+            excess -= spent[slot]
             if excess <= 0:
-                return max(blocked, (slot + SLOTS + 1) * slot_seconds - now)
+                return (slot + SLOTS + 1) * slot_seconds - now
         raise AssertionError("the live slots hold more than the excess")
 
-    def spend(self, points: int, now: float, slot_seconds: float) -> Ledger:
+    def wait_for(self, points: int, interactive: bool, budget: PointsBudget, now: float) -> float:
+        """Seconds until this caller may spend ``points`` (0: now); ``math.inf`` if it never can."""
+        current = math.floor(now / budget.slot_seconds)
+        wait = max(0.0, self.blocked_until - now)
+        wait = max(wait, self._wait(self.total(current), points, budget.points, now, budget.slot_seconds))
+        if not interactive:
+            own = self.live(self.background, current)
+            wait = max(wait, self._wait(own, points, budget.points - budget.reserve, now, budget.slot_seconds))
+        return wait
+
+    def spend(self, points: int, interactive: bool, now: float, slot_seconds: float) -> Ledger:
         current = math.floor(now / slot_seconds)
-        live = {slot: spent for slot, spent in self.spent.items() if slot >= current - SLOTS}
-        live[current] = live.get(current, 0) + points
-        return Ledger(live, self.blocked_until, self.version)
+        background, chat = self.live(self.background, current), self.live(self.interactive, current)
+        mine = chat if interactive else background
+        mine[current] = mine.get(current, 0) + points
+        return Ledger(background, chat, self.blocked_until, self.version)
 
 
 class PointsBudget:
@@ -99,14 +119,13 @@ class PointsBudget:
         A taker that cannot be served by ``wait_until`` still waits until then before it gives up: a worker that
         handed its job back at once would get the same job again at once and spin through its hand-backs.
         """
-        limit = self.points if interactive else self.points - self.reserve
         conflicts = 0
         while True:
             ledger = self._read()
             now = self.clock()
-            wait = ledger.wait_for(points, limit, now, self.slot_seconds)
+            wait = ledger.wait_for(points, interactive, self, now)
             if wait <= 0:
-                if self._write(ledger.spend(points, now, self.slot_seconds)):
+                if self._write(ledger.spend(points, interactive, now, self.slot_seconds)):
                     return
                 conflicts += 1
                 if conflicts >= MAX_CONFLICTS:
@@ -132,7 +151,7 @@ class PointsBudget:
             until = self.clock() + hold
             if until <= ledger.blocked_until:
                 return
-            if self._write(Ledger(ledger.spent, until, ledger.version)):
+            if self._write(replace(ledger, blocked_until=until)):
                 return
 
     def available(self, *, interactive: bool) -> int:
@@ -141,8 +160,11 @@ class PointsBudget:
         now = self.clock()
         if ledger.blocked_until > now:
             return 0
-        limit = self.points if interactive else self.points - self.reserve
-        return max(0, limit - ledger.used(math.floor(now / self.slot_seconds)))
+        current = math.floor(now / self.slot_seconds)
+        left = self.points - sum(ledger.total(current).values())
+        if not interactive:
+            left = min(left, self.points - self.reserve - sum(ledger.live(ledger.background, current).values()))
+        return max(0, left)
 
     def background(self, wait_until: float | None = None) -> Spender:
         """For the worker (waiting until ``wait_until``) and the sweeper (not waiting): leaves the reserve."""
@@ -161,7 +183,8 @@ class PointsBudget:
         if not item:
             return Ledger()
         return Ledger(
-            spent={int(slot): int(points) for slot, points in (item.get("spent") or {}).items()},
+            background={int(slot): int(points) for slot, points in (item.get("background") or {}).items()},
+            interactive={int(slot): int(points) for slot, points in (item.get("interactive") or {}).items()},
             blocked_until=float(item.get("blocked_until", 0)),
             version=int(item.get("version", 0)),
         )
@@ -170,7 +193,8 @@ class PointsBudget:
         """Store ``ledger`` as the next version; False if someone else wrote since it was read."""
         item = {
             **KEY,
-            "spent": {str(slot): points for slot, points in ledger.spent.items()},
+            "background": {str(slot): points for slot, points in ledger.background.items()},
+            "interactive": {str(slot): points for slot, points in ledger.interactive.items()},
             "blocked_until": Decimal(str(round(ledger.blocked_until, 3))),
             "version": ledger.version + 1,
         }
