@@ -34,10 +34,13 @@ BASE = {"TABLE_NAME": "t"}
             "MattermostDefaultMinutes (MATTERMOST_DEFAULT_MINUTES) must not exceed",
         ),
         ({**BASE, "KOMMO_REQUESTS_PER_SECOND": "0"}, "KOMMO_REQUESTS_PER_SECOND must be positive"),
-        ({**BASE, "WHEREBY_POINTS_PER_MINUTE": "lots"}, "WHEREBY_POINTS_PER_MINUTE must be a whole number"),
+        (
+            {**BASE, "WHEREBY_POINTS_PER_MINUTE": "lots"},
+            "WherebyPointsPerMinute (WHEREBY_POINTS_PER_MINUTE) must be a whole number",
+        ),
         (
             {**BASE, "WHEREBY_POINTS_PER_MINUTE": "30", "WHEREBY_CHAT_RESERVE_POINTS": "28"},
-            "WHEREBY_CHAT_RESERVE_POINTS must leave the background at least 3 points",
+            "WherebyChatReservePoints (WHEREBY_CHAT_RESERVE_POINTS) must leave the background at least 3 points",
         ),
     ],
 )

@@ -356,7 +356,7 @@ def test_a_handed_back_close_overtaken_by_the_deal_coming_back_still_leaves_the_
     [first] = whereby_sim.meetings()
     post(stack, "/kommo/close", stage_body([802], status=LOST, at=1_767_225_060))
     post(stack, "/kommo/stage", stage_body([802], at=1_767_225_120))  # back into Demo a minute later
-    whereby_sim.fail_next(1, status=429, retry_after=30, method="DELETE")
+    whereby_sim.fail_next(1, status=429, retry_after=11, method="DELETE")  # longer than a call waits (10 s)
     stack.drain()
     lines = log_lines()
     # The close was recorded before Whereby throttled its delete, so the deal's return finds its slot free and
