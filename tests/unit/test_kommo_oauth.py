@@ -129,3 +129,13 @@ def test_a_long_lived_token_is_never_refreshed(stack, kommo_sim):
     runtime.kommo().add_note(7, "hello")
     assert kommo_sim.refresh_calls == 0
     assert len(kommo_sim.notes(7)) == 1
+
+
+def test_the_sweepers_keep_alive_runs_even_when_the_whereby_key_cannot_be_read(stack, kommo_sim, oauth):
+    # The Whereby secret is broken: the sweep fails (and is counted), but the Kommo pair is still renewed, or three
+    # months of failing sweeps would also lose the Kommo integration.
+    oauth.put_secret_value(SecretId=stack.stack.refs["WherebySecret"], SecretString="{not json")
+    with pytest.raises(Exception, match="not valid JSON"):
+        stack.invoke("SweeperFunction", {"source": "schedule"})
+    assert kommo_sim.refresh_calls == 1
+    assert stored_secret(stack, oauth)["kommo_refresh_token"] == kommo_sim.current_refresh_token

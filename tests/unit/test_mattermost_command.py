@@ -285,8 +285,10 @@ def test_only_users_mattermost_resolved_are_invited(stack, whereby_sim):
     assert "Not invited: @\u200dnobody." in host["text"]
 
 
-def test_mention_lists_that_do_not_pair_invite_nobody(stack, whereby_sim):
-    answer = with_mentions(stack, "Sync @alice 30m", "alice", ids=[])
+@pytest.mark.parametrize("ids", [[], ["k1x4aqdjy3813c84m771eoc9xo"]], ids=["no-ids", "two-names-one-id"])
+def test_mention_lists_that_do_not_pair_invite_nobody(stack, whereby_sim, ids):
+    # Paired by position: with a name or an id missing, which id is whose cannot be known.
+    answer = with_mentions(stack, "Sync @alice @bob 30m", "alice", "bob", ids=ids)
     assert answer["response_type"] == "in_channel" and "Invited" not in answer["text"]
     assert not any(live_mentions(text) for text in shown_texts(answer))
 

@@ -262,8 +262,8 @@ def test_any_duration_shaped_word_is_a_room_or_a_hint(word):
 
 
 def test_a_huge_word_is_parsed_like_any_other_and_stays_out_of_the_room_name():
-    # Before the URL check read only a word's start, this one word took minutes: longer than Mattermost waits.
-    command = parse("Review https://" + "a." * 30_000 + "b/ 30m", LIMITS)
+    # The URL check reads a word's first 256 characters: over all of "a.a.a…" it took 13 s for 30,000 characters.
+    command = parse("Review " + "a." * 15_000 + " www.example.com/x" + " 30m", LIMITS)
     assert isinstance(command, StartRoom)
     assert command.minutes == 30
-    assert "http" not in command.slug_source and len(command.topic) <= 500
+    assert "example" not in command.slug_source and len(command.topic) <= 500
