@@ -510,7 +510,8 @@ class LocalStack(StartStop):
             if path.startswith("/kommo/"):
                 url += f"?token={self.webhook_token}"
             elif path.startswith("/mattermost/"):
-                url += f"  (form field token={self.mattermost_token})"
+                team = next(iter(LOCAL_SECRET["mattermost_tokens"]))
+                url += f"  (form fields token={self.mattermost_token}, team_id={team})"
             reason = load_error(self.functions, function)
             status = f"  [502 until it loads: {reason}]" if reason else ""
             lines.append(f"  {method:<5}{url}  -> {function}{status}")
