@@ -34,6 +34,7 @@ import boto3
 from botocore.client import BaseClient
 from moto import mock_aws
 
+from bench.webhook_and_e2e import stage_body
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
 from devstack.lambda_events import sqs_event
@@ -84,21 +85,6 @@ class Figures:
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
-def stage_body(first_lead: int, count: int) -> bytes:
-    fields: list[tuple[str, str]] = [("account[subdomain]", DEMO_SUBDOMAIN), ("account[id]", DEMO_ACCOUNT_ID)]
-    for i in range(count):
-        lead = first_lead + i
-        fields += [
-            (f"leads[status][{i}][id]", str(lead)),
-            (f"leads[status][{i}][name]", f"Deal {lead}"),
-            (f"leads[status][{i}][status_id]", str(DEMO_STATUS)),
-            (f"leads[status][{i}][old_status_id]", "1"),
-            (f"leads[status][{i}][pipeline_id]", "788512"),
-            (f"leads[status][{i}][updated_at]", str(1_700_000_000 + i)),
-        ]
-    return urlencode(fields).encode()
 
 
 def command_body(n: int) -> bytes:
@@ -280,7 +266,7 @@ class BulkMove:
                 "/kommo/stage",
                 query=urlencode({"token": LOCAL_SECRET["kommo_webhook_token"]}),
                 headers=FORM,
-                body=stage_body(FIRST_LEAD + first, count),
+                body=stage_body(FIRST_LEAD + first, count, DEMO_STATUS, DEMO_SUBDOMAIN),
             )
             assert response["statusCode"] == 200, response
             at = time.time()

@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from tests.conftest import DEMO_STATUS, SECRET, SUBDOMAIN
+from tests.conftest import DEMO_STATUS, SECRET
+from tests.kommo_bodies import delete_body, pipeline_body, restore_body, status_body
 
 pytestmark = pytest.mark.reliability
 
@@ -124,7 +125,7 @@ class DealMachine(RuleBasedStateMachine):
         self.kommo_sim.move_lead(deal.lead_id, status, 7712345, at=at)  # and its event log has the change
         COVERAGE["webhook missed" if not delivered else f"moved to {status}"] += 1
         if delivered:
-            body = _status_body(deal.lead_id, status, at)
+            body = status_body(deal.lead_id, status, at)
             self._post("/kommo/stage", body)
             self._post("/kommo/close", body)
 
@@ -137,7 +138,7 @@ class DealMachine(RuleBasedStateMachine):
         COVERAGE["deleted"] += 1
         self.kommo_sim.delete_lead(deal.lead_id, at=self._tick())
         if delivered:
-            self._post("/kommo/close", _delete_body(deal.lead_id, deal.status))
+            self._post("/kommo/close", delete_body(deal.lead_id, deal.status))
 
     @rule(which=st.sampled_from(DEALS), route=st.sampled_from(["/kommo/stage", "/kommo/close"]), delivered=DELIVERED)
     def restore(self, which: int, route: str, delivered: bool) -> None:
@@ -149,12 +150,12 @@ class DealMachine(RuleBasedStateMachine):
         COVERAGE["restored"] += 1
         self.kommo_sim.restore_lead(deal.lead_id, at=at)
         if delivered:
-            self._post(route, _restore_body(deal.lead_id, deal.status, at))
+            self._post(route, restore_body(deal.lead_id, deal.status, at))
 
     @rule(which=st.sampled_from(DEALS))
     def pipeline_hook(self, which: int) -> None:
         """A Digital Pipeline hook for entering Demo: no time in the body; maybe current, maybe a late redelivery."""
-        self._post("/kommo/stage", _pipeline_body(self.world.deals[which].lead_id, DEMO_STATUS))
+        self._post("/kommo/stage", pipeline_body(self.world.deals[which].lead_id, DEMO_STATUS))
 
     @precondition(lambda self: len(self.world.sent) % 3 == 1)
     @rule(data=st.data())
@@ -301,59 +302,6 @@ class DealMachine(RuleBasedStateMachine):
 @functools.cache
 def _table(name: str):
     return boto3.resource("dynamodb", region_name="eu-west-1").Table(name)
-
-
-def _status_body(lead: int, status: int, at: int) -> bytes:
-    return urlencode(
-        [
-            ("leads[status][0][id]", str(lead)),
-            ("leads[status][0][name]", "Demo call - ACME"),
-            ("leads[status][0][status_id]", str(status)),
-            ("leads[status][0][pipeline_id]", "7712345"),
-            ("leads[status][0][updated_at]", str(at)),
-            ("leads[status][0][last_modified]", str(at)),
-            ("account[subdomain]", SUBDOMAIN),
-            ("account[id]", "16503244"),
-        ]
-    ).encode()
-
-
-def _delete_body(lead: int, status: int) -> bytes:
-    return urlencode(
-        [
-            ("account[subdomain]", SUBDOMAIN),
-            ("account[id]", "16503244"),
-            ("leads[delete][0][id]", str(lead)),
-            ("leads[delete][0][status_id]", str(status)),
-            ("leads[delete][0][pipeline_id]", "7712345"),
-        ]
-    ).encode()
-
-
-def _restore_body(lead: int, status: int, at: int) -> bytes:
-    return urlencode(
-        [
-            ("leads[restore][0][id]", str(lead)),
-            ("leads[restore][0][status_id]", str(status)),
-            ("leads[restore][0][pipeline_id]", "7712345"),
-            ("leads[restore][0][last_modified]", str(at)),
-            ("account[subdomain]", SUBDOMAIN),
-        ]
-    ).encode()
-
-
-def _pipeline_body(lead: int, status: int) -> bytes:
-    return urlencode(
-        [
-            ("leads[status][0][id]", str(lead)),
-            ("leads[status][0][status_id]", str(status)),
-            ("leads[status][0][pipeline_id]", "7712345"),
-            ("leads[status][0][old_status_id]", str(OTHER_STAGE)),
-            ("leads[status][0][old_pipeline_id]", "7712345"),
-            ("account[id]", "16503244"),
-            ("account[subdomain]", SUBDOMAIN),
-        ]
-    ).encode()
 
 
 def test_random_interleavings_keep_every_invariant(stack, whereby_sim, kommo_sim, monkeypatch):

@@ -11,38 +11,9 @@ import boto3
 import pytest
 
 from tests.conftest import DEMO_STATUS, SECRET, SUBDOMAIN
+from tests.kommo_bodies import delete_body, status_body
 
 LEAD = 22890011
-
-
-def status_body(lead: int, status: int, updated_at: int) -> bytes:
-    return urlencode(
-        [
-            ("account[subdomain]", SUBDOMAIN),
-            ("account[id]", "16503244"),
-            ("leads[status][0][id]", str(lead)),
-            ("leads[status][0][name]", "Demo call - ACME"),
-            ("leads[status][0][status_id]", str(status)),
-            ("leads[status][0][old_status_id]", "61234502"),
-            ("leads[status][0][pipeline_id]", "7712345"),
-            ("leads[status][0][updated_at]", str(updated_at)),
-            ("leads[status][0][last_modified]", str(updated_at)),
-        ]
-    ).encode()
-
-
-def delete_body(lead: int) -> bytes:
-    # The 2025 capture: a delete carries only id, status and pipeline.
-    return urlencode(
-        [
-            ("account[subdomain]", SUBDOMAIN),
-            ("account[id]", "16503244"),
-            ("account[_links][self]", f"https://{SUBDOMAIN}.amocrm.ru"),
-            ("leads[delete][0][id]", str(lead)),
-            ("leads[delete][0][status_id]", str(DEMO_STATUS)),
-            ("leads[delete][0][pipeline_id]", "7712345"),
-        ]
-    ).encode()
 
 
 def post(stack, path: str, body: bytes) -> tuple[int, dict]:

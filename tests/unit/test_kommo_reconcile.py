@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -24,6 +23,7 @@ from bridge.kommo_intake import close_job_kind, stage_job_kind
 from bridge.kommo_reconcile import job_for, jobs_for
 from bridge.kommo_webhook import parse_webhook
 from tests.conftest import DEMO_STATUS, STAGE_RULES, SUBDOMAIN
+from tests.kommo_bodies import status_body
 from tests.unit.test_close_and_sweep import post
 
 LEAD = 41170023
@@ -35,20 +35,6 @@ LOST_NOTE = "Video room closed: deal lost."
 
 
 # ----- helpers -----
-
-
-def status_body(lead: int, status: int, updated_at: int) -> bytes:
-    return urlencode(
-        [
-            ("account[subdomain]", SUBDOMAIN),
-            ("account[id]", "16503244"),
-            ("leads[status][0][id]", str(lead)),
-            ("leads[status][0][status_id]", str(status)),
-            ("leads[status][0][old_status_id]", "61234502"),
-            ("leads[status][0][pipeline_id]", "7712345"),
-            ("leads[status][0][updated_at]", str(updated_at)),
-        ]
-    ).encode()
 
 
 def note_heads(kommo_sim, lead: int = LEAD) -> list[str]:

@@ -194,8 +194,6 @@ def _check_kommo_account(subdomain: str, account_id: int | None, base_url: str, 
             "KOMMO_SUBDOMAIN is required when STAGE_RULES or KOMMO_ACCOUNT_ID are set: the bridge calls"
             f" {base_url} and webhooks are matched to the account by it"
         )
-    if not base_url.startswith(("https://", "http://")):
-        raise ConfigError(f"KOMMO_BASE_URL must be an http(s) URL, got {base_url!r}")
 
 
 # The template parameter behind each variable, so that an error names what the operator sets.
@@ -312,7 +310,7 @@ def _stages(env: Mapping[str, str]) -> tuple[dict[int, StageRule], frozenset[int
 def _kommo_account(env: Mapping[str, str], has_rules: bool) -> tuple[str, int | None, str]:
     subdomain = _text(env, "KOMMO_SUBDOMAIN", "").lower()
     account_id = _int(env, "KOMMO_ACCOUNT_ID", None, 1)
-    base_url = _text(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL)
+    base_url = _url(env, "KOMMO_BASE_URL", DEFAULT_KOMMO_BASE_URL)
     _check_kommo_account(subdomain, account_id, base_url, has_rules)
     return subdomain, account_id, base_url
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 
 from bridge.config import Settings, StageRule
 from bridge.errors import PeerUnavailable, Rejected, Unauthorized
@@ -224,7 +225,9 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
         if room is None or room.state == DELETED:
             closed += 1  # done by an earlier try, or by the sweeper
             continue
-        if room.meeting_id and not _delete_at_whereby(room, ports):
+        if room.meeting_id and not _once(
+            f"deleting room {room.room_key} at Whereby", partial(ports.whereby.delete_meeting, room.meeting_id)
+        ):
             continue  # refused for good: the record stays live, so the sweeper tries again when it expires
         ports.store.mark_deleted(room.room_key)
         closed += 1
@@ -257,18 +260,6 @@ def _begin_close(job: Job, slots: Mapping[str, str], unfinished: Closing | None,
     if not ports.store.begin_close(owner, closing, list(slots)):
         return None
     return closing
-
-
-def _delete_at_whereby(room: Room, ports: DealPorts) -> bool:
-    try:
-        ports.whereby.delete_meeting(room.meeting_id)
-    except Rejected as exc:
-        if isinstance(exc, Unauthorized):
-            raise
-        count("PermanentFailures")
-        logger.error("whereby refused to delete a room", extra={"room_key": room.room_key, "reason": str(exc)})
-        return False
-    return True
 
 
 def restore_lead(job: Job, settings: Settings, ports: DealPorts, attempts: int = 3) -> str:
