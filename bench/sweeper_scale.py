@@ -61,7 +61,7 @@ def bench_stack(whereby_url: str) -> Iterator[dict[str, str]]:
 
 def fill(table_name: str, size: int, expired_share: float, now: int) -> int:
     from bridge import runtime
-    from bridge.meetings import Room, lead_owner
+    from bridge.store.meetings import Room, lead_owner
 
     store = runtime.store()
     table = boto3.resource("dynamodb", region_name=REGION).Table(table_name)
@@ -110,7 +110,7 @@ def our_find(now: int) -> tuple[int, float]:
 
 def our_sweep() -> tuple[int, int, float]:
     from bridge import runtime
-    from bridge.sweeper import sweep
+    from bridge.whereby.sweeper import sweep
 
     store = runtime.store()
     scanned: list[int] = []

@@ -58,8 +58,8 @@ def time_requests(send: Callable[[int], None], runs: int, before: Callable[[], N
 def naive_handler(stack: LocalStack) -> Callable[[bytes], None]:
     """The design we replace: parse, create each room, post each note, then answer."""
     from bridge import runtime
-    from bridge.kommo_webhook import parse_webhook
-    from bridge.whereby import RoomRequest
+    from bridge.kommo.webhook import parse_webhook
+    from bridge.whereby.client import RoomRequest
 
     whereby, kommo = runtime.whereby(), runtime.kommo()
 

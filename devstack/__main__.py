@@ -62,7 +62,7 @@ def _required(env: Mapping[str, str], name: str, flag: str) -> str:
 
 
 def _check_stage_rules(raw: str) -> None:
-    from bridge.config import ConfigError, parse_stage_rules
+    from bridge.core.config import ConfigError, parse_stage_rules
 
     try:
         parse_stage_rules(raw)

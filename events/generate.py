@@ -112,7 +112,7 @@ def stage_http_event(body: bytes) -> dict[str, Any]:
 
 def worker_sqs_event(stage: dict[str, str], template: dict[str, Any]) -> dict[str, Any]:
     """What the SQS event source mapping hands WorkerFunction: one ensure_room job for the sample's lead."""
-    from bridge.jobs import ENSURE_ROOM, Job
+    from bridge.kommo.jobs import ENSURE_ROOM, Job
 
     lead = "leads[status][0]"
     job = Job(

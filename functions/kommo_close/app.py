@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bridge import kommo_intake
-from bridge.observability import logger, metrics
+from bridge.core.observability import logger, metrics
+from bridge.kommo import intake as kommo_intake
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -6,8 +6,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bridge import runtime
-from bridge.kommo_reconcile import reconcile
-from bridge.observability import logger, metrics
+from bridge.core.observability import logger, metrics
+from bridge.kommo.reconcile import reconcile
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bridge import mattermost_command
-from bridge.observability import logger, metrics
+from bridge.chat import mattermost as mattermost_command
+from bridge.core.observability import logger, metrics
 
 
 @logger.inject_lambda_context(clear_state=True)

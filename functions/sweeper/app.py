@@ -6,8 +6,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bridge import runtime
-from bridge.observability import logger, metrics
-from bridge.sweeper import close_all_clock, scheduled_run
+from bridge.core.observability import logger, metrics
+from bridge.whereby.sweeper import close_all_clock, scheduled_run
 
 
 @logger.inject_lambda_context(clear_state=True)

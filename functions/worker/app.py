@@ -4,8 +4,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bridge import job_runner
-from bridge.observability import logger, metrics
+from bridge.core.observability import logger, metrics
+from bridge.kommo import job_runner
 
 
 @logger.inject_lambda_context(clear_state=True)

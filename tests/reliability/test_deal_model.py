@@ -213,8 +213,8 @@ class DealMachine(RuleBasedStateMachine):
     @rule(hours=st.sampled_from([0, 0.5, 2]))
     def sweep(self, hours: float) -> None:
         from bridge import runtime
-        from bridge.errors import PeerUnavailable
-        from bridge.sweeper import sweep
+        from bridge.core.errors import PeerUnavailable
+        from bridge.whereby.sweeper import sweep
 
         try:
             sweep(runtime.store(), runtime.whereby(), runtime.settings(), clock=lambda: time.time() + hours * 3600)
@@ -241,7 +241,7 @@ class DealMachine(RuleBasedStateMachine):
 
     def _settle_and_check(self) -> None:
         from bridge import runtime
-        from bridge.sweeper import sweep
+        from bridge.whereby.sweeper import sweep
 
         self.whereby_sim.reset_faults()
         self.kommo_sim.reset_faults()

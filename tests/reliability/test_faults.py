@@ -80,7 +80,7 @@ def test_with_20_percent_peer_faults_every_event_ends_done_or_dead_lettered_and_
     stack, whereby_sim, kommo_sim, reliability_size
 ):
     from bridge import runtime
-    from bridge.sweeper import sweep
+    from bridge.whereby.sweeper import sweep
 
     whereby_sim.set_fault_rate(0.2, seed=7, kinds=("500", "429", "timeout"), timeout_delay=0.3)
     kommo_sim.set_fault_rate(0.2, seed=11, kinds=("500", "429", "html", "timeout"), timeout_delay=0.3)
@@ -220,7 +220,7 @@ def test_random_mattermost_bodies_never_get_a_5xx(stack, whereby_sim, body, toke
 @fuzz
 @given(body=form_bodies)
 def test_the_kommo_parser_only_ever_raises_its_own_error(body):
-    from bridge.kommo_webhook import MalformedWebhook, parse_webhook
+    from bridge.kommo.webhook import MalformedWebhook, parse_webhook
 
     with contextlib.suppress(MalformedWebhook):
         parse_webhook(body)

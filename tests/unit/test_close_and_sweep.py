@@ -64,7 +64,7 @@ def test_a_deal_that_enters_demo_and_is_lost_a_second_later_leaks_nothing(stack,
     stack.drain()
     assert whereby_sim.meetings() == []
     # Kommo retries the stage event an hour later: the deal has moved on, no room comes back.
-    from bridge.jobs import ENSURE_ROOM, Job
+    from bridge.kommo.jobs import ENSURE_ROOM, Job
 
     job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD, "status", DEMO_STATUS, 1_767_225_000)
     boto3.client("sqs", region_name="eu-west-1").send_message(
@@ -83,7 +83,7 @@ def test_a_reopened_deal_gets_a_new_room_and_an_old_lost_event_does_not_close_it
     stack.drain()
     open_room(stack, at=300)
     assert len(whereby_sim.meetings()) == 1
-    from bridge.jobs import CLOSE_ROOMS, Job
+    from bridge.kommo.jobs import CLOSE_ROOMS, Job
 
     stale = Job(CLOSE_ROOMS, SUBDOMAIN, LEAD, "status", 143, 200)
     boto3.client("sqs", region_name="eu-west-1").send_message(
@@ -135,7 +135,7 @@ def test_sweeper_deletes_rooms_whose_time_is_up(stack, whereby_sim):
     open_room(stack)
     summary = stack.invoke("SweeperFunction", {"source": "schedule"})
     assert summary["deleted"] == 0 and len(whereby_sim.meetings()) == 1
-    from bridge.sweeper import sweep
+    from bridge.whereby.sweeper import sweep
 
     summary = sweep(*ports(), clock=later(2 * 3600)).as_dict()
     assert summary["deleted"] == 1
@@ -144,8 +144,8 @@ def test_sweeper_deletes_rooms_whose_time_is_up(stack, whereby_sim):
 
 
 def test_sweeper_reads_only_the_expired_records(stack, whereby_sim):
-    from bridge.meetings import Room, lead_owner
-    from bridge.sweeper import sweep
+    from bridge.store.meetings import Room, lead_owner
+    from bridge.whereby.sweeper import sweep
 
     store, whereby, settings = ports()
     now = int(time.time())
@@ -180,8 +180,8 @@ def test_sweeper_reads_only_the_expired_records(stack, whereby_sim):
 
 
 def test_sweeper_deletes_an_orphan_room_that_no_record_owns(stack, whereby_sim):
-    from bridge.sweeper import sweep
-    from bridge.whereby import RoomRequest, room_prefix
+    from bridge.whereby.client import RoomRequest, room_prefix
+    from bridge.whereby.sweeper import sweep
 
     store, whereby, settings = ports()
     open_room(stack)
@@ -199,10 +199,10 @@ def test_sweeper_deletes_an_orphan_room_that_no_record_owns(stack, whereby_sim):
 
 def test_sweeper_completes_a_record_left_half_done_by_a_crash(stack, whereby_sim, kommo_sim):
     """A worker died between Whereby's 201 and the record: the sweep finishes the record, the retry the note."""
-    from bridge.deal_rooms import DealPorts, run_job
-    from bridge.jobs import ENSURE_ROOM, Job
-    from bridge.meetings import MeetingsStore
-    from bridge.sweeper import sweep
+    from bridge.kommo.deal_rooms import DealPorts, run_job
+    from bridge.kommo.jobs import ENSURE_ROOM, Job
+    from bridge.store.meetings import MeetingsStore
+    from bridge.whereby.sweeper import sweep
 
     store, whereby, settings = ports()
 
@@ -233,7 +233,7 @@ def test_sweeper_completes_a_record_left_half_done_by_a_crash(stack, whereby_sim
 
 
 def test_a_429_in_the_middle_of_a_sweep_stops_it_and_the_next_run_finishes(stack, whereby_sim):
-    from bridge.sweeper import sweep
+    from bridge.whereby.sweeper import sweep
 
     for lead in range(1, 6):
         open_room(stack, lead=lead)

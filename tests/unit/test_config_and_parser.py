@@ -7,8 +7,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bridge.config import ConfigError, settings_from
-from bridge.kommo_webhook import MalformedWebhook, parse_nested_form, parse_webhook
+from bridge.core.config import ConfigError, settings_from
+from bridge.kommo.webhook import MalformedWebhook, parse_nested_form, parse_webhook
 from tests.conftest import KOMMO_SAMPLES
 
 BASE = {"TABLE_NAME": "t"}

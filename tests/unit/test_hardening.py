@@ -89,7 +89,7 @@ def test_a_flat_token_list_is_refused_by_name_unless_exactly_one_team_is_allowed
     flat = {"mattermost_tokens": ["legacy-flat-token-00000000"]}
     secrets.put_secret_value(SecretId=stack.stack.refs["MattermostSecret"], SecretString=json.dumps(flat))
     use_setting(stack, monkeypatch, MATTERMOST_TEAM_IDS="")
-    from bridge import mattermost_command
+    from bridge.chat import mattermost as mattermost_command
 
     mattermost_command.token_gate.forget()
     refused = mattermost(stack, "legacy-flat-token-00000000", WEATHER_TEAM, "Hi")
@@ -107,7 +107,7 @@ def test_a_flat_token_list_is_refused_by_name_unless_exactly_one_team_is_allowed
 # 2. A slot whose record the TTL purged means "no room" ---------------------------------------------------------
 def test_a_deal_that_comes_back_after_its_room_record_was_purged_gets_a_new_room(stack, whereby_sim, kommo_sim):
     from bridge import runtime
-    from bridge.sweeper import sweep
+    from bridge.whereby.sweeper import sweep
 
     open_room(stack, at=100)
     sweep(runtime.store(), runtime.whereby(), runtime.settings(), clock=lambda: time.time() + 2 * 3600)
@@ -178,8 +178,8 @@ def test_a_refused_sweep_cursor_restarts_the_walk_and_orphans_are_still_deleted(
     from datetime import UTC, datetime
 
     from bridge import runtime
-    from bridge.sweeper import sweep
-    from bridge.whereby import RoomRequest, room_prefix
+    from bridge.whereby.client import RoomRequest, room_prefix
+    from bridge.whereby.sweeper import sweep
 
     store, whereby = runtime.store(), runtime.whereby()
     orphan = whereby.create_meeting(
@@ -195,7 +195,7 @@ def test_a_refused_sweep_cursor_restarts_the_walk_and_orphans_are_still_deleted(
 
 def test_a_failed_sweep_still_keeps_kommo_oauth_alive(stack, whereby_sim, kommo_sim):
     from bridge import runtime
-    from bridge.sweeper import scheduled_run
+    from bridge.whereby.sweeper import scheduled_run
 
     renewed: list[bool] = []
     whereby_sim.fail_next(20, status=401)  # the Whereby key was revoked: every call fails
@@ -268,7 +268,7 @@ _pairs = st.lists(st.tuples(st.one_of(_lead_keys, _lead_keys, _noise_keys), _val
 @settings(max_examples=400, deadline=None)
 @given(pairs=_pairs, account=st.booleans())
 def test_the_parser_answers_every_nested_body_with_events_or_its_own_error(pairs, account):
-    from bridge.kommo_webhook import MalformedWebhook, parse_webhook
+    from bridge.kommo.webhook import MalformedWebhook, parse_webhook
 
     body = urlencode([*([("account[subdomain]", SUBDOMAIN)] if account else []), *pairs]).encode()
     try:
@@ -286,7 +286,7 @@ def test_the_parser_property_reaches_lead_events():
     """The strategy above must produce bodies with lead events, or the property says nothing about the casts."""
     from hypothesis import find
 
-    from bridge.kommo_webhook import MalformedWebhook, parse_webhook
+    from bridge.kommo.webhook import MalformedWebhook, parse_webhook
 
     def has_events(pairs: list[tuple[str, str]]) -> bool:
         try:
@@ -418,14 +418,14 @@ def _list(statement: dict) -> list[str]:
     ],
 )
 def test_kommo_settings_that_cannot_work_fail_naming_the_setting(env, message):
-    from bridge.config import ConfigError, settings_from
+    from bridge.core.config import ConfigError, settings_from
 
     with pytest.raises(ConfigError, match=message):
         settings_from({"TABLE_NAME": "t", **env}).require("kommo")
 
 
 def test_an_account_id_with_a_fixed_base_url_needs_no_subdomain():
-    from bridge.config import settings_from
+    from bridge.core.config import settings_from
 
     settings = settings_from({"TABLE_NAME": "t", "KOMMO_ACCOUNT_ID": "1", "KOMMO_BASE_URL": "https://acme.amocrm.ru"})
     assert settings.kommo_api_url == "https://acme.amocrm.ru"
@@ -478,7 +478,7 @@ def test_a_close_note_whose_answer_was_lost_is_not_posted_twice(stack, whereby_s
 
 def test_a_room_whose_creation_answer_was_lost_is_swept_and_the_deal_keeps_one_room(stack, whereby_sim, kommo_sim):
     from bridge import runtime
-    from bridge.sweeper import sweep
+    from bridge.whereby.sweeper import sweep
 
     whereby_sim.fail_next(1, status=0, method="POST", lost_answer=True)  # Whereby made a room nobody recorded
     post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))

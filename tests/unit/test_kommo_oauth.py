@@ -56,7 +56,7 @@ def test_a_token_due_for_renewal_is_refreshed_saved_and_then_used(stack, kommo_s
 
 def test_concurrent_refresh_attempts_make_one_refresh_call(stack, kommo_sim, oauth, atomic_dynamodb):
     from bridge import runtime
-    from bridge.kommo_auth import KommoTokens, SecretWriter, TokenLease
+    from bridge.kommo.auth import KommoTokens, SecretWriter, TokenLease
 
     settings = runtime.settings()
     tokens: list[str] = []
@@ -101,8 +101,8 @@ def test_a_401_rereads_the_secret_and_refreshes_once(stack, kommo_sim, oauth):
 
 def test_a_crash_between_refresh_and_save_ends_in_a_clear_error_not_in_silence(stack, kommo_sim, oauth, log_lines):
     from bridge import runtime
-    from bridge.errors import PeerUnavailable
-    from bridge.kommo_auth import KommoAuthLost
+    from bridge.core.errors import PeerUnavailable
+    from bridge.kommo.auth import KommoAuthLost
 
     class Crash(Exception):
         pass

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.config import ConfigError, settings_from
-from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
-from bridge.kommo import LEAD_DELETED, LEAD_RESTORED, LEAD_STATUS_CHANGED, KommoEvent
-from bridge.kommo_intake import close_job_kind, stage_job_kind
-from bridge.kommo_reconcile import job_for, jobs_for
-from bridge.kommo_webhook import parse_webhook
+from bridge.core.config import ConfigError, settings_from
+from bridge.kommo.client import LEAD_DELETED, LEAD_RESTORED, LEAD_STATUS_CHANGED, KommoEvent
+from bridge.kommo.intake import close_job_kind, stage_job_kind
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
+from bridge.kommo.reconcile import job_for, jobs_for
+from bridge.kommo.webhook import parse_webhook
 from tests.conftest import DEMO_STATUS, STAGE_RULES, SUBDOMAIN
 from tests.kommo_bodies import status_body
 from tests.unit.test_close_and_sweep import post
@@ -73,7 +73,7 @@ def run(stack) -> dict:
 def run_at(now: float, max_pages: int = 20):
     """One run with the clock at ``now`` (the use-case with the function's own ports)."""
     from bridge import runtime
-    from bridge.kommo_reconcile import reconcile
+    from bridge.kommo.reconcile import reconcile
 
     ports = (runtime.kommo_reconcile(), runtime.job_queue(), runtime.store(), runtime.settings())
     return reconcile(*ports, clock=lambda: now, max_pages=max_pages)
@@ -315,7 +315,7 @@ def test_a_window_cut_short_by_the_page_cap_keeps_the_checkpoint_and_says_so(
     from bridge import runtime
 
     runtime.reset()
-    from bridge.observability import metrics
+    from bridge.core.observability import metrics
 
     metrics.clear_metrics()  # direct runs of earlier tests add to the same process-wide metrics, unflushed
 
@@ -340,7 +340,7 @@ def test_a_window_cut_short_by_the_page_cap_keeps_the_checkpoint_and_says_so(
 def test_the_reconcilers_kommo_calls_are_spaced_at_its_configured_rate(stack, kommo_sim):
     """At the default 1 request/s: with the two workers' 2 x 3/s, Kommo's 7/s per integration holds."""
     from bridge import runtime
-    from bridge.meetings import ReconcileState
+    from bridge.store.meetings import ReconcileState
 
     assert runtime.settings().kommo_reconcile_requests_per_second == 1.0
     runtime.store().save_reconcile_state(ReconcileState(checkpoint=int(time.time()) - 2 * 3600))
@@ -358,7 +358,7 @@ def test_the_reconcilers_kommo_calls_are_spaced_at_its_configured_rate(stack, ko
 
 def test_of_two_runs_at_once_the_one_that_got_further_keeps_its_checkpoint(stack):
     from bridge import runtime
-    from bridge.meetings import ReconcileState
+    from bridge.store.meetings import ReconcileState
 
     store = runtime.store()
     store.save_reconcile_state(ReconcileState(checkpoint=2_000, seen={"b": 1_990}))

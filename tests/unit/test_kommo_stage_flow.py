@@ -79,7 +79,7 @@ def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereb
     stack.drain()
     # An hour later SQS's deduplication window is long gone; the table still knows the room.
     sqs = boto3.client("sqs", region_name="eu-west-1")
-    from bridge.jobs import ENSURE_ROOM, Job
+    from bridge.kommo.jobs import ENSURE_ROOM, Job
 
     job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD_ID, "status", DEMO_STATUS, 1615985846)
     sqs.send_message(
@@ -113,8 +113,8 @@ def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim, atom
 def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
     """Two workers running the same job at once (a redelivery racing the first try): one room."""
     from bridge import runtime
-    from bridge.deal_rooms import DealPorts, run_job
-    from bridge.jobs import ENSURE_ROOM, Job
+    from bridge.kommo.deal_rooms import DealPorts, run_job
+    from bridge.kommo.jobs import ENSURE_ROOM, Job
 
     job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD_ID, "status", DEMO_STATUS, 1615985846)
     ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())

@@ -359,7 +359,8 @@ def test_both_tokens_work_during_a_rotation_and_the_retired_one_is_refused_after
 
 
 def test_a_token_just_added_to_the_secret_works_before_the_cached_secret_expires(stack, whereby_sim, monkeypatch):
-    from bridge import mattermost_command, runtime
+    from bridge import runtime
+    from bridge.chat import mattermost as mattermost_command
 
     monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "300")  # the production cache
     runtime.reset()
@@ -376,7 +377,7 @@ def test_a_token_just_added_to_the_secret_works_before_the_cached_secret_expires
 
 
 def test_unknown_tokens_re_read_the_secret_at_most_every_30_seconds():
-    from bridge.mattermost_command import TokenGate
+    from bridge.chat.mattermost import TokenGate
 
     reads: list[bool] = []
     now = [1000.0]
@@ -524,9 +525,10 @@ def test_whereby_not_answering_gets_a_sentence_and_leaves_nothing_active(stack, 
 
 
 def test_whereby_timing_out_gets_a_sentence_and_leaves_nothing_active(stack, whereby_sim):
-    from bridge import mattermost_command, runtime
-    from bridge.peer_http import RetryPolicy
-    from bridge.whereby import WherebyClient
+    from bridge import runtime
+    from bridge.chat import mattermost as mattermost_command
+    from bridge.core.peer_http import RetryPolicy
+    from bridge.whereby.client import WherebyClient
 
     # The production policy waits 8 s per attempt; the same client with a short read timeout shows the same path.
     quick = RetryPolicy(attempts=2, connect_timeout=1.0, read_timeout=0.3, backoff=0.01, max_wait=0.1)

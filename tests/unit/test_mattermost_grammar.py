@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.mattermost_command import prefix_for
-from bridge.mattermost_grammar import (
+from bridge.chat.grammar import (
     DEFAULT_TOPIC,
     MAX_TOPIC_CHARS,
     EndRoom,
@@ -22,7 +21,8 @@ from bridge.mattermost_grammar import (
     parse,
     room_key_in,
 )
-from bridge.whereby import PREFIX_MAX, ROOM_KEY_PATTERN
+from bridge.chat.mattermost import prefix_for
+from bridge.whereby.client import PREFIX_MAX, ROOM_KEY_PATTERN
 
 LIMITS = Limits(default_minutes=60, max_minutes=480)
 KEY = "zabcdefghij"

@@ -103,7 +103,7 @@ def test_why_names_each_dead_lettered_job_and_its_reason(stack, whereby_sim):
 # make delete / close-all ---------------------------------------------------------------------------------------
 def test_close_all_walks_the_whole_room_list_until_nothing_of_ours_is_left(stack, whereby_sim, monkeypatch):
     from bridge import runtime
-    from bridge.whereby import RoomRequest, room_prefix
+    from bridge.whereby.client import RoomRequest, room_prefix
     from devstack.operations import close_everything
 
     monkeypatch.setenv("SWEEP_MAX_PAGES", "1")  # one page of 100 a run: the walk spans runs

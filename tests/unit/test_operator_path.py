@@ -38,7 +38,7 @@ def hook(stack, token: str, lead: int = 1) -> int:
 )
 def test_a_placeholder_pasted_into_the_kommo_secret_is_refused_naming_its_key(stack, key, placeholder):
     from bridge import runtime
-    from bridge.credentials import SecretError, kommo_credentials
+    from bridge.store.credentials import SecretError, kommo_credentials
 
     put_secret(stack, "BridgeSecret", {"kommo_access_token": SECRET["kommo_access_token"], key: placeholder})
     with pytest.raises(SecretError, match=f"'{key}' holds a placeholder"):
@@ -47,7 +47,7 @@ def test_a_placeholder_pasted_into_the_kommo_secret_is_refused_naming_its_key(st
 
 def test_the_runbooks_two_secret_examples_parse_as_what_they_say(stack):
     from bridge import runtime
-    from bridge.credentials import kommo_credentials
+    from bridge.store.credentials import kommo_credentials
 
     put_secret(stack, "BridgeSecret", {"kommo_access_token": "eyJhbGciOiJSUzI1NiJ9.long-lived"})
     assert not kommo_credentials(runtime.settings()).uses_oauth
@@ -65,7 +65,7 @@ def test_the_runbooks_two_secret_examples_parse_as_what_they_say(stack):
 
 def test_a_placeholder_command_token_is_refused_by_name_and_admits_nobody(stack, caplog):
     put_secret(stack, "MattermostSecret", {"mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["<token>"]}})
-    from bridge import mattermost_command
+    from bridge.chat import mattermost as mattermost_command
 
     mattermost_command.token_gate.forget()
     body = urlencode({"token": "<token>", "team_id": "wx4zz8t4ttgmtxqiwfohijayzc", "channel_id": "c", "user_id": "u"})
@@ -164,7 +164,7 @@ def test_a_stack_that_can_work_deploys(given):
 # One bad setting stops only what uses it ---------------------------------------------------------------------------
 def test_a_bad_mattermost_setting_leaves_the_kommo_webhooks_working(stack, monkeypatch):
     from bridge import runtime
-    from bridge.config import ConfigError
+    from bridge.core.config import ConfigError
 
     monkeypatch.setenv("MATTERMOST_DEFAULT_MINUTES", "900")  # above MattermostMaxMinutes (480)
     runtime.reset()

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
-from bridge.kommo import KommoClient, RequestSpacer
-from bridge.peer_http import RetryPolicy
-from bridge.whereby import ROOM_KEY_PATTERN, RoomRequest, WherebyClient, room_prefix, slug
+from bridge.core.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
+from bridge.core.peer_http import RetryPolicy
+from bridge.kommo.client import KommoClient, RequestSpacer
+from bridge.whereby.client import ROOM_KEY_PATTERN, RoomRequest, WherebyClient, room_prefix, slug
 from tests.conftest import SECRET
 
 FAST = RetryPolicy(attempts=3, connect_timeout=1, read_timeout=0.5, backoff=0.01, max_wait=2.0)

@@ -54,7 +54,7 @@ def table():
 
 
 def budget_of(table, time: FakeTime | None = None, points: int = 100, reserve: int = 30, window: float = 60.0):
-    from bridge.whereby_budget import PointsBudget
+    from bridge.whereby.budget import PointsBudget
 
     if time is None:
         return PointsBudget(table, points, reserve, window)
@@ -62,7 +62,7 @@ def budget_of(table, time: FakeTime | None = None, points: int = 100, reserve: i
 
 
 def takes_until_refused(budget, points: int, *, interactive: bool) -> int:
-    from bridge.errors import BudgetExhausted
+    from bridge.core.errors import BudgetExhausted
 
     granted = 0
     while True:
@@ -100,7 +100,7 @@ _clock_bases = itertools.count(1_800_000_000, 100_000)  # each example far from 
     )
 )
 def test_no_minute_ever_sees_more_than_the_plan_and_the_background_never_touches_the_reserve(table, calls):
-    from bridge.errors import BudgetExhausted
+    from bridge.core.errors import BudgetExhausted
 
     time = FakeTime(float(next(_clock_bases)))
     budget = budget_of(table, time)
@@ -133,7 +133,7 @@ def test_two_workers_taking_at_once_never_overspend(table, atomic_dynamodb):
     totals: list[int] = []
 
     def worker() -> None:
-        from bridge.errors import BudgetExhausted
+        from bridge.core.errors import BudgetExhausted
 
         mine = 0
         for _ in range(15):
@@ -170,7 +170,7 @@ def test_the_rooms_people_make_do_not_slow_the_bulk_move(table):
 
 
 def test_a_caller_waits_for_points_as_long_as_it_may_then_is_told_when_to_come_back(table):
-    from bridge.errors import BudgetExhausted
+    from bridge.core.errors import BudgetExhausted
 
     time = FakeTime(1_800_000_000.0)
     budget = budget_of(table, time)
@@ -185,7 +185,7 @@ def test_a_caller_waits_for_points_as_long_as_it_may_then_is_told_when_to_come_b
 
 
 def test_a_whereby_429_holds_every_caller_off_for_the_time_it_named(table):
-    from bridge.errors import BudgetExhausted
+    from bridge.core.errors import BudgetExhausted
 
     time = FakeTime(1_800_000_000.0)
     budget = budget_of(table, time)
@@ -203,7 +203,7 @@ def test_a_whereby_429_holds_every_caller_off_for_the_time_it_named(table):
 
 
 def test_jobs_queued_before_hand_backs_existed_still_run_as_the_first_generation():
-    from bridge.jobs import Job
+    from bridge.kommo.jobs import Job
 
     [record] = json.loads((EVENTS / "worker-ensure-room.sqs.json").read_text())["Records"]
     job = Job.from_json(record["body"])
@@ -370,7 +370,7 @@ def test_a_handed_back_close_overtaken_by_the_deal_coming_back_still_leaves_the_
 
 
 def test_a_job_handed_back_a_hundred_times_fails_normally_and_says_why(stack, whereby_sim, log_lines, caplog):
-    from bridge.jobs import ENSURE_ROOM, Job
+    from bridge.kommo.jobs import ENSURE_ROOM, Job
 
     job = Job(ENSURE_ROOM, SUBDOMAIN, 901, "status", DEMO_STATUS, 1_767_225_000, generation=100)
     boto3.client("sqs", region_name=REGION).send_message(

@@ -11,15 +11,15 @@ from functools import lru_cache
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
-from bridge.config import Settings, load_settings
-from bridge.credentials import whereby_api_key
-from bridge.jobs import JobQueue
-from bridge.kommo import KommoClient
-from bridge.kommo_auth import KommoTokens, SecretWriter, TokenLease
-from bridge.meetings import MeetingsStore
-from bridge.peer_http import RetryPolicy
-from bridge.whereby import WherebyClient
-from bridge.whereby_budget import PointsBudget, Spender
+from bridge.core.config import Settings, load_settings
+from bridge.core.peer_http import RetryPolicy
+from bridge.kommo.auth import KommoTokens, SecretWriter, TokenLease
+from bridge.kommo.client import KommoClient
+from bridge.kommo.jobs import JobQueue
+from bridge.store.credentials import whereby_api_key
+from bridge.store.meetings import MeetingsStore
+from bridge.whereby.budget import PointsBudget, Spender
+from bridge.whereby.client import WherebyClient
 
 # Behind API Gateway (29 s) and Mattermost (30 s) a caller is waiting: short timeouts, few retries.
 # Worst case two tries of 3.05 + 6 s plus a 3 s wait: about 21 s, inside the function's 25 s.

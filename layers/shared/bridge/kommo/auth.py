@@ -19,10 +19,10 @@ import boto3
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.config import Settings
-from bridge.credentials import KommoCredentials, kommo_credentials
-from bridge.errors import PeerUnavailable, Unauthorized
-from bridge.observability import count, logger
+from bridge.core.config import Settings
+from bridge.core.errors import PeerUnavailable, Unauthorized
+from bridge.core.observability import count, logger
+from bridge.store.credentials import KommoCredentials, kommo_credentials
 
 RENEW_AHEAD_SECONDS = 3600
 LEASE_SECONDS = 30

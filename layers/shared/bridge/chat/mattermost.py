@@ -19,10 +19,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from botocore.exceptions import ClientError
 
 from bridge import runtime
-from bridge.credentials import SecretError, TeamTokens, mattermost_team_tokens
-from bridge.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
-from bridge.http_api import BadRequest, form_fields, json_response, token_matches
-from bridge.mattermost_grammar import (
+from bridge.chat.grammar import (
     MIN_MINUTES,
     SLUG_FALLBACK,
     Command,
@@ -36,9 +33,12 @@ from bridge.mattermost_grammar import (
     literal,
     parse,
 )
-from bridge.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
-from bridge.observability import count, logger
-from bridge.whereby import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
+from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
+from bridge.core.http_api import BadRequest, form_fields, json_response, token_matches
+from bridge.core.observability import count, logger
+from bridge.store.credentials import SecretError, TeamTokens, mattermost_team_tokens
+from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
+from bridge.whereby.client import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
 
 SOURCE = "mattermost"
 PROVIDER = "whereby"

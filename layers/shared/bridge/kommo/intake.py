@@ -15,13 +15,13 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from bridge import runtime
-from bridge.config import Settings
-from bridge.credentials import SecretError, webhook_tokens
-from bridge.errors import PeerUnavailable
-from bridge.http_api import BadRequest, body_bytes, json_response, token_matches
-from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
-from bridge.kommo_webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
-from bridge.observability import count, logger
+from bridge.core.config import Settings
+from bridge.core.errors import PeerUnavailable
+from bridge.core.http_api import BadRequest, body_bytes, json_response, token_matches
+from bridge.core.observability import count, logger
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
+from bridge.kommo.webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
+from bridge.store.credentials import SecretError, webhook_tokens
 
 STAGE_ACTIONS = ("status", "add")
 

@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from bridge.config import Settings
-from bridge.errors import BridgeError, PeerUnavailable, Throttled
-from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
-from bridge.kommo import LEAD_DELETED, LEAD_RESTORED, LEAD_STATUS_CHANGED, EventsPage, KommoEvent
-from bridge.meetings import ReconcileState
-from bridge.observability import count, logger
+from bridge.core.config import Settings
+from bridge.core.errors import BridgeError, PeerUnavailable, Throttled
+from bridge.core.observability import count, logger
+from bridge.kommo.client import LEAD_DELETED, LEAD_RESTORED, LEAD_STATUS_CHANGED, EventsPage, KommoEvent
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
+from bridge.store.meetings import ReconcileState
 
 EVENT_TYPES = (LEAD_STATUS_CHANGED, LEAD_DELETED, LEAD_RESTORED)
 OVERLAP_SECONDS = 120

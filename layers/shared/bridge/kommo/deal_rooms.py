@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 
-from bridge.config import Settings, StageRule
-from bridge.errors import PeerUnavailable, Rejected, Unauthorized
-from bridge.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
-from bridge.kommo import KommoClient
-from bridge.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
-from bridge.observability import count, logger
-from bridge.whereby import RoomRequest, WherebyClient, room_prefix
+from bridge.core.config import Settings, StageRule
+from bridge.core.errors import PeerUnavailable, Rejected, Unauthorized
+from bridge.core.observability import count, logger
+from bridge.kommo.client import KommoClient
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
+from bridge.store.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
+from bridge.whereby.client import RoomRequest, WherebyClient, room_prefix
 
 WON, LOST = 142, 143
 # Longer than the worker's timeout: a claim younger than this may belong to a worker still running.
@@ -107,7 +107,7 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         current = ports.store.get_room(current_key) if current_key else None
         now = ports.clock()
         if current and current.state == ACTIVE and current.end_at > now:
-            # A close handed back behind this event (bridge.job_handback) must find it applied, or it would
+            # A close handed back behind this event (bridge.kommo.job_handback) must find it applied, or it would
             # delete the room of a deal that came back to this stage.
             ports.store.record_event(owner, job.event_at)
             return _finish(job.lead_id, current, rule, settings, ports, "exists")

@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-from bridge.config import Settings
-from bridge.errors import BridgeError, BudgetExhausted, Rejected, Throttled, Unauthorized
-from bridge.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
-from bridge.observability import count, logger
-from bridge.whereby import Meeting, WherebyClient
+from bridge.core.config import Settings
+from bridge.core.errors import BridgeError, BudgetExhausted, Rejected, Throttled, Unauthorized
+from bridge.core.observability import count, logger
+from bridge.store.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
+from bridge.whereby.client import Meeting, WherebyClient
 
 # A record younger than this may still be in the hands of the worker or the command that claimed it.
 CLAIM_GRACE_SECONDS = 120

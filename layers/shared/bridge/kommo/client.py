@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import requests
 
-from bridge.errors import AnswerLost, NotFound, PeerUnavailable, Unauthorized
-from bridge.peer_http import PeerSession, RetryPolicy
+from bridge.core.errors import AnswerLost, NotFound, PeerUnavailable, Unauthorized
+from bridge.core.peer_http import PeerSession, RetryPolicy
 
 NOTE_MAX_CHARS = 4000
 LEAD_STATUS_CHANGED = "lead_status_changed"

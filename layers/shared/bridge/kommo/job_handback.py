@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bridge.errors import PeerUnavailable, Throttled
-from bridge.jobs import Job, JobQueue
-from bridge.observability import count, logger
+from bridge.core.errors import PeerUnavailable, Throttled
+from bridge.core.observability import count, logger
+from bridge.kommo.jobs import Job, JobQueue
 
 MAX_HAND_BACKS = 100
 # The worker stops waiting for points when this much of its invocation is left (a third of a short one): the job's

@@ -32,8 +32,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.errors import BudgetExhausted, PeerUnavailable
-from bridge.observability import count
+from bridge.core.errors import BudgetExhausted, PeerUnavailable
+from bridge.core.observability import count
 
 KEY = {"pk": "BUDGET#whereby", "sk": "BUDGET"}
 SLOTS = 60  # slots per window: one a second for Whereby's minute

@@ -3,7 +3,7 @@
 Points budget (shared by every key of the organisation, 100 a minute on the Build plan): a read costs 1,
 a delete 2, a create 3. Callers keep their loops short; this client retries a few times and then raises.
 A client made with ``charging(points)`` takes each attempt's points from the stack's shared count first
-(``bridge.whereby_budget``) and reports Whereby's 429s to it, so the use-cases need not know about it.
+(``bridge.whereby.budget``) and reports Whereby's 429s to it, so the use-cases need not know about it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import requests
 
-from bridge.errors import BudgetExhausted, NotFound, PeerUnavailable, Throttled
-from bridge.peer_http import PeerSession, RetryPolicy
+from bridge.core.errors import BudgetExhausted, NotFound, PeerUnavailable, Throttled
+from bridge.core.peer_http import PeerSession, RetryPolicy
 
 PREFIX_MAX = 38  # the spec allows 39; the legacy API counted the leading "/" too, so one is kept in reserve
 # Our key ends the prefix, and Whereby appends the uuid right after it: anchoring on the uuid means no word of a

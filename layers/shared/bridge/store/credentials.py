@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
-from bridge.config import Settings
+from bridge.core.config import Settings
 
 # The settings that name each secret, so an error can say which one to fix.
 WHEREBY_SECRET = "WHEREBY_SECRET_ID"
@@ -34,7 +34,7 @@ class SecretError(RuntimeError):
 
 @dataclass(frozen=True, repr=False)
 class KommoCredentials:
-    """Kommo's API keys: a long-lived token, or an OAuth 2.0 pair rotated by bridge.kommo_auth."""
+    """Kommo's API keys: a long-lived token, or an OAuth 2.0 pair rotated by bridge.kommo.auth."""
 
     kommo_access_token: str
     kommo_refresh_token: str = ""

@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
-from bridge.errors import AnswerLost, NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
-from bridge.observability import count
+from bridge.core.errors import AnswerLost, NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
+from bridge.core.observability import count
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.errors import PeerUnavailable
-from bridge.kommo_webhook import LeadEvent
+from bridge.core.errors import PeerUnavailable
+from bridge.kommo.webhook import LeadEvent
 
 ENSURE_ROOM = "ensure_room"
 CLOSE_ROOMS = "close_rooms"

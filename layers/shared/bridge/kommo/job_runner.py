@@ -9,7 +9,7 @@ dead-letter queue at once, with its reason as a message attribute, and the group
 
 Whereby calls are paid from the shared points budget; a job waits for points within this invocation, and one that
 cannot get them in time, or that Whereby throttled anyway, is handed back to the queue instead of failing
-(``bridge.job_handback``).
+(``bridge.kommo.job_handback``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge import runtime
-from bridge.deal_rooms import DealPorts, changed_something, run_job
-from bridge.errors import Rejected, Unauthorized
-from bridge.job_handback import points_wait_seconds, run_or_hand_back
-from bridge.jobs import Job, MalformedJob
-from bridge.observability import count, logger
-from bridge.whereby_budget import Spender
+from bridge.core.errors import Rejected, Unauthorized
+from bridge.core.observability import count, logger
+from bridge.kommo.deal_rooms import DealPorts, changed_something, run_job
+from bridge.kommo.job_handback import points_wait_seconds, run_or_hand_back
+from bridge.kommo.jobs import Job, MalformedJob
+from bridge.whereby.budget import Spender
 
 
 def handle_record(record: SQSRecord, points: Spender | None = None) -> str:

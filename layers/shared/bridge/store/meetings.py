@@ -6,7 +6,7 @@ Keys (single table, ``pk``/``sk``):
 - ``LEAD#<account>#<lead id>`` / ``LEAD``: the lead's current room per stage rule (``slot_<status id>``), the time of
   the newest event applied and when it was closed, so a late retry of an old event cannot reopen a room.
 - ``SWEEP`` / ``STATE``: where the sweeper's walk through Whereby's room list stopped.
-- ``RECONCILE`` / ``STATE``: how far the reading of Kommo's event log got (``bridge.kommo_reconcile``).
+- ``RECONCILE`` / ``STATE``: how far the reading of Kommo's event log got (``bridge.kommo.reconcile``).
 
 Indexes: ``by_owner`` (owner, created_at) lists a channel's rooms; ``by_expiry`` (expiry_bucket, end_at) holds
 only rooms not yet deleted, so the sweeper reads the expired ones and nothing else.
@@ -30,7 +30,7 @@ import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.errors import PeerUnavailable
+from bridge.core.errors import PeerUnavailable
 
 CREATING = "creating"
 ACTIVE = "active"

@@ -1,0 +1,1 @@
+"""Chat: the slash-command grammar and the platform adapters (Mattermost today)."""

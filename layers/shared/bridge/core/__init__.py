@@ -1,0 +1,1 @@
+"""Plumbing every wing stands on: settings, errors, HTTP retries, API answers, observability. Imports no peer."""

@@ -1,0 +1,1 @@
+"""Our own AWS state: the meetings table and the secrets. Imports only the core."""
