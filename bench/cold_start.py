@@ -1,7 +1,9 @@
 """Cold start: what importing each handler costs, against ``import boto3, requests`` measured in the same run.
 
-Each figure is the median of fresh interpreter processes (so nothing is cached in memory; the bytecode cache is
-warmed once first, as it is in a deployed layer). The bar: at most 1.5 times the baseline.
+Each figure is taken from fresh interpreter processes (so nothing is cached in memory; the bytecode cache is
+warmed once first, as it is in a deployed layer). Every round times the baseline and each handler back to back, and
+the ratio is the median of those paired ratios, so a noisy moment of the machine hits both sides of a ratio alike.
+The bar: at most 1.5 times the baseline, and 1.2 for the Kommo intake routes, which answer inside Kommo's 2 s.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "shared"
 BAR = 1.5
+BARS = {"kommo_stage": 1.2, "kommo_close": 1.2}
 BASELINE = "import boto3, requests"
 
 
@@ -30,18 +33,20 @@ def time_process(code: str) -> float:
 
 
 def measure(runs: int) -> list[tuple[str, float, float]]:
-    """(name, median seconds, ratio to the baseline) for the baseline and every function."""
+    """(name, median seconds, median paired ratio to the baseline) for the baseline and every function."""
     # Interleave baseline and handlers so that a noisy moment hits both alike.
     functions = sorted(p for p in (ROOT / "functions").iterdir() if (p / "app.py").exists())
     samples: dict[str, list[float]] = {"baseline": [], **{p.name: [] for p in functions}}
+    ratios: dict[str, list[float]] = {name: [] for name in samples}
     codes = {"baseline": BASELINE, **{p.name: handler_import(p) for p in functions}}
     for code in codes.values():
         time_process(code)  # warm the bytecode cache
     for _ in range(runs):
         for name, code in codes.items():
             samples[name].append(time_process(code))
-    base = statistics.median(samples["baseline"])
-    return [(name, statistics.median(values), statistics.median(values) / base) for name, values in samples.items()]
+        for name in codes:
+            ratios[name].append(samples[name][-1] / samples["baseline"][-1])
+    return [(name, statistics.median(samples[name]), statistics.median(ratios[name])) for name in samples]
 
 
 def main() -> int:
@@ -49,9 +54,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     rows = measure(args.runs)
-    print(f"cold import, median of {args.runs} fresh processes (bar: {BAR}x `{BASELINE}`)")
+    print(f"cold import, {args.runs} rounds of fresh processes: median time, median paired ratio to `{BASELINE}`")
     for name, seconds, ratio in rows:
-        verdict = "" if name == "baseline" else ("ok" if ratio <= BAR else "OVER THE BAR")
+        bar = BARS.get(name, BAR)
+        verdict = "" if name == "baseline" else (f"ok (bar {bar}x)" if ratio <= bar else f"OVER THE BAR ({bar}x)")
         print(f"  {name:<20} {seconds * 1000:7.1f} ms  {ratio:5.2f}x  {verdict}")
     return 0
 

@@ -2,14 +2,15 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bridge import runtime
 from bridge.chat import mattermost as mattermost_command
+from bridge.core.http_api import ApiRequest
 from bridge.core.observability import logger, metrics
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return mattermost_command.answer(APIGatewayProxyEventV2(event))
+    return mattermost_command.answer(ApiRequest.of(event), runtime.mattermost())

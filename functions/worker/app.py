@@ -4,6 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bridge import runtime
 from bridge.core.observability import logger, metrics
 from bridge.kommo import job_runner
 
@@ -11,4 +12,4 @@ from bridge.kommo import job_runner
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return job_runner.process_batch(event, context)
+    return job_runner.process_batch(event, context, runtime.worker())

@@ -89,16 +89,16 @@ def test_a_flat_token_list_is_refused_by_name_unless_exactly_one_team_is_allowed
     flat = {"mattermost_tokens": ["legacy-flat-token-00000000"]}
     secrets.put_secret_value(SecretId=stack.stack.refs["MattermostSecret"], SecretString=json.dumps(flat))
     use_setting(stack, monkeypatch, MATTERMOST_TEAM_IDS="")
-    from bridge.chat import mattermost as mattermost_command
+    from bridge import runtime
 
-    mattermost_command.token_gate.forget()
+    runtime.mattermost().token_gate.forget()
     refused = mattermost(stack, "legacy-flat-token-00000000", WEATHER_TEAM, "Hi")
     assert refused["statusCode"] == 503
     assert any("mattermost_tokens" in line and "MATTERMOST_TEAM_IDS" in line for line in logged(caplog))
     assert whereby_sim.meetings() == []
 
     use_setting(stack, monkeypatch, MATTERMOST_TEAM_IDS=WEATHER_TEAM)
-    mattermost_command.token_gate.forget()
+    runtime.mattermost().token_gate.forget()
     assert mattermost(stack, "legacy-flat-token-00000000", WEATHER_TEAM, "Hi")["statusCode"] == 200
     assert mattermost(stack, "legacy-flat-token-00000000", OTHER_TEAM, "Hi")["statusCode"] == 401
     assert len(whereby_sim.meetings()) == 1

@@ -6,15 +6,16 @@ import json
 import re
 import time
 import unicodedata
+from dataclasses import replace
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.core.http_api import ApiRequest
 from devstack.lambda_events import http_api_event
 from tests.conftest import MATTERMOST_SAMPLES, MATTERMOST_TOKENS, SECRET
 
@@ -360,11 +361,10 @@ def test_both_tokens_work_during_a_rotation_and_the_retired_one_is_refused_after
 
 def test_a_token_just_added_to_the_secret_works_before_the_cached_secret_expires(stack, whereby_sim, monkeypatch):
     from bridge import runtime
-    from bridge.chat import mattermost as mattermost_command
 
     monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "300")  # the production cache
     runtime.reset()
-    mattermost_command.token_gate.forget()
+    runtime.mattermost().token_gate.forget()
     assert run(stack, "Before", token=CURRENT)["response_type"] == "in_channel"  # the secret is now cached
 
     secrets = boto3.client("secretsmanager", region_name="eu-west-1")
@@ -527,7 +527,7 @@ def test_whereby_not_answering_gets_a_sentence_and_leaves_nothing_active(stack, 
 def test_whereby_timing_out_gets_a_sentence_and_leaves_nothing_active(stack, whereby_sim):
     from bridge import runtime
     from bridge.chat import mattermost as mattermost_command
-    from bridge.core.peer_http import RetryPolicy
+    from bridge.core.retry import RetryPolicy
     from bridge.whereby.client import WherebyClient
 
     # The production policy waits 8 s per attempt; the same client with a short read timeout shows the same path.
@@ -537,7 +537,9 @@ def test_whereby_timing_out_gets_a_sentence_and_leaves_nothing_active(stack, whe
     )
     whereby_sim.fail_next(2, status=0, delay=1.0)
     event = http_api_event("POST", "/mattermost/command", headers=HEADERS, body=form(text="Demo").encode())
-    answer = answer_of(mattermost_command.answer(APIGatewayProxyEventV2(event), ports))
+    answer = answer_of(
+        mattermost_command.answer(ApiRequest.of(event), replace(runtime.mattermost(), ports=lambda: ports))
+    )
     assert_ephemeral(answer, "Whereby did not answer in time", "No room was made")
     time.sleep(1.2)  # let the simulator finish the slow requests before checking what it holds
     assert_nothing_left(stack, whereby_sim)

@@ -65,9 +65,9 @@ def test_the_runbooks_two_secret_examples_parse_as_what_they_say(stack):
 
 def test_a_placeholder_command_token_is_refused_by_name_and_admits_nobody(stack, caplog):
     put_secret(stack, "MattermostSecret", {"mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["<token>"]}})
-    from bridge.chat import mattermost as mattermost_command
+    from bridge import runtime
 
-    mattermost_command.token_gate.forget()
+    runtime.mattermost().token_gate.forget()
     body = urlencode({"token": "<token>", "team_id": "wx4zz8t4ttgmtxqiwfohijayzc", "channel_id": "c", "user_id": "u"})
     assert stack.request("POST", "/mattermost/command", headers=FORM, body=body.encode())["statusCode"] == 503
     assert any("placeholder" in str(record.__dict__) for record in caplog.records)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.core.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
-from bridge.core.peer_http import RetryPolicy
+from bridge.core.retry import RetryPolicy
 from bridge.kommo.client import KommoClient, RequestSpacer
 from bridge.whereby.client import ROOM_KEY_PATTERN, RoomRequest, WherebyClient, room_prefix, slug
 from tests.conftest import SECRET

@@ -1,25 +1,32 @@
-"""The production ports, built once per Lambda container and reused across invocations.
+"""The production ports, built once per Lambda container and reused across invocations: the one place where the
+wings meet.
 
-Use-cases take their ports as arguments; handlers get them from here. Clients are built on first use, so a
-handler that never needs Kommo never reads its token, and import time stays small for cold starts.
+Use-cases take their ports as arguments; handlers get them from here. Each port imports its wing when it is first
+built, so a function imports only the wings it uses (the Kommo intake never loads ``requests`` or the Whereby
+client), and a handler that never needs Kommo never reads its token.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from bridge.core.config import Settings, load_settings
-from bridge.core.peer_http import RetryPolicy
-from bridge.kommo.auth import KommoTokens, SecretWriter, TokenLease
-from bridge.kommo.client import KommoClient
-from bridge.kommo.jobs import JobQueue
-from bridge.store.credentials import whereby_api_key
-from bridge.store.meetings import MeetingsStore
-from bridge.whereby.budget import PointsBudget, Spender
-from bridge.whereby.client import WherebyClient
+from bridge.core.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from bridge.chat.mattermost import CommandRuntime
+    from bridge.kommo.auth import KommoTokens
+    from bridge.kommo.client import KommoClient
+    from bridge.kommo.intake import IntakeRuntime
+    from bridge.kommo.job_runner import WorkerRuntime
+    from bridge.kommo.jobs import JobQueue
+    from bridge.store.meetings import MeetingsStore
+    from bridge.whereby.budget import PointsBudget, Spender
+    from bridge.whereby.client import WherebyClient
 
 # Behind API Gateway (29 s) and Mattermost (30 s) a caller is waiting: short timeouts, few retries.
 # Worst case two tries of 3.05 + 6 s plus a 3 s wait: about 21 s, inside the function's 25 s.
@@ -36,27 +43,37 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def job_queue() -> JobQueue:
+    from bridge.kommo.jobs import JobQueue
+
     return JobQueue(settings().jobs_queue_url, boto3.client("sqs"))
 
 
 @lru_cache(maxsize=1)
 def dead_letter_queue() -> JobQueue:
+    from bridge.kommo.jobs import JobQueue
+
     return JobQueue(settings().jobs_queue_url, boto3.client("sqs"), dead_letter_url=settings().dead_letter_queue_url)
 
 
 @lru_cache(maxsize=1)
 def store() -> MeetingsStore:
+    from bridge.store.meetings import MeetingsStore
+
     return MeetingsStore(settings().table_name, boto3.resource("dynamodb"))
 
 
 def whereby(policy: RetryPolicy | None = None, points: Spender | None = None) -> WherebyClient:
     """The Whereby client (``BACKGROUND`` policy unless told); with ``points`` each call is paid from the budget."""
+    from bridge.store.credentials import whereby_api_key
+
     return _whereby(whereby_api_key(settings()), policy or BACKGROUND).charging(points)
 
 
 @lru_cache(maxsize=1)
 def points_budget() -> PointsBudget | None:
     """The shared count of Whereby's points, or None when ``WHEREBY_POINTS_PER_MINUTE`` is 0."""
+    from bridge.whereby.budget import PointsBudget
+
     s = settings()
     if not s.whereby_points_per_minute:
         return None
@@ -79,17 +96,23 @@ def interactive_points() -> Spender | None:
 
 @lru_cache(maxsize=4)
 def _whereby(api_key: str, policy: RetryPolicy) -> WherebyClient:
+    from bridge.whereby.client import WherebyClient
+
     return WherebyClient(settings().whereby_base_url, api_key, policy)
 
 
 @lru_cache(maxsize=1)
 def kommo_tokens() -> KommoTokens:
+    from bridge.kommo.auth import KommoTokens, SecretWriter, TokenLease
+
     s = settings()
     return KommoTokens(s, TokenLease(store().table), SecretWriter(s.kommo_secret_id, boto3.client("secretsmanager")))
 
 
 @lru_cache(maxsize=1)
 def kommo() -> KommoClient:
+    from bridge.kommo.client import KommoClient
+
     s = settings()
     return KommoClient(s.kommo_api_url, kommo_tokens(), s.kommo_requests_per_second, BACKGROUND)
 
@@ -98,8 +121,51 @@ def kommo() -> KommoClient:
 def kommo_reconcile() -> KommoClient:
     """The reconciler's own Kommo client, spaced at its own rate: with the two workers' 2 x 3/s, 1/s keeps the
     integration within Kommo's 7 requests/s."""
+    from bridge.kommo.client import KommoClient
+
     s = settings()
     return KommoClient(s.kommo_api_url, kommo_tokens(), s.kommo_reconcile_requests_per_second, RECONCILE)
+
+
+# What each route needs, wired here so that the wings never import this module. -----------------------------------
+@lru_cache(maxsize=1)
+def intake() -> IntakeRuntime:
+    """The Kommo webhook routes: the settings, the webhook tokens and the job queue; no peer client."""
+    from bridge.kommo.intake import IntakeRuntime
+    from bridge.store.credentials import webhook_tokens
+
+    return IntakeRuntime(settings=settings, tokens=lambda: webhook_tokens(settings()), queue=job_queue)
+
+
+@lru_cache(maxsize=1)
+def worker() -> WorkerRuntime:
+    from bridge.kommo.deal_rooms import DealPorts
+    from bridge.kommo.job_runner import WorkerRuntime
+
+    def deal_ports(points: Spender | None) -> DealPorts:
+        return DealPorts(store=store(), whereby=whereby(points=points), kommo=kommo())
+
+    return WorkerRuntime(
+        settings=settings,
+        deal_ports=deal_ports,
+        job_queue=job_queue,
+        dead_letter_queue=dead_letter_queue,
+        background_points=background_points,
+    )
+
+
+@lru_cache(maxsize=1)
+def mattermost() -> CommandRuntime:
+    """The slash command; its token gate lives as long as the container, so a rotated token is read once."""
+    from bridge.chat.mattermost import CommandPorts, CommandRuntime, TokenGate
+    from bridge.store.credentials import mattermost_team_tokens
+
+    def ports() -> CommandPorts:
+        # A person is waiting: the command may spend the points the background leaves in reserve.
+        return CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points()))
+
+    gate = TokenGate(lambda fresh: mattermost_team_tokens(settings(), force_fetch=fresh))
+    return CommandRuntime(settings=settings, token_gate=gate, ports=ports)
 
 
 def reset() -> None:
@@ -114,6 +180,9 @@ def reset() -> None:
         kommo_tokens,
         kommo,
         kommo_reconcile,
+        intake,
+        worker,
+        mattermost,
     ):
         cached.cache_clear()
     parameters.clear_caches()

@@ -15,10 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from botocore.exceptions import ClientError
 
-from bridge import runtime
 from bridge.chat.grammar import (
     MIN_MINUTES,
     SLUG_FALLBACK,
@@ -33,10 +31,11 @@ from bridge.chat.grammar import (
     literal,
     parse,
 )
+from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
-from bridge.core.http_api import BadRequest, form_fields, json_response, token_matches
+from bridge.core.http_api import ApiRequest, BadRequest, form_fields, json_response, token_matches
 from bridge.core.observability import count, logger
-from bridge.store.credentials import SecretError, TeamTokens, mattermost_team_tokens
+from bridge.store.credentials import SecretError, TeamTokens
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
 from bridge.whereby.client import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
 
@@ -93,13 +92,6 @@ def _team_of(token: str, teams: TeamTokens) -> str | None:
     return found
 
 
-def _secret_tokens(fresh: bool) -> TeamTokens:
-    return mattermost_team_tokens(runtime.settings(), force_fetch=fresh)
-
-
-token_gate = TokenGate(_secret_tokens)
-
-
 @dataclass(frozen=True)
 class Caller:
     team_id: str
@@ -120,19 +112,22 @@ class CommandPorts:
     clock: Callable[[], float] = time.time
 
 
-def production_ports() -> CommandPorts:
-    # A person is waiting: the command may spend the points the background leaves in reserve.
-    whereby = runtime.whereby(runtime.INTERACTIVE, runtime.interactive_points())
-    return CommandPorts(store=runtime.store(), whereby=whereby)
+@dataclass(frozen=True)
+class CommandRuntime:
+    """What the route needs from the production ports (``bridge.runtime.mattermost``)."""
+
+    settings: Callable[[], Settings]
+    token_gate: TokenGate
+    ports: Callable[[], CommandPorts]
 
 
 # the route ------------------------------------------------------------------------------------------------------
-def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> dict[str, Any]:
+def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
     """The whole route: 400 unreadable, 401 bad token, otherwise always 200 with a CommandResponse."""
     settings = runtime.settings().require("mattermost", "whereby")  # a bad setting fails here, naming it
     try:
         fields = form_fields(event)
-        team = token_gate.team_of(_first(fields, "token"))
+        team = runtime.token_gate.team_of(_first(fields, "token"))
         if team is None:
             count("CommandsRefused")
             logger.warning("mattermost command refused", extra={"reason": "missing or wrong token"})
@@ -158,7 +153,7 @@ def answer(event: APIGatewayProxyEventV2, ports: CommandPorts | None = None) -> 
     command = parse(_first(fields, "text"), limits, caller.trigger, team_members(fields))
     logger.append_keys(subcommand=type(command).__name__)
     try:
-        reply = run(command, caller, limits, ports or production_ports())
+        reply = run(command, caller, limits, runtime.ports())
     except PeerUnavailable as exc:
         logger.error("mattermost command failed: storage unavailable", extra={"reason": str(exc)})
         reply = ephemeral(STORAGE_TROUBLE)

@@ -1,6 +1,8 @@
 """API Gateway HTTP API (payload 2.0) in and out: the body as bytes, query and form fields, JSON answers.
 
-HTTP APIs deliver form bodies base64-encoded (``isBase64Encoded``); the Powertools event class decodes them.
+HTTP APIs deliver form bodies base64-encoded (``isBase64Encoded``). The routes read five fields of the event, so
+they get this small view of it rather than Powertools' event class, whose package imports every event class (about
+40 ms of a cold start paid inside Kommo's 2 s).
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
-
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -22,8 +23,30 @@ class BadRequest(ValueError):
     """The request cannot be read; the message is safe to show the caller."""
 
 
-def body_bytes(event: APIGatewayProxyEventV2) -> bytes:
-    raw = event.get("body") or ""
+@dataclass(frozen=True)
+class ApiRequest:
+    """What the routes read of an API Gateway HTTP API event (payload format 2.0)."""
+
+    method: str = "POST"
+    body: str = ""
+    is_base64_encoded: bool = False
+    raw_query_string: str = ""
+    query_string_parameters: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> ApiRequest:
+        http = (event.get("requestContext") or {}).get("http") or {}
+        return cls(
+            method=str(http.get("method") or ""),
+            body=event.get("body") or "",
+            is_base64_encoded=bool(event.get("isBase64Encoded")),
+            raw_query_string=event.get("rawQueryString") or "",
+            query_string_parameters=event.get("queryStringParameters") or {},
+        )
+
+
+def body_bytes(event: ApiRequest) -> bytes:
+    raw = event.body
     if event.is_base64_encoded:
         try:
             return base64.b64decode(raw, validate=True)
@@ -32,10 +55,10 @@ def body_bytes(event: APIGatewayProxyEventV2) -> bytes:
     return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
 
 
-def form_fields(event: APIGatewayProxyEventV2, limit: int = MAX_FORM_BYTES) -> dict[str, list[str]]:
+def form_fields(event: ApiRequest, limit: int = MAX_FORM_BYTES) -> dict[str, list[str]]:
     """Form fields from a POST body, or from the query string of a GET (Mattermost allows both)."""
-    if (event.request_context.http.method or "").upper() == "GET":
-        text = event.raw_query_string or ""
+    if event.method.upper() == "GET":
+        text = event.raw_query_string
     else:
         raw = body_bytes(event)
         if len(raw) > limit:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -18,17 +17,9 @@ import requests
 
 from bridge.core.errors import AnswerLost, NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
 from bridge.core.observability import count
+from bridge.core.retry import RetryPolicy
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    connect_timeout: float = 3.05
-    read_timeout: float = 10.0
-    backoff: float = 0.3
-    max_wait: float = 5.0
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:

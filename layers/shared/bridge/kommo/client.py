@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import requests
 
 from bridge.core.errors import AnswerLost, NotFound, PeerUnavailable, Unauthorized
-from bridge.core.peer_http import PeerSession, RetryPolicy
+from bridge.core.peer_http import PeerSession
+from bridge.core.retry import RetryPolicy
 
 NOTE_MAX_CHARS = 4000
 LEAD_STATUS_CHANGED = "lead_status_changed"

@@ -12,16 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
-
-from bridge import runtime
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
-from bridge.core.http_api import BadRequest, body_bytes, json_response, token_matches
+from bridge.core.http_api import ApiRequest, BadRequest, body_bytes, json_response, token_matches
 from bridge.core.observability import count, logger
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
 from bridge.kommo.webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
-from bridge.store.credentials import SecretError, webhook_tokens
+from bridge.store.credentials import SecretError
 
 STAGE_ACTIONS = ("status", "add")
 
@@ -99,16 +96,25 @@ def accept_webhook(
     return Intake(accepted=len(unique), ignored=webhook.ignored + len(webhook.events) - len(unique))
 
 
-def answer(event: APIGatewayProxyEventV2, classify: Classifier) -> dict[str, Any]:
+@dataclass(frozen=True)
+class IntakeRuntime:
+    """What a Kommo route needs from the production ports (``bridge.runtime.intake``)."""
+
+    settings: Callable[[], Settings]
+    tokens: Callable[[], Sequence[str]]  # the webhook tokens, read from the secret store
+    queue: Callable[[], JobQueue]
+
+
+def answer(event: ApiRequest, classify: Classifier, ports: IntakeRuntime) -> dict[str, Any]:
     """The whole Kommo route: refusals are 4xx with a short reason, outages 503 so Kommo delivers again."""
     try:
         intake = accept_webhook(
             body=body_bytes(event),
             token=(event.query_string_parameters or {}).get("token"),
-            expected_tokens=webhook_tokens(runtime.settings()),
+            expected_tokens=ports.tokens(),
             classify=classify,
-            settings=runtime.settings().require("kommo"),
-            queue=runtime.job_queue(),
+            settings=ports.settings().require("kommo"),
+            queue=ports.queue(),
             received_at=int(time.time()),
         )
     except BadRequest as exc:

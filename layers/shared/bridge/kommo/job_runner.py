@@ -14,27 +14,40 @@ cannot get them in time, or that Whereby throttled anyway, is handed back to the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from bridge import runtime
+from bridge.core.config import Settings
 from bridge.core.errors import Rejected, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.deal_rooms import DealPorts, changed_something, run_job
 from bridge.kommo.job_handback import points_wait_seconds, run_or_hand_back
-from bridge.kommo.jobs import Job, MalformedJob
+from bridge.kommo.jobs import Job, JobQueue, MalformedJob
 from bridge.whereby.budget import Spender
 
 
-def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
+@dataclass(frozen=True)
+class WorkerRuntime:
+    """What the worker needs from the production ports (``bridge.runtime.worker``)."""
+
+    settings: Callable[[], Settings]
+    deal_ports: Callable[[Spender | None], DealPorts]  # the store, Kommo, and Whereby paid from these points
+    job_queue: Callable[[], JobQueue]
+    dead_letter_queue: Callable[[], JobQueue]
+    background_points: Callable[[float], Spender | None]
+
+
+def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | None = None) -> str:
     try:
         job = Job.from_json(record.body)
     except MalformedJob as exc:
-        return dead_letter(record, str(exc))
-    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(points=points), kommo=runtime.kommo())
+        return dead_letter(record, runtime, str(exc))
+    ports = runtime.deal_ports(points)
     try:
         settings = runtime.settings().require("kommo", "whereby")
         run = partial(run_job, job, settings, ports)
@@ -45,7 +58,7 @@ def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
             count("JobsFailed")
             logger.warning("job failed: credentials refused", extra={"reason": f"{type(exc).__name__}: {exc}"})
             raise
-        return dead_letter(record, f"{type(exc).__name__}: {exc}")
+        return dead_letter(record, runtime, f"{type(exc).__name__}: {exc}")
     except Exception as exc:
         count("JobsFailed")
         logger.warning(
@@ -64,7 +77,7 @@ def handle_record(record: SQSRecord, points: Spender | None = None) -> str:
     return outcome
 
 
-def dead_letter(record: SQSRecord, reason: str) -> str:
+def dead_letter(record: SQSRecord, runtime: WorkerRuntime, reason: str) -> str:
     attributes = record.attributes
     runtime.dead_letter_queue().dead_letter(
         record.body, attributes.message_group_id or "", attributes.message_deduplication_id or "", reason
@@ -75,8 +88,9 @@ def dead_letter(record: SQSRecord, reason: str) -> str:
     return "dead-lettered: " + reason
 
 
-def process_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def process_batch(event: dict[str, Any], context: Any, runtime: WorkerRuntime) -> dict[str, Any]:
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     # One deadline for the whole batch: once it passed, the jobs left go back to the queue if points are short.
-    handler = partial(handle_record, points=runtime.background_points(points_wait_seconds(context)))
+    points = runtime.background_points(points_wait_seconds(context))
+    handler = partial(handle_record, runtime=runtime, points=points)
     return process_partial_response(event=event, record_handler=handler, processor=processor, context=context)

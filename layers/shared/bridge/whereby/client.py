@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import requests
 
 from bridge.core.errors import BudgetExhausted, NotFound, PeerUnavailable, Throttled
-from bridge.core.peer_http import PeerSession, RetryPolicy
+from bridge.core.peer_http import PeerSession
+from bridge.core.retry import RetryPolicy
 
 PREFIX_MAX = 38  # the spec allows 39; the legacy API counted the leading "/" too, so one is kept in reserve
 # Our key ends the prefix, and Whereby appends the uuid right after it: anchoring on the uuid means no word of a
