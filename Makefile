@@ -25,7 +25,7 @@ help:
 	@echo "make local     run the whole stack on 127.0.0.1 (no AWS account, no Docker)"
 	@echo "make demo      boot the local stack, send a sample Kommo webhook, show the room and the note"
 	@echo "make test      unit and integration tests (what CI runs)"
-	@echo "make lint      ruff"
+	@echo "make lint      ruff check, ruff format --check, mypy --strict over layers/ and functions/"
 	@echo "make bench     every benchmark; figures into bench/RESULTS.md"
 	@echo "make validate  sam validate --lint"
 	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
@@ -60,6 +60,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff format .
@@ -110,4 +111,4 @@ demo: venv
 	$(VENV)/bin/python -m devstack.demo
 
 clean:
-	rm -rf .aws-sam $(VENV) $(TOOLS) .pytest_cache .ruff_cache
+	rm -rf .aws-sam $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache

@@ -238,10 +238,10 @@ def settings_from(env: Mapping[str, str]) -> Settings:
 
     minutes = area("mattermost", lambda: _mattermost_minutes(env), (60, 480))
     points, reserve = area("whereby", lambda: _whereby_points(env), (0, 0))
-    stage_rules, closed = area("kommo", lambda: _stages(env), ({}, frozenset({142, 143})))
-    subdomain, account_id, base_url = area(
-        "kommo", lambda: _kommo_account(env, bool(stage_rules)), ("", None, DEFAULT_KOMMO_BASE_URL)
-    )
+    no_stages: tuple[dict[int, StageRule], frozenset[int]] = ({}, frozenset({142, 143}))
+    stage_rules, closed = area("kommo", lambda: _stages(env), no_stages)
+    no_account: tuple[str, int | None, str] = ("", None, DEFAULT_KOMMO_BASE_URL)
+    subdomain, account_id, base_url = area("kommo", lambda: _kommo_account(env, bool(stage_rules)), no_account)
     return Settings(
         table_name=_text(env, "TABLE_NAME"),
         whereby_secret_id=_text(env, "WHEREBY_SECRET_ID", ""),

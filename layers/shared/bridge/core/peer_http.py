@@ -120,7 +120,7 @@ class PeerSession:
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.policy.max_wait, self.policy.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2))
+        return min(self.policy.max_wait, self.policy.backoff * 2.0 ** (attempt - 1) * (1 + random.random() / 2))
 
     def _error_for(self, method: str, path: str, response: requests.Response) -> Exception:
         status = response.status_code

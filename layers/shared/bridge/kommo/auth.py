@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 import requests
@@ -23,6 +23,10 @@ from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.store.credentials import KommoCredentials, kommo_credentials
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb.service_resource import Table
+    from types_boto3_secretsmanager.client import SecretsManagerClient
 
 RENEW_AHEAD_SECONDS = 3600
 LEASE_SECONDS = 30
@@ -36,7 +40,7 @@ class KommoAuthLost(Unauthorized):
 class TokenLease:
     """A short lease in the meetings table: whoever holds it may refresh."""
 
-    def __init__(self, table: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, table: Table, clock: Callable[[], float] = time.time) -> None:
         self._table = table
         self._clock = clock
         self._holder = uuid.uuid4().hex
@@ -69,7 +73,7 @@ class TokenLease:
 class SecretWriter:
     """Writes the refreshed pair into the Kommo secret, keeping every other key as it is."""
 
-    def __init__(self, secret_id: str, client: Any = None) -> None:
+    def __init__(self, secret_id: str, client: SecretsManagerClient | None = None) -> None:
         self._secret_id = secret_id
         self._client = client or boto3.client("secretsmanager")
 

@@ -232,7 +232,8 @@ class KommoClient:
             response = self._request("POST", "/api/v4/leads/notes", json=body)
         data = response.json()
         notes = (data.get("_embedded") or {}).get("notes") or [{}]
-        return notes[0].get("id")
+        note_id: int | None = notes[0].get("id")
+        return note_id
 
     def set_text_field(self, lead_id: int, field_id: int, value: str | None) -> None:
         """Write a text custom field on a lead; ``None`` clears it."""

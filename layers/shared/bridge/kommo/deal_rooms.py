@@ -174,10 +174,8 @@ def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports
             _once("the room note", lambda: ports.kommo.add_note(lead_id, room_note(rule, room), room.room_url))
             count("NotesPosted")
         ports.store.mark(room.room_key, note_posted=True)
-    if settings.meeting_field_id and not room.field_set:
-        _once(
-            "the meeting field", lambda: ports.kommo.set_text_field(lead_id, settings.meeting_field_id, room.meeting_id)
-        )
+    if (field_id := settings.meeting_field_id) and not room.field_set:
+        _once("the meeting field", lambda: ports.kommo.set_text_field(lead_id, field_id, room.meeting_id))
         ports.store.mark(room.room_key, field_set=True)
     return outcome
 
@@ -240,11 +238,8 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
                 lambda: ports.kommo.add_note(job.lead_id, close_note(closing.status_id, names), marker),
             )
         ports.store.mark_closing(owner, closing.at, note=True)
-    if closing.rooms and not closing.deleted and settings.meeting_field_id and not closing.field_done:
-        _once(
-            "clearing the meeting field",
-            lambda: ports.kommo.set_text_field(job.lead_id, settings.meeting_field_id, None),
-        )
+    if closing.rooms and not closing.deleted and (field_id := settings.meeting_field_id) and not closing.field_done:
+        _once("clearing the meeting field", lambda: ports.kommo.set_text_field(job.lead_id, field_id, None))
         ports.store.mark_closing(owner, closing.at, field=True)
     ports.store.finish_close(owner, closing.at)
     count("RoomsClosed", closed)

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge.core.config import Settings
@@ -88,7 +89,7 @@ def dead_letter(record: SQSRecord, runtime: WorkerRuntime, reason: str) -> str:
     return "dead-lettered: " + reason
 
 
-def process_batch(event: dict[str, Any], context: Any, runtime: WorkerRuntime) -> dict[str, Any]:
+def process_batch(event: dict[str, Any], context: Any, runtime: WorkerRuntime) -> PartialItemFailureResponse:
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     # One deadline for the whole batch: once it passed, the jobs left go back to the queue if points are short.
     points = runtime.background_points(points_wait_seconds(context))

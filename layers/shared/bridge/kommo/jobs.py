@@ -12,13 +12,17 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.core.errors import PeerUnavailable
 from bridge.kommo.webhook import LeadEvent
+
+if TYPE_CHECKING:
+    from types_boto3_sqs.client import SQSClient
+    from types_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 ENSURE_ROOM = "ensure_room"
 CLOSE_ROOMS = "close_rooms"
@@ -102,7 +106,7 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, queue_url: str, client: Any = None, dead_letter_url: str = "") -> None:
+    def __init__(self, queue_url: str, client: SQSClient | None = None, dead_letter_url: str = "") -> None:
         self.queue_url = queue_url
         self.dead_letter_url = dead_letter_url
         self._client = client or boto3.client("sqs")
@@ -136,7 +140,7 @@ class JobQueue:
                 raise PeerUnavailable(f"sqs refused {len(failed)} of {len(batch)} jobs")
 
     def _send_batch(self, batch: Sequence[Job]) -> list[int]:
-        entries = [
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(i),
                 "MessageBody": job.to_json(),

@@ -24,13 +24,17 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.core.errors import PeerUnavailable
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb.service_resource import DynamoDBServiceResource
+    from types_boto3_dynamodb.type_defs import TransactWriteItemTypeDef, UpdateTypeDef
 
 CREATING = "creating"
 ACTIVE = "active"
@@ -141,7 +145,7 @@ def _optional_int(value: Any) -> int | None:
 
 
 class MeetingsStore:
-    def __init__(self, table_name: str, resource: Any = None) -> None:
+    def __init__(self, table_name: str, resource: DynamoDBServiceResource | None = None) -> None:
         self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self._client = self.table.meta.client
         self.table_name = table_name
@@ -234,7 +238,7 @@ class MeetingsStore:
         values: dict[str, Any] = {":at": event_at, ":key": room.room_key}
         if replaces:
             values[":old"] = replaces
-        items: list[dict[str, Any]] = [
+        items: list[TransactWriteItemTypeDef] = [
             {
                 "Update": {
                     "TableName": self.table_name,
@@ -293,8 +297,8 @@ class MeetingsStore:
 
     def mark_deleted(self, room_key: str, now: float | None = None) -> None:
         """Mark a room deleted; a record already purged (TTL) is as deleted as it gets."""
-        update = self._deletion(room_key, now if now is not None else time.time())
-        update.pop("TableName")
+        deletion = self._deletion(room_key, now if now is not None else time.time())
+        update = {k: v for k, v in deletion.items() if k != "TableName"}  # the table names itself
         try:
             self._call(self.table.update_item, **update)
         except ClientError:
@@ -459,7 +463,7 @@ class MeetingsStore:
             return
 
     # helpers ---------------------------------------------------------------------------------------------------
-    def _deletion(self, room_key: str, now: float) -> dict[str, Any]:
+    def _deletion(self, room_key: str, now: float) -> UpdateTypeDef:
         return {
             "TableName": self.table_name,
             "Key": {"pk": f"ROOM#{room_key}", "sk": "ROOM"},
@@ -473,7 +477,7 @@ class MeetingsStore:
             },
         }
 
-    def _transact(self, items: list[dict[str, Any]]) -> None:
+    def _transact(self, items: list[TransactWriteItemTypeDef]) -> None:
         try:
             self._client.transact_write_items(TransactItems=items)
         except ClientError as exc:

@@ -28,12 +28,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.core.errors import BudgetExhausted, PeerUnavailable
 from bridge.core.observability import count
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb.service_resource import Table
+    from types_boto3_dynamodb.type_defs import TableAttributeValueTypeDef
 
 KEY = {"pk": "BUDGET#whereby", "sk": "BUDGET"}
 SLOTS = 60  # slots per window: one a second for Whereby's minute
@@ -98,7 +102,7 @@ class PointsBudget:
 
     def __init__(
         self,
-        table: Any,
+        table: Table,
         points_per_window: int,
         reserve: int,
         window_seconds: float = 60.0,
@@ -177,7 +181,8 @@ class PointsBudget:
     # storage ---------------------------------------------------------------------------------------------------
     def _read(self) -> Ledger:
         try:
-            item = self.table.get_item(Key=KEY, ConsistentRead=True).get("Item")
+            # The item is ours, written by _write: its attributes have the shapes read below.
+            item: Mapping[str, Any] | None = self.table.get_item(Key=KEY, ConsistentRead=True).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise PeerUnavailable(f"whereby points budget unreadable: {type(exc).__name__}") from None
         if not item:
@@ -191,7 +196,7 @@ class PointsBudget:
 
     def _write(self, ledger: Ledger) -> bool:
         """Store ``ledger`` as the next version; False if someone else wrote since it was read."""
-        item = {
+        item: dict[str, TableAttributeValueTypeDef] = {
             **KEY,
             "background": {str(slot): points for slot, points in ledger.background.items()},
             "interactive": {str(slot): points for slot, points in ledger.interactive.items()},
