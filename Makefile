@@ -4,6 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 TOOLS := .venv-tools
 SAM := $(TOOLS)/bin/sam
+# `make lock` compiles each requirements input into a lock with hashes, with a uv of its own so that every lock is
+# written by the same resolver whatever the developer has installed.
+LOCKER := .venv-lock
+UV_VERSION := 0.13.9
+UV := $(LOCKER)/bin/uv
+UV_INSTALLED := $(LOCKER)/.uv-$(UV_VERSION)
 export SAM_CLI_TELEMETRY := 0
 
 # Operator commands act on the stack of one samconfig.toml environment (ENV=prod for [prod]), in its region, whatever
@@ -18,7 +24,7 @@ aws-target:
 	give ENV= one of its environments, or STACK= and REGION=." >&2; exit 2; }
 SINCE ?= 1 hour ago
 
-.PHONY: help venv tools test lint format validate build local demo bench clean deploy outputs logs why redrive \
+.PHONY: help venv tools lock test lint format validate build local demo bench clean deploy outputs logs why redrive \
 	close-all migrate-secrets test-alarm delete aws-target
 
 help:
@@ -26,6 +32,7 @@ help:
 	@echo "make demo      boot the local stack, send a sample Kommo webhook, show the room and the note"
 	@echo "make test      unit and integration tests (what CI runs)"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict over layers/ and functions/"
+	@echo "make lock      recompile the locks after a requirements change (UPGRADE=1, or UPGRADE='boto3 moto': newest)"
 	@echo "make bench     every benchmark; figures into bench/RESULTS.md"
 	@echo "make validate  sam validate --lint"
 	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
@@ -41,17 +48,34 @@ help:
 	@echo "make migrate-secrets  move the first version's single secret into the per-peer secrets (TEAM=<id>)"
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	touch $@
 
 tools: $(TOOLS)/.installed
-$(TOOLS)/.installed: .ci/tools-requirements.txt
+$(TOOLS)/.installed: .ci/tools-requirements.lock
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r .ci/tools-requirements.txt
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r .ci/tools-requirements.lock
+	touch $@
+
+# The layer is locked for the Lambda runtime (arm64, CPython 3.13) and compiled first: the dev lock takes its
+# versions as constraints, so the tests run the Powertools and requests that a deploy ships. The dev and tools locks
+# are universal from CPython 3.11 on. A lock keeps its pins while they still satisfy the input; UPGRADE moves them.
+# uv must not fetch a Python of its own: the resolution needs none, and only the package registry is reachable.
+COMPILE = UV_PYTHON_DOWNLOADS=never $(UV) pip compile --quiet --generate-hashes --custom-compile-command "make lock" \
+	$(if $(filter 1,$(UPGRADE)),--upgrade,$(foreach package,$(UPGRADE),--upgrade-package $(package)))
+lock: $(UV_INSTALLED)
+	$(COMPILE) --python-platform aarch64-manylinux2014 --python-version 3.13 --only-binary :all: \
+		layers/shared/requirements.txt -o layers/shared/requirements.lock
+	$(COMPILE) --universal --python-version 3.11 --constraint layers/shared/requirements.lock \
+		requirements-dev.txt -o requirements-dev.lock
+	$(COMPILE) --universal --python-version 3.11 .ci/tools-requirements.txt -o .ci/tools-requirements.lock
+$(UV_INSTALLED):
+	$(PYTHON) -m venv $(LOCKER)
+	$(LOCKER)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	touch $@
 
 test: venv
@@ -111,4 +135,4 @@ demo: venv
 	$(VENV)/bin/python -m devstack.demo
 
 clean:
-	rm -rf .aws-sam $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .aws-sam $(VENV) $(TOOLS) $(LOCKER) .pytest_cache .ruff_cache .mypy_cache
