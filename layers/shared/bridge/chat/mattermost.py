@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from botocore.exceptions import ClientError
 
@@ -34,7 +34,7 @@ from bridge.chat.grammar import (
 from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
 from bridge.core.http_api import ApiRequest, BadRequest, form_fields, json_response, token_matches
-from bridge.core.observability import count, logger
+from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
 from bridge.whereby.client import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
@@ -46,6 +46,10 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TRIGGER = re.compile(r"/[a-z0-9._-]{1,64}")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # echoed as a live @mention: nothing Markdown can take
 STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
+
+# Why a command was refused, as the ``reason`` dimension of ``CommandsRefused`` (the dashboard draws one line each).
+RefusalKind = Literal["token", "other-team", "malformed", "team-not-enabled"]
+REFUSAL_KINDS: tuple[RefusalKind, ...] = get_args(RefusalKind)
 
 Reply = dict[str, Any]  # a Mattermost CommandResponse, as sent on the wire
 
@@ -129,25 +133,25 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
         fields = form_fields(event)
         team = runtime.token_gate.team_of(_first(fields, "token"))
         if team is None:
-            count("CommandsRefused")
+            count_reason("CommandsRefused", "token")
             logger.warning("mattermost command refused", extra={"reason": "missing or wrong token"})
             return json_response(401, {"error": "missing or wrong token"})
         caller = caller_from(fields)
         if caller.team_id != team:
             # The token is good but the body names another team: someone holding one team's token is trying to
             # act in another team. Nothing is done.
-            count("CommandsRefused")
+            count_reason("CommandsRefused", "other-team")
             logger.warning("mattermost command refused", extra={"reason": "token of another team"})
             return json_response(401, {"error": "this token is not valid for this team"})
     except BadRequest as exc:
-        count("CommandsRefused")
+        count_reason("CommandsRefused", "malformed")
         return json_response(400, {"error": str(exc)})
     except SecretError as exc:
         logger.error("mattermost command not handled: no credentials", extra={"reason": str(exc)})
         return json_response(503, {"error": "temporarily unavailable, retry later"})
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
     if settings.mattermost_team_ids and caller.team_id not in settings.mattermost_team_ids:
-        count("CommandsRefused")
+        count_reason("CommandsRefused", "team-not-enabled")
         return json_response(200, ephemeral(f"`{caller.trigger}` is not enabled for this team."))
     limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
     command = parse(_first(fields, "text"), limits, caller.trigger, team_members(fields))

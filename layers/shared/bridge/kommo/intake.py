@@ -10,26 +10,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import ApiRequest, BadRequest, body_bytes, json_response, token_matches
-from bridge.core.observability import count, logger
+from bridge.core.observability import count, count_reason, logger
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
 from bridge.kommo.webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
 from bridge.store.credentials import SecretError
 
 STAGE_ACTIONS = ("status", "add")
 
+# Why a webhook was refused, as the ``reason`` dimension of ``WebhooksRejected`` (the dashboard draws one line each).
+RejectKind = Literal["token", "too-large", "malformed", "other-account"]
+REJECT_KINDS: tuple[RejectKind, ...] = get_args(RejectKind)
+
 
 class WebhookRefused(Exception):
     """The request is refused as a whole; nothing was enqueued. ``reason`` is safe to show the caller."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, kind: RejectKind) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def check_account(webhook: KommoWebhook, settings: Settings) -> None:
         return
     if webhook.account_id is not None and webhook.account_id == settings.kommo_account_id:
         return
-    raise WebhookRefused(403, "webhook is from another Kommo account")
+    raise WebhookRefused(403, "webhook is from another Kommo account", "other-account")
 
 
 def accept_webhook(
@@ -78,13 +83,13 @@ def accept_webhook(
     received_at: int,
 ) -> Intake:
     if not token_matches(token, expected_tokens):
-        raise WebhookRefused(401, "missing or wrong token")
+        raise WebhookRefused(401, "missing or wrong token", "token")
     if len(body) > MAX_BODY_BYTES:
-        raise WebhookRefused(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        raise WebhookRefused(413, f"body larger than {MAX_BODY_BYTES} bytes", "too-large")
     try:
         webhook = parse_webhook(body)
     except MalformedWebhook as exc:
-        raise WebhookRefused(400, str(exc)) from None
+        raise WebhookRefused(400, str(exc), "malformed") from None
     check_account(webhook, settings)
     jobs: list[Job] = []
     for event in webhook.events:
@@ -118,10 +123,10 @@ def answer(event: ApiRequest, classify: Classifier, ports: IntakeRuntime) -> dic
             received_at=int(time.time()),
         )
     except BadRequest as exc:
-        count("WebhooksRejected")
+        count_reason("WebhooksRejected", "malformed")
         return json_response(400, {"error": str(exc)})
     except WebhookRefused as exc:
-        count("WebhooksRejected")
+        count_reason("WebhooksRejected", exc.kind)
         logger.warning("kommo webhook refused", extra={"status": exc.status, "reason": exc.reason})
         return json_response(exc.status, {"error": exc.reason})
     except (SecretError, PeerUnavailable) as exc:

@@ -130,6 +130,7 @@ class PointsBudget:
             wait = ledger.wait_for(points, interactive, self, now)
             if wait <= 0:
                 if self._write(ledger.spend(points, interactive, now, self.slot_seconds)):
+                    count("WherebyPointsSpent", points)
                     return
                 conflicts += 1
                 if conflicts >= MAX_CONFLICTS:
