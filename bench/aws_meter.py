@@ -331,7 +331,6 @@ class AwsMeter:
         for inv in invocations:
             share = max(1.0, ONE_VCPU_MB / self.memory.get(inv.function, ONE_VCPU_MB))
             usage.add(f"invocations:{inv.function}", 1)
-            usage.add(f"cold:{inv.function}", inv.cold)
             usage.add(f"wall_ms:{inv.function}", math.ceil(inv.wall * 1000))
             usage.add(f"est_ms:{inv.function}", math.ceil((inv.wall + inv.cpu * (share - 1)) * 1000))
             usage.add(f"log_bytes:{inv.function}", inv.log_bytes)

@@ -43,8 +43,8 @@ EVENT_TIME = 1_767_225_600
 CHAT_MINUTES = 30  # the sample command's "Design review 30m"
 HOURS_A_MONTH = 730
 GB = 1024**3
-# Lambda's SQS poller: five pollers long-polling 20 s each while the queue is empty (what AWS describes for the
-# event source mapping at rest; the number of pollers is AWS's to choose, so this is an estimate).
+# Lambda's SQS poller at rest: five pollers long-polling 20 s each, as it is commonly described; how many pollers
+# run is AWS's choice, so this is an estimate.
 IDLE_POLLERS = 5
 LONG_POLL_SECONDS = 20
 
@@ -212,21 +212,21 @@ def bill(usage: Usage, model: BillModel) -> dict[str, float]:
 # ----- the run -----
 
 
-def form_body(sample: str, replace: Mapping[str, str]) -> bytes:
-    """A sample body of events/ with some fields replaced (same order and size as Kommo's or Mattermost's)."""
+def form_body(sample: str, changes: Mapping[str, str]) -> bytes:
+    """A sample body of events/ with some fields changed (the order and size of Kommo's or Mattermost's own)."""
     fields = parse_qsl((EVENTS / sample).read_text(encoding="utf-8").strip(), keep_blank_values=True)
-    return urlencode([(key, replace.get(key, value)) for key, value in fields]).encode()
+    return urlencode([(key, changes.get(key, value)) for key, value in fields]).encode()
 
 
 def kommo_body(sample: str, lead: int, at: int, status: int | None = None) -> bytes:
-    replace = {
+    changes = {
         "leads[status][0][id]": str(lead),
         "leads[status][0][updated_at]": str(at),
         "leads[status][0][last_modified]": str(at),
     }
     if status is not None:
-        replace["leads[status][0][status_id]"] = str(status)
-    return form_body(sample, replace)
+        changes["leads[status][0][status_id]"] = str(status)
+    return form_body(sample, changes)
 
 
 @dataclass
@@ -244,7 +244,6 @@ class Measured:
     metrics: list[tuple[str, str, tuple[tuple[str, str], ...]]]
     memory: dict[str, int]
     runs_a_month: dict[str, float]  # by scheduled function
-    seconds: float
 
 
 class Driver:
@@ -264,7 +263,8 @@ class Driver:
 
     def command(self, n: int) -> None:
         body = form_body("mattermost-command.body", {"text": f"Design review {n} {CHAT_MINUTES}m"})
-        answer = self.http.post(f"{self.stack.gateway_url}/mattermost/command", data=body, headers=MATTERMOST)
+        url = f"{self.stack.gateway_url}/mattermost/command"
+        answer = self.http.post(url, data=body, headers=MATTERMOST, timeout=30)
         if answer.status_code != 200 or answer.json().get("response_type") != "in_channel":
             raise SystemExit(f"/mattermost/command answered {answer.status_code} {answer.text}")
 
@@ -308,7 +308,6 @@ def non_negative(usage: Usage) -> Usage:
 
 
 def measure(rooms: int, latency: float, per_container: int) -> Measured:
-    started = time.monotonic()
     template = load_template()
     defaults = parameter_defaults(template)
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "false"  # the metrics are counted too
@@ -408,7 +407,6 @@ def measure(rooms: int, latency: float, per_container: int) -> Measured:
         metrics=metrics,
         memory=memory,
         runs_a_month=runs_a_month,
-        seconds=time.monotonic() - started,
     )
 
 
@@ -512,8 +510,7 @@ def fixed_a_month(measured: Measured, template: Mapping[str, Any], model: BillMo
         ("kms_key_month", "KMS key (the alarm topic's)", "AWS::KMS::Key"),
     ):
         count = len(resources_of(template, kind))
-        if count:
-            fixed.append((f"{count} {what} x {money(price(name))}", count * price(name)))
+        fixed.append((f"{count} {what} x {money(price(name))}", count * price(name)))
     fixed.append(
         (
             f"{len(measured.metrics)} custom metrics seen in this run x {money(price('metric_month'))} "
@@ -539,7 +536,7 @@ def report(
         f"AWS usage per room on the local stack: {n} Kommo deals entered the room stage, then were won or lost; "
         f"{n} /whereby rooms were made, then ended by the sweep. Whereby and Kommo (simulators) answered in "
         f"{latency * 1000:.0f} ms; the AWS calls went to moto in this process. Durations are this machine's "
-        f"({platform.machine()}, not Graviton): estimates. 'At the CPU share' stretches each invocation's CPU time "
+        f"({platform.machine()}), not Graviton's: estimates. 'At the CPU share' stretches each invocation's CPU time "
         "to the part of a vCPU its memory buys (one at 1,769 MB), waits unchanged. INIT (billed since August 2025) "
         f"is a fresh import of the handler. Assumed: a container serves {per_container} invocations within the "
         "secrets' 5-minute cache."
@@ -585,7 +582,12 @@ def report(
     for what, usd in fixed:
         out.append(f"  {what:<96}{money(usd):>10}")
     out.append(f"  {'total':<96}{money(sum(usd for _, usd in fixed)):>10}")
-    out.append("  metrics: " + ", ".join(sorted({name for _, name, _ in measured.metrics})))
+    names = ", ".join(sorted({name for _, name, _ in measured.metrics}))
+    out.append(f"  metrics: {names}; the others are sent only when something fails")
+    out.append(
+        "Not counted: DynamoDB storage and backups (a room's records are a few KB, kept 30 days), data sent to Whereby "
+        "and Kommo (a few KB a room), X-Ray (off unless Tracing=Active)."
+    )
     out += ["", f"List prices (USD, eu-west-1, read {PRICES_READ}):"]
     for p in PRICES.values():
         out += textwrap.wrap(f"{unit_price(p)}: {p.source}", 118, initial_indent="  ", subsequent_indent="      ")
