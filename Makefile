@@ -24,7 +24,7 @@ aws-target:
 	give ENV= one of its environments, or STACK= and REGION=." >&2; exit 2; }
 SINCE ?= 1 hour ago
 
-.PHONY: help venv tools lock test lint format validate build local demo bench clean deploy outputs logs why redrive \
+.PHONY: help venv tools lock test lint format validate build local demo bench cost clean deploy outputs logs why redrive \
 	close-all migrate-secrets test-alarm delete aws-target
 
 help:
@@ -34,6 +34,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy --strict over layers/ and functions/"
 	@echo "make lock      recompile the locks after a requirements change (UPGRADE=1, or UPGRADE='boto3 moto': newest)"
 	@echo "make bench     every benchmark; figures into bench/RESULTS.md"
+	@echo "make cost      AWS calls per room on the local stack, priced at eu-west-1 list prices (in bench/RESULTS.md)"
 	@echo "make validate  sam validate --lint"
 	@echo "make build     sam build (arm64, python3.13, no Docker needed)"
 	@echo "make deploy    sam deploy (ENV=prod for the prod environment of samconfig.toml; GUIDED=1 the first time)"
@@ -99,6 +100,9 @@ build: tools
 
 bench: venv
 	$(VENV)/bin/python -m bench
+
+cost: venv
+	$(VENV)/bin/python -m bench cost
 
 deploy: build
 	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)

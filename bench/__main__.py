@@ -1,7 +1,8 @@
 """``make bench``: run every benchmark, print its figures, and write them to bench/RESULTS.md with the commands.
 
 Each benchmark compares against a baseline measured in the same run (ratios and medians), since machines are noisy.
-``python -m bench bulk_move`` runs the benchmarks whose script names are given and replaces only their sections.
+``python -m bench bulk_move`` runs the benchmarks whose script names are given and replaces only their sections
+(``make cost`` is ``python -m bench cost``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ BENCHES = [
         ["bench/webhook_and_e2e.py", "--runs", "200", "--deals", "1000"],
     ),
     ("Bulk move of 500 deals on the Build plan", ["bench/bulk_move.py", "--deals", "500", "--scale", "20"]),
+    ("AWS cost per room at eu-west-1 list prices", ["bench/cost.py", "--rooms", "20"]),
 ]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
