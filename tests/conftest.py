@@ -10,6 +10,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, settings
 from moto import mock_aws
 
 from devstack.harness import LocalFunctions
@@ -37,6 +38,24 @@ MATTERMOST_TOKENS: list[str] = [token for tokens in SECRET["mattermost_tokens"].
 SUBDOMAIN = "irestoremoldova"  # the account of the 2021 sample
 DEMO_STATUS = 16525558  # the status the 2021 sample moves its lead into
 STAGE_RULES = {str(DEMO_STATUS): {"name": "Demo", "duration_minutes": 60, "prefix": "demo", "locked": True}}
+
+
+# Hypothesis: in CI every run tries the same examples (derandomize: the seed comes from each test's code), so a red
+# build is red again when run again, and a failure prints the blob that replays it (docs/testing.md). On a
+# developer's machine each run explores new examples, and a failure is kept in .hypothesis/ and tried first next time.
+# A test's own @settings still apply on top of the profile. Both start from Hypothesis' defaults, not from whatever
+# profile is loaded (Hypothesis loads a "ci" of its own when it sees CI set).
+settings.register_profile(
+    "ci",
+    settings.get_profile("default"),
+    derandomize=True,
+    print_blob=True,
+    database=None,
+    deadline=None,  # a shared CI machine's pauses are not the code's
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
