@@ -62,6 +62,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--reliability-size", type=int, default=24, help="deals per reliability round (CI: 24)")
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The seed of the random order, at the end of every run: pytest-randomly names it only in the header, which
+    ``-q`` (make test, CI) leaves out."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and config.getoption("randomly_reorganize", True):
+        terminalreporter.write_line(
+            f"Random test order, seed {seed}: add --randomly-seed={seed} to the same command to run this order again"
+        )
+
+
 @pytest.fixture
 def reliability_size(request: pytest.FixtureRequest) -> int:
     return request.config.getoption("--reliability-size")
@@ -128,7 +138,12 @@ def stack(
         )
         functions = LocalFunctions(template, created, sqs)
         saved = dict(os.environ)
-        functions.apply_environment({"SECRET_MAX_AGE_SECONDS": "0"})
+        environment = {**functions.environment(), "SECRET_MAX_AGE_SECONDS": "0"}
+        # Through monkeypatch as well: a test's own monkeypatch.setenv of one of these is undone after this fixture
+        # ends, and would otherwise put the stack's value back into the environment of the tests that follow.
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        functions.apply_environment(environment)
         try:
             yield functions
         finally:
