@@ -88,7 +88,8 @@ def reset_peers(stack: LocalStack) -> None:
 def empty_the_queue(stack: LocalStack, logical_id: str) -> None:
     """Received and deleted rather than purged: SQS allows one purge a minute."""
     url = stack.queue_url(logical_id)
-    while messages := stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+    receive = {"QueueUrl": url, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0}
+    while messages := stack.sqs.receive_message(**receive).get("Messages"):
         for message in messages:
             stack.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
