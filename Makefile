@@ -79,8 +79,10 @@ $(UV_INSTALLED):
 	$(LOCKER)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	touch $@
 
+# In random order (pytest-randomly, named so that a venv without it fails rather than runs in file order). The run
+# ends with its seed; make test ARGS=--randomly-seed=N runs the same order again (docs/testing.md).
 test: venv
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -p randomly $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, settings
 from moto import mock_aws
 
 from devstack.harness import LocalFunctions
@@ -39,8 +40,36 @@ DEMO_STATUS = 16525558  # the status the 2021 sample moves its lead into
 STAGE_RULES = {str(DEMO_STATUS): {"name": "Demo", "duration_minutes": 60, "prefix": "demo", "locked": True}}
 
 
+# Hypothesis: in CI every run tries the same examples (derandomize: the seed comes from each test's code), so a red
+# build is red again when run again, and a failure prints the blob that replays it (docs/testing.md). On a
+# developer's machine each run explores new examples, and a failure is kept in .hypothesis/ and tried first next time.
+# A test's own @settings still apply on top of the profile. Both start from Hypothesis' defaults, not from whatever
+# profile is loaded (Hypothesis loads a "ci" of its own when it sees CI set).
+settings.register_profile(
+    "ci",
+    settings.get_profile("default"),
+    derandomize=True,
+    print_blob=True,
+    database=None,
+    deadline=None,  # a shared CI machine's pauses are not the code's
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--reliability-size", type=int, default=24, help="deals per reliability round (CI: 24)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The seed of the random order, at the end of every run: pytest-randomly names it only in the header, which
+    ``-q`` (make test, CI) leaves out."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and config.getoption("randomly_reorganize", True):
+        terminalreporter.write_line(
+            f"Random test order, seed {seed}: add --randomly-seed={seed} to the same command to run this order again"
+        )
 
 
 @pytest.fixture
@@ -109,7 +138,12 @@ def stack(
         )
         functions = LocalFunctions(template, created, sqs)
         saved = dict(os.environ)
-        functions.apply_environment({"SECRET_MAX_AGE_SECONDS": "0"})
+        environment = {**functions.environment(), "SECRET_MAX_AGE_SECONDS": "0"}
+        # Through monkeypatch as well: a test's own monkeypatch.setenv of one of these is undone after this fixture
+        # ends, and would otherwise put the stack's value back into the environment of the tests that follow.
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        functions.apply_environment(environment)
         try:
             yield functions
         finally:

@@ -65,6 +65,18 @@ def run(stack, text: str | None = None, **kwargs) -> dict:
     return answer_of(command(stack, text, **kwargs))
 
 
+def run_at(now: float, text: str, **fields: str) -> dict:
+    """The command sent at ``now`` (seconds since the epoch): the route with the production ports, the command's
+    clock set to ``now``."""
+    from bridge import runtime
+    from bridge.chat import mattermost as mattermost_command
+
+    production = runtime.mattermost()
+    at_now = replace(production, ports=lambda: replace(production.ports(), clock=lambda: now))
+    event = http_api_event("POST", "/mattermost/command", headers=HEADERS, body=form(text=text, **fields).encode())
+    return answer_of(mattermost_command.answer(ApiRequest.of(event), at_now))
+
+
 def table_items(stack) -> list[dict]:
     table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
     return [item for item in table.scan()["Items"] if item["pk"].startswith("ROOM#")]  # inspection only
@@ -426,8 +438,7 @@ def test_a_command_that_does_not_parse_gets_a_hint_never_silence(stack, whereby_
 
 
 def test_list_shows_the_open_rooms_of_this_channel_with_the_host_link_only_for_your_own(stack, whereby_sim):
-    run(stack, "Mine 30m")
-    time.sleep(1.1)  # records keep their creation time in whole seconds
+    run_at(time.time() - 60, "Mine 30m")  # a minute before the next: records keep their time in whole seconds
     run(stack, "Theirs 2h", user_id=OTHER_USER, user_name="tester")
     run(stack, "Elsewhere", channel_id="i3bb9xfyqt8rtbyshmyhgsj16c")
     mine, theirs = (m for m in sorted(whereby_sim.meetings(), key=lambda m: int(m["meetingId"]))[:2])
@@ -445,8 +456,7 @@ def test_list_in_a_channel_without_rooms_says_how_to_start_one(stack):
 
 
 def test_end_by_the_creator_removes_the_room_everywhere(stack, whereby_sim):
-    run(stack, "Older")
-    time.sleep(1.1)  # records keep their creation time in whole seconds
+    run_at(time.time() - 60, "Older")  # a minute before the next: records keep their time in whole seconds
     run(stack, "Latest")
     latest = max(whereby_sim.meetings(), key=lambda m: int(m["meetingId"]))
 
@@ -541,7 +551,9 @@ def test_whereby_timing_out_gets_a_sentence_and_leaves_nothing_active(stack, whe
         mattermost_command.answer(ApiRequest.of(event), replace(runtime.mattermost(), ports=lambda: ports))
     )
     assert_ephemeral(answer, "Whereby did not answer in time", "No room was made")
-    time.sleep(1.2)  # let the simulator finish the slow requests before checking what it holds
+    # Both tries reached Whereby, which dropped them without acting (the simulator only holds their connections
+    # open a while longer): nothing can appear later.
+    assert [(r["method"], r["status"]) for r in whereby_sim.requests_seen()] == [("POST", 0), ("POST", 0)]
     assert_nothing_left(stack, whereby_sim)
 
 

@@ -407,14 +407,16 @@ def test_with_the_shared_count_off_a_throttled_job_fails_and_is_retried_as_befor
 def test_a_sweep_during_a_bulk_move_stops_for_the_budget_and_the_next_run_finishes(stack, whereby_sim, points):
     import time
 
-    points(12, 3, window=2.0)
+    budget = points(12, 3, window=60.0)
+    clock = FakeTime(time.time())
+    budget.clock = clock.clock  # the stack's own budget, on a clock that moves only when told
     post(stack, "/kommo/stage", stage_body([1001, 1002]))
     stack.drain()
     spend_the_background_points()  # the worker is still busy with a bulk move
     summary = stack.invoke("SweeperFunction", {"mode": "close-all"})
     assert (summary["stopped"], summary["deleted"]) == ("budget", 0)
     assert len(whereby_sim.meetings()) == 2
-    time.sleep(2.1)  # the next run, once the points came back
+    clock.now += 61  # the next run, once the points came back
     summary = stack.invoke("SweeperFunction", {"mode": "close-all"})
     assert (summary["stopped"], summary["deleted"]) == ("", 2)
     assert whereby_sim.meetings() == []
