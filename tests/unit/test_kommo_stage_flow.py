@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 
+from bridge.core.http_api import ApiRequest
 from tests.conftest import DEMO_STATUS, MATTERMOST_TOKENS, SECRET, SUBDOMAIN, sample
 
 STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
@@ -184,6 +185,37 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, tok
     stack.drain()
     assert whereby_sim.meetings() == []
     assert table_items(stack) == []
+
+
+def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
+    from bridge import runtime
+    from bridge.kommo.intake import IntakeRuntime, answer, stage_job_kind
+    from devstack.lambda_events import http_api_event
+
+    def deliver(query: str, tokens: tuple[str, ...]) -> int:
+        event = http_api_event(
+            "POST",
+            "/kommo/stage",
+            query=query,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            body=STAGE_BODY,
+        )
+        route = IntakeRuntime(settings=runtime.settings, tokens=lambda: tokens, queue=runtime.job_queue)
+        return answer(ApiRequest.of(event), stage_job_kind, route)["statusCode"]
+
+    # The route itself, handed an empty token among the configured ones: no token, or an empty one, is no match.
+    for query in ("", "token=", "token"):
+        assert deliver(query, ("",)) == 401
+        assert deliver(query, ("", SECRET["kommo_webhook_token"])) == 401
+    # A secret whose token was left empty is a broken secret: Kommo is told to deliver again once it is fixed.
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    secrets.put_secret_value(
+        SecretId=stack.stack.refs["KommoWebhookSecret"], SecretString='{"kommo_webhook_token": ""}'
+    )
+    assert post(stack, STAGE_BODY, token=None)[0] == 503
+    assert post(stack, STAGE_BODY, token="")[0] == 503
+    assert stack.queue_depth("JobsQueue") == 0
+    assert whereby_sim.meetings() == [] and table_items(stack) == []
 
 
 def test_no_secret_appears_in_logs_or_answers(stack, log_lines):
