@@ -70,9 +70,10 @@ def test_stage_change_creates_one_room_a_note_and_a_record(stack, whereby_sim, k
 def test_the_same_webhook_three_times_makes_one_room(stack, whereby_sim, kommo_sim):
     for _ in range(3):
         assert post(stack, STAGE_BODY)[0] == 200
-        stack.drain()
+        assert stack.drain().failed == 0
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes(LEAD_ID)) == 1
+    assert stack.queue_depth("JobsDeadLetterQueue") == 0
 
 
 def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereby_sim, kommo_sim):
@@ -89,7 +90,9 @@ def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereb
         MessageGroupId=job.group_id,
         MessageDeduplicationId="a-later-redelivery",
     )
-    assert stack.drain().processed == 1
+    drained = stack.drain()
+    assert drained.processed == 1
+    assert (drained.failed, stack.queue_depth("JobsDeadLetterQueue")) == (0, 0)
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes(LEAD_ID)) == 1
 
