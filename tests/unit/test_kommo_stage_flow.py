@@ -11,6 +11,7 @@ import pytest
 
 from bridge.core.http_api import ApiRequest
 from tests.conftest import DEMO_STATUS, MATTERMOST_TOKENS, SECRET, SUBDOMAIN, sample
+from tests.races import Collision
 
 STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
 LEAD_ID = 30267969
@@ -98,6 +99,8 @@ def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereb
 
 
 def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
+    from bridge import runtime
+
     statuses: list[int] = []
 
     def deliver() -> None:
@@ -109,26 +112,33 @@ def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim, atom
     for thread in threads:
         thread.join()
     assert statuses == [200] * 5
-    stack.drain()
+    # Two workers, as the template allows, and the job delivered to both at once: they always collide on the claim.
+    collision = Collision(runtime.store(), parties=2)
+    drained = stack.drain(workers=2, deliver_twice=True)
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes(LEAD_ID)) == 1
+    assert drained.processed >= 1 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    assert (collision.claims_won, collision.claims_lost) == (1, 1)  # they did collide
 
 
 def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
-    """Two workers running the same job at once (a redelivery racing the first try): one room."""
+    """Four workers running the same job at once (a redelivery racing the first try): one room."""
     from bridge import runtime
-    from bridge.kommo.deal_rooms import DealPorts, run_job
+    from bridge.kommo.deal_rooms import ClaimInProgress, DealPorts, run_job
     from bridge.kommo.jobs import ENSURE_ROOM, Job
+    from bridge.store.meetings import MeetingsStore
 
     job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD_ID, "status", DEMO_STATUS, 1615985846)
-    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
+    store = MeetingsStore(runtime.settings().table_name)
+    collision = Collision(store, parties=4)  # all four read the lead before any claims its slot
+    ports = DealPorts(store=store, whereby=runtime.whereby(), kommo=runtime.kommo())
     outcomes: list[str] = []
     errors: list[Exception] = []
 
     def work() -> None:
         try:
             outcomes.append(run_job(job, runtime.settings(), ports))
-        except Exception as exc:  # a loser may fail and be retried by SQS; it must not create a room
+        except Exception as exc:  # a loser fails and is retried by SQS; it must not create a room
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -136,8 +146,11 @@ def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, ko
         thread.start()
     for thread in threads:
         thread.join()
-    assert outcomes.count("created") == 1, (outcomes, errors)
     assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+    assert outcomes == ["created"], (outcomes, errors)
+    assert [type(error) for error in errors] == [ClaimInProgress] * 3  # retried later by SQS, harmlessly
+    assert (collision.claims_won, collision.claims_lost) == (1, 3)  # they did collide
 
 
 def test_one_body_with_several_leads_opens_a_room_for_each(stack, whereby_sim, kommo_sim):
