@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -27,6 +28,9 @@ JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 CONTROL_PREFIX = "/_sim/"
 FAULT_KINDS_NAMED = ("timeout", "html")
+# How a fault's wait is told: a Retry-After in seconds, a Retry-After as an HTTP date that far ahead (RFC 9110
+# allows both), or only in the body (Whereby's data.msLeft; other peers then say nothing).
+RETRY_AFTER_FORMS = ("seconds", "date", "body")
 PASS_THROUGH = -1  # the status of a queued placeholder fault: that request is answered normally
 
 
@@ -123,6 +127,7 @@ class Fault:
     method: str | None = None
     html: bool = False
     lost_answer: bool = False  # carry the request out, then drop the connection: the peer acted, the caller never heard
+    retry_after_as: str = "seconds"  # one of RETRY_AFTER_FORMS
 
     def matches(self, method: str) -> bool:
         return self.method is None or self.method.upper() == method.upper()
@@ -223,14 +228,16 @@ class SimServer(StartStop):
         method: str | None = None,
         after: int = 0,
         lost_answer: bool = False,
+        retry_after_as: str = "seconds",
     ) -> None:
         """The next n requests (of `method`, if given) get `status` after sleeping `delay` seconds.
 
         status=0 answers nothing and closes the connection. `retry_after` adds a Retry-After header
-        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000). `after` lets that many
-        requests (of `method`) through first, for a fault in the middle of a conversation. `lost_answer=True`
-        (with status 0) carries the request out first: the answer is lost, as when a caller crashes or times
-        out after the peer acted.
+        (and, on a Whereby 429, sets data.msLeft; without it msLeft is 1000); `retry_after_as="date"` sends
+        the header as the HTTP date that many seconds ahead, `"body"` sends no header (only msLeft). `after`
+        lets that many requests (of `method`) through first, for a fault in the middle of a conversation.
+        `lost_answer=True` (with status 0) carries the request out first: the answer is lost, as when a caller
+        crashes or times out after the peer acted.
         """
         if lost_answer and status != 0:
             raise ValueError("lost_answer=True loses the answer: use it with status=0")
@@ -238,8 +245,10 @@ class SimServer(StartStop):
             raise ValueError(f"status must be 0 (no answer) or an HTTP status, not {status}")
         if n < 0 or after < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
             raise ValueError("n, after, delay and retry_after must not be negative")
+        if retry_after_as not in RETRY_AFTER_FORMS:
+            raise ValueError(f"retry_after_as must be one of {RETRY_AFTER_FORMS}, not {retry_after_as!r}")
         method = method.upper() if method else None
-        fault = Fault(status, retry_after, delay, method, lost_answer=lost_answer)
+        fault = Fault(status, retry_after, delay, method, lost_answer=lost_answer, retry_after_as=retry_after_as)
         with self._lock:
             self._faults.extend([Fault(PASS_THROUGH, method=method)] * after + [fault] * n)
 
@@ -368,9 +377,13 @@ class SimServer(StartStop):
 
     def _fault_response(self, fault: Fault) -> Response:
         response = self._fault_body(fault)
-        if fault.retry_after is None:
+        if fault.retry_after is None or fault.retry_after_as == "body":
             return response
-        headers = {**response.headers, "Retry-After": f"{fault.retry_after:g}"}
+        if fault.retry_after_as == "date":
+            header = formatdate(time.time() + fault.retry_after, usegmt=True)
+        else:
+            header = f"{fault.retry_after:g}"
+        headers = {**response.headers, "Retry-After": header}
         return Response(response.status, response.body, response.content_type, headers)
 
     # ----- control endpoints -----
@@ -410,6 +423,7 @@ class SimServer(StartStop):
             delay=float(body.get("delay") or 0.0),
             method=body.get("method"),
             after=int(body.get("after", 0)),
+            retry_after_as=str(body.get("retry_after_as", "seconds")),
         )
         return empty_response()
 

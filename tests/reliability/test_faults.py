@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DEMO_STATUS, MATTERMOST_TOKENS, SECRET, SUBDOMAIN, sample
+from tests.races import Collision
 
 pytestmark = pytest.mark.reliability
 STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
@@ -58,6 +59,8 @@ def dead_letters(stack) -> list[dict]:
 
 
 def test_ten_concurrent_deliveries_of_one_webhook_make_exactly_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
+    from bridge import runtime
+
     answers: list[int] = []
     threads = [
         threading.Thread(target=lambda: answers.append(post(stack, "/kommo/stage", STAGE_BODY)["statusCode"]))
@@ -67,13 +70,17 @@ def test_ten_concurrent_deliveries_of_one_webhook_make_exactly_one_room(stack, w
         thread.start()
     for thread in threads:
         thread.join()
-    stack.drain()
+    # Two workers, the job delivered to both at once: they always collide on the lead's claim.
+    collision = Collision(runtime.store(), parties=2)
+    stack.drain(workers=2, deliver_twice=True)
     for _ in range(2):  # and late redeliveries
         post(stack, "/kommo/stage", STAGE_BODY)
-        stack.drain()
+        stack.drain(workers=2)
     assert answers == [200] * 10
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes()) == 1
+    assert stack.queue_depth("JobsQueue") == 0 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    assert (collision.claims_won, collision.claims_lost) == (1, 1)  # they did collide
 
 
 def test_with_20_percent_peer_faults_every_event_ends_done_or_dead_lettered_and_nothing_leaks(

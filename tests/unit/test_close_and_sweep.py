@@ -61,8 +61,9 @@ def test_deleted_deal_deletes_its_room_without_a_note(stack, whereby_sim, kommo_
 def test_a_deal_that_enters_demo_and_is_lost_a_second_later_leaks_nothing(stack, whereby_sim):
     post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
     post(stack, "/kommo/close", status_body(LEAD, 143, 1_767_225_001))
-    stack.drain()
+    drained = stack.drain()
     assert whereby_sim.meetings() == []
+    assert (drained.failed, stack.queue_depth("JobsDeadLetterQueue")) == (0, 0)
     # Kommo retries the stage event an hour later: the deal has moved on, no room comes back.
     from bridge.kommo.jobs import ENSURE_ROOM, Job
 
@@ -73,8 +74,11 @@ def test_a_deal_that_enters_demo_and_is_lost_a_second_later_leaks_nothing(stack,
         MessageGroupId=job.group_id,
         MessageDeduplicationId="retry-an-hour-later",
     )
-    stack.drain()
+    drained = stack.drain()
     assert whereby_sim.meetings() == []
+    # It ends quietly: done, not failed five times into the dead-letter queue.
+    assert drained.processed == 1
+    assert (drained.failed, stack.queue_depth("JobsDeadLetterQueue")) == (0, 0)
 
 
 def test_a_reopened_deal_gets_a_new_room_and_an_old_lost_event_does_not_close_it(stack, whereby_sim):
@@ -92,14 +96,17 @@ def test_a_reopened_deal_gets_a_new_room_and_an_old_lost_event_does_not_close_it
         MessageGroupId=stale.group_id,
         MessageDeduplicationId="stale-close",
     )
-    stack.drain()
+    drained = stack.drain()
     assert len(whereby_sim.meetings()) == 1
+    assert drained.processed == 1
+    assert (drained.failed, stack.queue_depth("JobsDeadLetterQueue")) == (0, 0)
 
 
 def test_closing_a_deal_without_rooms_is_a_quiet_no_op(stack, whereby_sim, kommo_sim):
     assert post(stack, "/kommo/close", status_body(4242, 142, 1_767_225_600)) == (200, {"accepted": 1, "ignored": 0})
     result = stack.drain()
     assert (result.processed, result.failed) == (1, 0)
+    assert stack.queue_depth("JobsDeadLetterQueue") == 0
     assert kommo_sim.notes() == []
     assert not [r for r in whereby_sim.requests_seen() if r["method"] == "DELETE"]
 
@@ -195,6 +202,29 @@ def test_sweeper_deletes_an_orphan_room_that_no_record_owns(stack, whereby_sim):
     assert orphan.meeting_id not in remaining
     assert foreign.meeting_id in remaining  # not ours: never touched
     assert len(remaining) == 2  # the deal's room stays
+
+
+def test_the_sweep_never_deletes_a_keyed_room_of_another_stack_sharing_the_organisation(stack, whereby_sim):
+    """Two stacks (staging and production, say) may share one Whereby organisation; each sweeps only its own."""
+    from bridge.store.meetings import new_room_key, stack_tag
+    from bridge.whereby.client import RoomRequest, room_prefix
+    from bridge.whereby.sweeper import sweep
+
+    store, whereby, settings = ports()
+    other_tag = stack_tag("whereby-bridge-prod-MeetingsTable-1A2B3C")
+    assert other_tag != store.tag
+    in_an_hour = datetime.fromtimestamp(time.time() + 3600, UTC)
+    theirs = whereby.create_meeting(RoomRequest(in_an_hour, prefix=room_prefix("demo", new_room_key(other_tag))))
+    assert theirs.room_key and theirs.room_key.startswith("z" + other_tag)  # a valid key, of their stack
+    ours = whereby.create_meeting(RoomRequest(in_an_hour, prefix=room_prefix("demo", store.new_room_key())))
+
+    summary = sweep(store, whereby, settings, clock=later(2 * 3600))
+    assert summary.orphans == 1  # ours, which no record owns
+    # Even the close-all run before this stack is removed leaves the other stack's room alone.
+    assert stack.invoke("SweeperFunction", {"mode": "close-all"})["orphans"] == 0
+    assert [m["meetingId"] for m in whereby_sim.meetings()] == [theirs.meeting_id]
+    deleted = {r["path"].rsplit("/", 1)[-1] for r in whereby_sim.requests_seen() if r["method"] == "DELETE"}
+    assert deleted == {ours.meeting_id}
 
 
 def test_sweeper_completes_a_record_left_half_done_by_a_crash(stack, whereby_sim, kommo_sim):

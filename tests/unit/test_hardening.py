@@ -440,6 +440,7 @@ def test_a_redelivered_pipeline_hook_does_not_reopen_a_lost_deal(stack, whereby_
     assert post(stack, "/kommo/stage", pipeline_body(LEAD, DEMO_STATUS)) == (200, {"accepted": 1, "ignored": 0})
     result = stack.drain()
     assert (result.processed, result.failed) == (1, 0)
+    assert stack.queue_depth("JobsDeadLetterQueue") == 0
     assert whereby_sim.meetings() == []
 
 
@@ -455,6 +456,7 @@ def test_a_pipeline_hook_for_a_deal_still_in_the_stage_gets_its_room_once(stack,
 def test_a_pipeline_hook_for_a_lead_kommo_no_longer_has_does_nothing(stack, whereby_sim):
     post(stack, "/kommo/stage", pipeline_body(LEAD, DEMO_STATUS))
     assert stack.drain().failed == 0
+    assert stack.queue_depth("JobsDeadLetterQueue") == 0
     assert whereby_sim.meetings() == []
 
 

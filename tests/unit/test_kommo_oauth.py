@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from tests.conftest import SECRET
+from tests.races import LeaseRace
 
 OAUTH = {
     "kommo_client_id": "client-5c1e",
@@ -57,17 +58,22 @@ def test_a_token_due_for_renewal_is_refreshed_saved_and_then_used(stack, kommo_s
 def test_concurrent_refresh_attempts_make_one_refresh_call(stack, kommo_sim, oauth, atomic_dynamodb):
     from bridge import runtime
     from bridge.kommo.auth import KommoTokens, SecretWriter, TokenLease
+    from bridge.store.credentials import kommo_credentials
 
     settings = runtime.settings()
     tokens: list[str] = []
     errors: list[Exception] = []
+    race = LeaseRace(parties=8)  # all eight try the lease at once, so only the lease's condition keeps one refresh
 
     def renew() -> None:
         # Each thread is its own function instance: its own lease holder, its own view of the secret.
+        lease = TokenLease(runtime.store().table)
+        lease.acquire = race.acquire(lease.acquire)
         provider = KommoTokens(
             settings,
-            TokenLease(runtime.store().table),
+            lease,
             SecretWriter(settings.kommo_secret_id, boto3.client("secretsmanager", region_name="eu-west-1")),
+            read=race.read(lambda fresh: kommo_credentials(settings, force_fetch=fresh)),
             sleep=lambda _: time.sleep(0.05),
         )
         try:
@@ -84,6 +90,7 @@ def test_concurrent_refresh_attempts_make_one_refresh_call(stack, kommo_sim, oau
     assert kommo_sim.refresh_calls == 1
     assert len(set(tokens)) == 1
     assert tokens[0] == stored_secret(stack, oauth)["kommo_access_token"]
+    assert race.holders == 1  # they did contend for it
 
 
 def test_a_401_rereads_the_secret_and_refreshes_once(stack, kommo_sim, oauth):

@@ -115,10 +115,11 @@ def test_the_webhook_arriving_after_its_reconciliation_changes_nothing(bridge, w
     bridge.drain()
 
     assert post(bridge, "/kommo/stage", status_body(LEAD, DEMO_STATUS, event["created_at"]))[0] == 200
-    bridge.drain()
+    drained = bridge.drain()
 
     assert len(whereby_sim.meetings()) == 1
     assert note_heads(kommo_sim) == [ROOM_NOTE]
+    assert (drained.failed, bridge.queue_depth("JobsDeadLetterQueue")) == (0, 0)
 
 
 def test_a_webhook_that_did_arrive_is_not_doubled_by_the_reconciliation(bridge, whereby_sim, kommo_sim):
@@ -127,10 +128,11 @@ def test_a_webhook_that_did_arrive_is_not_doubled_by_the_reconciliation(bridge, 
     bridge.drain()
 
     run(bridge)
-    bridge.drain()
+    drained = bridge.drain()
 
     assert len(whereby_sim.meetings()) == 1
     assert note_heads(kommo_sim) == [ROOM_NOTE]
+    assert (drained.failed, bridge.queue_depth("JobsDeadLetterQueue")) == (0, 0)
 
 
 def test_reconciling_twice_changes_nothing(bridge, whereby_sim, kommo_sim):
@@ -144,7 +146,7 @@ def test_reconciling_twice_changes_nothing(bridge, whereby_sim, kommo_sim):
 
     assert first["jobs"] == {ENSURE_ROOM: 1}
     assert second["events_read"] == 1 and second["jobs"] == {}
-    assert drained.processed == 0
+    assert (drained.processed, drained.failed, bridge.queue_depth("JobsDeadLetterQueue")) == (0, 0, 0)
     assert len(whereby_sim.meetings()) == 1
     assert note_heads(kommo_sim) == [ROOM_NOTE]
 
@@ -165,8 +167,9 @@ def test_a_missed_lost_webhook_deletes_the_room_and_posts_the_close_note_once(br
     # The late webhook and another run change nothing.
     post(bridge, "/kommo/close", status_body(LEAD, 143, lost["created_at"]))
     run(bridge)
-    bridge.drain()
+    drained = bridge.drain()
     assert whereby_sim.meetings() == []
+    assert (drained.failed, bridge.queue_depth("JobsDeadLetterQueue")) == (0, 0)
     assert note_heads(kommo_sim) == [ROOM_NOTE, LOST_NOTE]
 
 

@@ -9,7 +9,9 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 
+from bridge.core.http_api import ApiRequest
 from tests.conftest import DEMO_STATUS, MATTERMOST_TOKENS, SECRET, SUBDOMAIN, sample
+from tests.races import Collision
 
 STAGE_BODY = sample("02_status_regular_stage_custom_fields_2021.form")
 LEAD_ID = 30267969
@@ -69,9 +71,10 @@ def test_stage_change_creates_one_room_a_note_and_a_record(stack, whereby_sim, k
 def test_the_same_webhook_three_times_makes_one_room(stack, whereby_sim, kommo_sim):
     for _ in range(3):
         assert post(stack, STAGE_BODY)[0] == 200
-        stack.drain()
+        assert stack.drain().failed == 0
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes(LEAD_ID)) == 1
+    assert stack.queue_depth("JobsDeadLetterQueue") == 0
 
 
 def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereby_sim, kommo_sim):
@@ -88,12 +91,16 @@ def test_a_retry_after_the_queue_window_still_makes_no_second_room(stack, whereb
         MessageGroupId=job.group_id,
         MessageDeduplicationId="a-later-redelivery",
     )
-    assert stack.drain().processed == 1
+    drained = stack.drain()
+    assert drained.processed == 1
+    assert (drained.failed, stack.queue_depth("JobsDeadLetterQueue")) == (0, 0)
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes(LEAD_ID)) == 1
 
 
 def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
+    from bridge import runtime
+
     statuses: list[int] = []
 
     def deliver() -> None:
@@ -105,26 +112,33 @@ def test_concurrent_deliveries_make_one_room(stack, whereby_sim, kommo_sim, atom
     for thread in threads:
         thread.join()
     assert statuses == [200] * 5
-    stack.drain()
+    # Two workers, as the template allows, and the job delivered to both at once: they always collide on the claim.
+    collision = Collision(runtime.store(), parties=2)
+    drained = stack.drain(workers=2, deliver_twice=True)
     assert len(whereby_sim.meetings()) == 1
     assert len(kommo_sim.notes(LEAD_ID)) == 1
+    assert drained.processed >= 1 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    assert (collision.claims_won, collision.claims_lost) == (1, 1)  # they did collide
 
 
 def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, kommo_sim, atomic_dynamodb):
-    """Two workers running the same job at once (a redelivery racing the first try): one room."""
+    """Four workers running the same job at once (a redelivery racing the first try): one room."""
     from bridge import runtime
-    from bridge.kommo.deal_rooms import DealPorts, run_job
+    from bridge.kommo.deal_rooms import ClaimInProgress, DealPorts, run_job
     from bridge.kommo.jobs import ENSURE_ROOM, Job
+    from bridge.store.meetings import MeetingsStore
 
     job = Job(ENSURE_ROOM, SUBDOMAIN, LEAD_ID, "status", DEMO_STATUS, 1615985846)
-    ports = DealPorts(store=runtime.store(), whereby=runtime.whereby(), kommo=runtime.kommo())
+    store = MeetingsStore(runtime.settings().table_name)
+    collision = Collision(store, parties=4)  # all four read the lead before any claims its slot
+    ports = DealPorts(store=store, whereby=runtime.whereby(), kommo=runtime.kommo())
     outcomes: list[str] = []
     errors: list[Exception] = []
 
     def work() -> None:
         try:
             outcomes.append(run_job(job, runtime.settings(), ports))
-        except Exception as exc:  # a loser may fail and be retried by SQS; it must not create a room
+        except Exception as exc:  # a loser fails and is retried by SQS; it must not create a room
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -132,8 +146,11 @@ def test_concurrent_workers_on_the_same_job_make_one_room(stack, whereby_sim, ko
         thread.start()
     for thread in threads:
         thread.join()
-    assert outcomes.count("created") == 1, (outcomes, errors)
     assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD_ID)) == 1
+    assert outcomes == ["created"], (outcomes, errors)
+    assert [type(error) for error in errors] == [ClaimInProgress] * 3  # retried later by SQS, harmlessly
+    assert (collision.claims_won, collision.claims_lost) == (1, 3)  # they did collide
 
 
 def test_one_body_with_several_leads_opens_a_room_for_each(stack, whereby_sim, kommo_sim):
@@ -184,6 +201,37 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, tok
     stack.drain()
     assert whereby_sim.meetings() == []
     assert table_items(stack) == []
+
+
+def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
+    from bridge import runtime
+    from bridge.kommo.intake import IntakeRuntime, answer, stage_job_kind
+    from devstack.lambda_events import http_api_event
+
+    def deliver(query: str, tokens: tuple[str, ...]) -> int:
+        event = http_api_event(
+            "POST",
+            "/kommo/stage",
+            query=query,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            body=STAGE_BODY,
+        )
+        route = IntakeRuntime(settings=runtime.settings, tokens=lambda: tokens, queue=runtime.job_queue)
+        return answer(ApiRequest.of(event), stage_job_kind, route)["statusCode"]
+
+    # The route itself, handed an empty token among the configured ones: no token, or an empty one, is no match.
+    for query in ("", "token=", "token"):
+        assert deliver(query, ("",)) == 401
+        assert deliver(query, ("", SECRET["kommo_webhook_token"])) == 401
+    # A secret whose token was left empty is a broken secret: Kommo is told to deliver again once it is fixed.
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    secrets.put_secret_value(
+        SecretId=stack.stack.refs["KommoWebhookSecret"], SecretString='{"kommo_webhook_token": ""}'
+    )
+    assert post(stack, STAGE_BODY, token=None)[0] == 503
+    assert post(stack, STAGE_BODY, token="")[0] == 503
+    assert stack.queue_depth("JobsQueue") == 0
+    assert whereby_sim.meetings() == [] and table_items(stack) == []
 
 
 def test_no_secret_appears_in_logs_or_answers(stack, log_lines):

@@ -412,6 +412,35 @@ def test_a_near_miss_token_is_refused(stack, whereby_sim, token):
     assert_nothing_left(stack, whereby_sim)
 
 
+def test_an_empty_configured_command_token_admits_nobody(stack, whereby_sim):
+    from bridge import runtime
+    from bridge.chat.mattermost import CommandRuntime, TokenGate, answer
+
+    fields = sample_fields()
+    team = fields["team_id"]
+    without_token = {k: v for k, v in fields.items() if k != "token"}
+
+    def send(tokens: tuple[str, ...], sent: dict[str, str]) -> int:
+        event = http_api_event(
+            "POST", "/mattermost/command", headers=HEADERS, body=urlencode(sorted(sent.items())).encode()
+        )
+        gate = TokenGate(lambda fresh: {team: tokens})
+        route = CommandRuntime(settings=runtime.settings, token_gate=gate, ports=runtime.mattermost().ports)
+        return answer(ApiRequest.of(event), route)["statusCode"]
+
+    # The route itself, with an empty token configured for the team: an empty or absent token is no match.
+    for tokens in [("",), ("", CURRENT)]:
+        assert send(tokens, {**fields, "token": ""}) == 401
+        assert send(tokens, without_token) == 401
+    # The same through the secret: a team whose token was left empty.
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    emptied = {"mattermost_tokens": {**TEAM_TOKENS, team: [""]}}
+    secrets.put_secret_value(SecretId=stack.stack.refs["MattermostSecret"], SecretString=json.dumps(emptied))
+    runtime.mattermost().token_gate.forget()
+    assert command(stack, "Hi", token="")["statusCode"] == 401
+    assert_nothing_left(stack, whereby_sim)
+
+
 def test_a_team_outside_the_allow_list_is_told_so_and_gets_no_room(stack, whereby_sim, monkeypatch):
     from bridge import runtime
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -62,6 +63,38 @@ def test_a_429_asking_for_longer_than_the_budget_raises_throttled_at_once(whereb
         whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
     assert throttled.value.retry_after == 40
     assert sleeps == []
+
+
+def test_whereby_ms_left_without_a_retry_after_is_waited_out_in_milliseconds(whereby, whereby_sim, sleeps):
+    whereby_sim.fail_next(1, status=429, retry_after=1.5, retry_after_as="body", method="POST")  # msLeft 1500
+    whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    assert sleeps == [1.5]
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_whereby_ms_left_beyond_the_wait_budget_hands_the_call_back_with_its_seconds(whereby, whereby_sim, sleeps):
+    whereby_sim.fail_next(1, status=429, retry_after=40, retry_after_as="body", method="POST")  # msLeft 40000
+    with pytest.raises(Throttled) as throttled:
+        whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    assert throttled.value.retry_after == 40
+    assert sleeps == [] and len(whereby_sim.requests_seen()) == 1
+
+
+def test_a_retry_after_given_as_an_http_date_is_waited_out_until_that_time(kommo, kommo_sim, sleeps):
+    kommo_sim.fail_next(1, status=429, retry_after=2, retry_after_as="date", method="POST")
+    kommo.add_note(7, "hello")
+    [wait] = sleeps
+    assert 0.9 < wait <= 2.0  # an HTTP date has whole seconds: up to one less than asked
+    assert len(kommo_sim.notes(7)) == 1
+
+
+def test_a_retry_after_date_beyond_the_wait_budget_hands_the_call_back_at_once(kommo, kommo_sim, sleeps):
+    kommo_sim.fail_next(1, status=429, retry_after=60, retry_after_as="date", method="POST")
+    with pytest.raises(Throttled) as throttled:
+        kommo.add_note(7, "hello")
+    assert 58 < throttled.value.retry_after <= 60
+    assert sleeps == [] and len(kommo_sim.requests_seen()) == 1
+    assert kommo_sim.notes(7) == []
 
 
 def test_5xx_is_retried_with_backoff_then_given_up_as_peer_unavailable(whereby, whereby_sim, sleeps):
@@ -160,3 +193,34 @@ def test_calls_are_spaced_to_the_configured_rate():
     for _ in range(5):
         spacer()
     assert waits == [0.25, 0.25, 0.25, 0.25]
+
+
+def arrival_gaps(sim) -> list[float]:
+    arrivals = [request["at"] for request in sim.requests_seen()]
+    return [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+
+
+def test_kommo_receives_the_clients_calls_spaced_at_the_configured_rate(kommo_sim):
+    client = KommoClient(kommo_sim.base_url, SECRET["kommo_access_token"], 20, FAST)
+    for _ in range(5):
+        client.get_lead(7)
+    gaps = arrival_gaps(kommo_sim)
+    assert len(gaps) == 4
+    assert sum(gaps) >= 4 / 20 - 0.01, gaps
+    assert min(gaps) >= 0.5 / 20, gaps  # the loopback's jitter aside, no two calls closer than the interval
+
+
+def test_by_default_the_workers_and_the_reconciliation_together_stay_within_kommos_7_requests_a_second(
+    stack, kommo_sim, template
+):
+    from bridge import runtime
+
+    settings = runtime.settings()  # the template's environment: no rate set, so the defaults
+    jobs = template["Resources"]["WorkerFunction"]["Properties"]["Events"]["Jobs"]["Properties"]
+    workers = jobs["ScalingConfig"]["MaximumConcurrency"]
+    assert workers * settings.kommo_requests_per_second + settings.kommo_reconcile_requests_per_second <= 7
+    client = runtime.kommo()  # a worker's client, as the worker builds it
+    for _ in range(3):
+        client.get_lead(7)
+    gaps = arrival_gaps(kommo_sim)
+    assert sum(gaps) >= 2 / settings.kommo_requests_per_second - 0.01, gaps

@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
@@ -257,6 +258,21 @@ def test_fail_next_429_sends_retry_after_and_ms_left(whereby: WherebySimulator) 
     assert isinstance(throttled.json()["error"], str)
     assert after.status_code == 201
     assert len(whereby.meetings()) == 1
+
+
+def test_fail_next_429_tells_its_wait_as_an_http_date_or_only_in_ms_left(whereby: WherebySimulator) -> None:
+    whereby.fail_next(status=429, retry_after=30, retry_after_as="date")
+    whereby.fail_next(status=429, retry_after=2, retry_after_as="body")
+
+    dated = create(whereby)
+    in_body = create(whereby)
+
+    assert dated.status_code == in_body.status_code == 429
+    until = parsedate_to_datetime(dated.headers["Retry-After"]).timestamp()
+    assert 28 < until - time.time() <= 30
+    assert "Retry-After" not in in_body.headers and in_body.json()["data"]["msLeft"] == 2000
+    with pytest.raises(ValueError, match="retry_after_as"):
+        whereby.fail_next(status=429, retry_after=2, retry_after_as="minutes")
 
 
 def test_fail_next_matches_method_and_count(whereby: WherebySimulator) -> None:
