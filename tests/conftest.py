@@ -55,6 +55,14 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+# make mutation runs the tests once per mutant: few examples, and the same ones each time, so that a mutant's verdict
+# does not depend on the draw (docs/testing.md). Picked with --hypothesis-profile=mutation.
+settings.register_profile(
+    "mutation",
+    settings.get_profile("ci"),
+    max_examples=10,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev")
 
 
