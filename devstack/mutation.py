@@ -41,6 +41,7 @@ LINKS = {
 TARGET = 0.85
 # Verdicts that count as killed: the tests failed, or ran out of time (an endless loop is a failure a user sees).
 KILLED = {"killed", "timeout", "caught by type check"}
+UNCOUNTED = KILLED | {"skipped", "not checked"}
 
 
 def stage(fresh: bool) -> None:
@@ -82,22 +83,27 @@ def verdicts() -> dict[str, dict[str, str]]:
 
 
 def report() -> bool:
-    """Prints the score per module and every mutant not killed; True when every module reaches the target."""
+    """Prints the score per module and every mutant not killed; True when every module reaches the target.
+
+    The score counts the mutants tested: an interrupted run leaves some unchecked, and says how many."""
     found = verdicts()
     if not found:
         print("No results yet: run make mutation.", file=sys.stderr)
         return False
-    print(f"{'module':32} {'killed':>7} {'total':>6} {'score':>7}")
+    print(f"{'module':28} {'killed':>7} {'tested':>7} {'score':>7} {'unchecked':>10}")
     met = True
     survivors: list[str] = []
     for module, by_name in found.items():
         counts = Counter(by_name.values())
         killed = sum(counts[status] for status in KILLED)
-        total = len(by_name) - counts["skipped"]
-        score = killed / total if total else 1.0
-        met = met and score >= TARGET
-        print(f"{module:32} {killed:7} {total:6} {score:7.1%}{'' if score >= TARGET else '  below target'}")
-        survivors += [f"{name}: {status}" for name, status in by_name.items() if status not in KILLED | {"skipped"}]
+        unchecked = counts["not checked"]
+        tested = len(by_name) - counts["skipped"] - unchecked
+        score = killed / tested if tested else 0.0
+        met = met and score >= TARGET and not unchecked
+        flag = "" if score >= TARGET else "  below target"
+        shown = f"{score:.1%}" if tested else "-"
+        print(f"{module:28} {killed:7} {tested:7} {shown:>7} {unchecked:10}{flag}")
+        survivors += [f"{name}: {status}" for name, status in by_name.items() if status not in UNCOUNTED]
     print(f"\nNot killed ({len(survivors)}); `.venv/bin/mutmut show <name>` in .mutation/ prints one's diff:")
     for line in survivors:
         print(f"  {line}")
