@@ -256,10 +256,16 @@ def test_sweeper_completes_a_record_left_half_done_by_a_crash(stack, whereby_sim
     summary = sweep(store, whereby, settings, clock=later(300))
     assert summary.completed == 1 and summary.orphans == 0
     [record] = records(stack)
-    assert record["state"] == "active" and record["meeting_id"] == whereby_sim.meetings()[0]["meetingId"]
-    # The queue retries the job: the note is posted, no second room.
+    [meeting] = whereby_sim.meetings()
+    assert record["state"] == "active" and record["meeting_id"] == meeting["meetingId"]
+    # The completed record holds Whereby's links and name: they are what the note, the list and the end command use.
+    assert (record["room_url"], record["host_room_url"]) == (meeting["roomUrl"], meeting["hostRoomUrl"])
+    assert record["room_name"] == meeting["roomName"]
+    # The queue retries the job: the note is posted with the room's link, no second room.
     assert run_job(job, settings, DealPorts(store=store, whereby=whereby, kommo=runtime.kommo())) == "exists"
-    assert len(whereby_sim.meetings()) == 1 and len(kommo_sim.notes(LEAD)) == 1
+    assert len(whereby_sim.meetings()) == 1
+    [note] = kommo_sim.notes(LEAD)
+    assert meeting["roomUrl"] in json.dumps(note)
 
 
 def test_a_429_in_the_middle_of_a_sweep_stops_it_and_the_next_run_finishes(stack, whereby_sim):

@@ -557,6 +557,34 @@ def test_whereby_rate_limit_tells_the_caller_how_long_to_wait_and_leaves_nothing
     assert [item["state"] for item in table_items(stack)] == ["deleted"]  # the claim, given up for the sweeper
 
 
+@pytest.mark.parametrize(("retry_after", "phrase"), [(91, "wait 2 minutes."), (3600, "wait 60 minutes.")])
+def test_whereby_rate_limit_names_a_long_wait_in_minutes(stack, whereby_sim, retry_after, phrase):
+    whereby_sim.fail_next(1, status=429, retry_after=retry_after)
+    assert_ephemeral(run(stack, "Demo"), "Whereby is busy", phrase, "No room was made")
+    assert_nothing_left(stack, whereby_sim)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "phrase"),
+    [
+        (None, "wait a minute."),
+        (0.2, "wait 1 second."),
+        (1, "wait 1 second."),
+        (2, "wait 2 seconds."),
+        (90, "wait 90 seconds."),
+        (90.5, "wait 2 minutes."),
+        (150, "wait 3 minutes."),
+    ],
+)
+def test_the_wait_a_throttled_caller_is_told_is_whole_seconds_then_minutes(retry_after, phrase):
+    """Short waits that the client sits out itself never reach a caller over HTTP; the sentence is the same."""
+    from bridge.chat.mattermost import whereby_trouble
+    from bridge.core.errors import Throttled
+
+    sentence = whereby_trouble(Throttled("create meeting", retry_after), "No room was made")
+    assert sentence == f"Whereby is busy and asked us to {phrase} No room was made; please try again then."
+
+
 def test_whereby_not_answering_gets_a_sentence_and_leaves_nothing_active(stack, whereby_sim):
     whereby_sim.fail_next(2, status=0)  # the connection closes with no answer, both attempts
     assert_ephemeral(run(stack, "Demo"), "Whereby did not answer in time", "No room was made")
