@@ -454,7 +454,19 @@ def test_a_team_outside_the_allow_list_is_told_so_and_gets_no_room(stack, whereb
 # help, list, end ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text", ["help", "HELP", "  Help  "])
 def test_help_explains_the_command_to_the_caller_only(stack, whereby_sim, text):
-    assert_ephemeral(run(stack, text), "/weather list", "/weather end", "30m", "at most 8 h")
+    answer = run(stack, text)
+    assert_ephemeral(answer, "/weather list", "/weather end", "30m", "at most 8 h")
+    assert_ephemeral(answer, "a topic that begins with help, list, end or start.")
+    assert_ephemeral(answer, "Only the person who started a room can end it.")
+    # One line per usage: Mattermost shows them as a list.
+    lines = answer["text"].split("\n")
+    assert lines[0].startswith("**/weather** makes") and lines[-1].startswith("Example: `/weather ")
+    assert [line.split("`")[1].split()[:2] for line in lines[1:-1]] == [
+        ["/weather", "[topic]"],
+        ["/weather", "start"],
+        ["/weather", "list"],
+        ["/weather", "end"],
+    ]
     assert whereby_sim.requests_seen() == []
 
 
@@ -475,6 +487,7 @@ def test_list_shows_the_open_rooms_of_this_channel_with_the_host_link_only_for_y
     for text in ("list", "LIST", "List"):
         answer = run(stack, text)
         assert_ephemeral(answer, "**Mine**", "**Theirs**", mine["roomUrl"], theirs["roomUrl"], "UTC")
+        assert answer["text"].startswith("**Open Whereby rooms in this channel**, newest first:\n")
         assert "Elsewhere" not in answer["text"]
         assert mine["hostRoomUrl"] in answer["text"] and theirs["hostRoomUrl"] not in answer["text"]
         assert answer["text"].index("Theirs") < answer["text"].index("Mine")  # newest first

@@ -68,6 +68,19 @@ def test_the_example_duration_is_within_a_small_configured_maximum():
     assert "at most 45 min" in command.problem and "for example `/whereby Review 45m`" in command.problem
 
 
+def test_the_example_duration_of_a_whole_hour_maximum_has_no_minutes_part():
+    command = parse("Review 2h", Limits(default_minutes=30, max_minutes=60))
+    assert isinstance(command, Invalid)
+    assert "for example `/whereby Review 1h`." in command.problem
+
+
+def test_a_long_refused_duration_is_quoted_back_clipped_to_40_characters():
+    word = "1h" + "5" * 60 + "m"
+    command = parse(f"Review {word}", LIMITS)
+    assert isinstance(command, Invalid)
+    assert command.problem.startswith(f"“{word[:39]}…” is not a duration")
+
+
 def test_a_refused_duration_is_quoted_back_as_plain_text():
     command = parse("Review 1h-5m", LIMITS)
     assert isinstance(command, Invalid)
