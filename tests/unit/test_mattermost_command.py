@@ -493,6 +493,34 @@ def test_list_shows_the_open_rooms_of_this_channel_with_the_host_link_only_for_y
         assert answer["text"].index("Theirs") < answer["text"].index("Mine")  # newest first
 
 
+def test_a_room_whose_making_was_cut_short_is_neither_listed_nor_ended(stack, whereby_sim):
+    """A command died between Whereby's answer and the record: the half-made record has no link to show yet (the
+    sweeper finishes it), so the list and end leave it alone."""
+    from bridge import runtime
+    from bridge.chat import mattermost as mattermost_command
+    from bridge.store.meetings import MeetingsStore
+
+    class Crash(BaseException):
+        pass
+
+    class CrashingStore(MeetingsStore):
+        def complete_room(self, room):
+            raise Crash
+
+    production = runtime.mattermost()
+    crashing = replace(
+        production, ports=lambda: replace(production.ports(), store=CrashingStore(runtime.store().table_name))
+    )
+    event = http_api_event("POST", "/mattermost/command", headers=HEADERS, body=form(text="Cut short").encode())
+    with pytest.raises(Crash):
+        mattermost_command.answer(ApiRequest.of(event), crashing)
+    assert [item["state"] for item in table_items(stack)] == ["creating"]
+
+    assert_ephemeral(run(stack, "list"), "No Whereby room is open")
+    assert_ephemeral(run(stack, "end"), "no open room")
+    assert len(whereby_sim.meetings()) == 1 and [item["state"] for item in table_items(stack)] == ["creating"]
+
+
 def test_list_in_a_channel_without_rooms_says_how_to_start_one(stack):
     assert_ephemeral(run(stack, "list"), "No Whereby room is open", "/weather [topic] [duration]")
 
