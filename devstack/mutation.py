@@ -14,6 +14,7 @@ names that the tests hit are the names that mutmut expects. Settings are in pypr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -52,14 +53,19 @@ def stage(fresh: bool) -> None:
         link = STAGE / name
         if not link.is_symlink():
             link.symlink_to(target)
-    # mutmut copies the sources once; a copy older than the sources would test yesterday's code.
-    mutants = STAGE / "mutants"
-    if mutants.exists() and newest(LINKS["bridge"]) > mutants.stat().st_mtime:
+    # mutmut copies the sources once and keeps its verdicts: after a change to the layer, both are of other code.
+    mutants, stamp = STAGE / "mutants", STAGE / "sources.sha256"
+    current = sources_hash(LINKS["bridge"])
+    if mutants.exists() and (not stamp.exists() or stamp.read_text() != current):
         shutil.rmtree(mutants)
+    stamp.write_text(current)
 
 
-def newest(folder: Path) -> float:
-    return max(path.stat().st_mtime for path in folder.rglob("*.py"))
+def sources_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def run(workers: int, modules: list[str]) -> int:

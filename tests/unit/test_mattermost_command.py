@@ -521,6 +521,24 @@ def test_a_room_whose_making_was_cut_short_is_neither_listed_nor_ended(stack, wh
     assert len(whereby_sim.meetings()) == 1 and [item["state"] for item in table_items(stack)] == ["creating"]
 
 
+def test_an_open_room_behind_many_ended_ones_is_still_listed_and_ended(stack, whereby_sim):
+    """More ended rooms than one read of the channel's index returns (deleted records stay for 30 days), all newer
+    than the open one: the command reads on until it finds it."""
+    run_at(time.time() - 600, "Still open 2h")
+    [record] = table_items(stack)
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    with table.batch_writer() as batch:
+        for n in range(120):
+            ended = {k: v for k, v in record.items() if k != "expiry_bucket"}
+            key = f"ended{n:03}"
+            ended.update(pk=f"ROOM#{key}", room_key=key, state="deleted", created_at=record["created_at"] + 1 + n)
+            batch.put_item(Item=ended)
+
+    assert_ephemeral(run(stack, "list"), "**Still open**", whereby_sim.meetings()[0]["roomUrl"])
+    assert "**Still open** has ended" in run(stack, "end")["text"]
+    assert whereby_sim.meetings() == []
+
+
 def test_list_in_a_channel_without_rooms_says_how_to_start_one(stack):
     assert_ephemeral(run(stack, "list"), "No Whereby room is open", "/weather [topic] [duration]")
 
