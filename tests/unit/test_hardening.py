@@ -208,7 +208,15 @@ def test_a_failed_sweep_run_fails_the_function_and_is_counted_for_the_alarm(stac
     whereby_sim.fail_next(20, status=401)
     with pytest.raises(Exception, match="401"):
         stack.invoke("SweeperFunction", {"source": "schedule"})
-    assert "SweepRunsFailed" in capfd.readouterr().out
+    # The alarm watches this exact metric name: a metric of another name never sets it off.
+    emitted = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for e in emitted for d in e["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    alarmed = {
+        r["Properties"].get("MetricName")
+        for r in load_template().get("Resources", {}).values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert "SweepRunsFailed" in names & alarmed
 
 
 # 6. Numbers that only look like digits get a 400 ----------------------------------------------------------------
