@@ -125,6 +125,11 @@ def stack(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LocalFunctions]:
     """The whole template in moto, its functions runnable in-process, peers pointed at the simulators."""
+    from bridge.core.observability import metrics
+
+    # The package's one Metrics object outlives a test: counts added outside a handler's flush in an earlier test
+    # would otherwise be printed by this test's first invocation and added to its figures.
+    metrics.clear_metrics()
     with mock_aws():
         region = "eu-west-1"
         sqs = boto3.client("sqs", region_name=region)
