@@ -228,6 +228,13 @@ def test_a_room_is_found_by_its_name_or_link(reference):
     assert room_key_in(reference) == KEY
 
 
+def test_a_long_reference_that_names_no_room_is_quoted_back_clipped_to_80_characters():
+    reference = "sprint" * 20
+    command = parse(f"end {reference}", LIMITS)
+    assert isinstance(command, Invalid)
+    assert command.problem.startswith(f"“{reference[:79]}…” is not the name or link of a room")
+
+
 @pytest.mark.parametrize("reference", ["standup", "https://example.whereby.com/", "zabc", "xzabcdefghij-1"])
 def test_a_reference_without_our_key_names_no_room(reference):
     assert room_key_in(reference) is None
