@@ -8,7 +8,7 @@ names that the tests hit are the names that mutmut expects. Settings are in pypr
     python -m devstack.mutation            # run (resumes where an interrupted run stopped), then print the scores
     python -m devstack.mutation --report   # only print the scores of the last run
     python -m devstack.mutation --fresh    # forget the last run's results first
-    python -m devstack.mutation core.http_api kommo.webhook   # only these modules' mutants
+    python -m devstack.mutation core.http_api chat.grammar.x_parse   # only these modules' or functions' mutants
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def sources_hash(folder: Path) -> str:
 
 def run(workers: int, modules: list[str]) -> int:
     mutmut = Path(sys.executable).parent / "mutmut"
-    names = [f"bridge.{module}.*" for module in modules]
+    names = [f"bridge.{module}*" for module in modules]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)  # the mutation profile is picked by the command line, not by the CI variable
     return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
@@ -120,7 +120,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", action="store_true", help="only print the scores of the last run")
     parser.add_argument("--fresh", action="store_true", help="forget the last run's results first")
-    parser.add_argument("modules", nargs="*", help="only these modules, e.g. core.http_api kommo.webhook")
+    parser.add_argument(
+        "modules", nargs="*", help="only these modules or functions, e.g. core.http_api chat.grammar.x_parse"
+    )
     parser.add_argument("--workers", type=int, default=2, help="mutants tested at once (default 2)")
     args = parser.parse_args()
     if not args.report:

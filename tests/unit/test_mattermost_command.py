@@ -632,6 +632,7 @@ def test_whereby_rate_limit_names_a_long_wait_in_minutes(stack, whereby_sim, ret
         (2, "wait 2 seconds."),
         (90, "wait 90 seconds."),
         (90.5, "wait 2 minutes."),
+        (121, "wait 3 minutes."),
         (150, "wait 3 minutes."),
     ],
 )

@@ -222,10 +222,20 @@ def test_a_huge_topic_is_clipped_for_the_post():
         f"{KEY}-4968c61f",
         KEY,
         f"zillionaire-{KEY}-4968c61f",  # a topic word shaped like a key comes first; ours is the last one
+        # A link pasted without its scheme: what follows the path names no room, even when it is shaped like a key.
+        f"example.whereby.com/standup-{KEY}-4968c61f?roomKey=x/zzzzzzzzzzz",
+        f"example.whereby.com/standup-{KEY}-4968c61f#x/zzzzzzzzzzz",
     ],
 )
 def test_a_room_is_found_by_its_name_or_link(reference):
     assert room_key_in(reference) == KEY
+
+
+def test_a_long_reference_that_names_no_room_is_quoted_back_clipped_to_80_characters():
+    reference = "sprint" * 20
+    command = parse(f"end {reference}", LIMITS)
+    assert isinstance(command, Invalid)
+    assert command.problem.startswith(f"“{reference[:79]}…” is not the name or link of a room")
 
 
 @pytest.mark.parametrize("reference", ["standup", "https://example.whereby.com/", "zabc", "xzabcdefghij-1"])
