@@ -118,12 +118,15 @@ class Gateway(StartStop):
 
     def answer(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> HttpAnswer:
         started = time.monotonic()
-        function = self.functions.routes.get((method.upper(), path))
+        matched = self.functions.match(method, path)
+        function = matched[0] if matched else None
         answer = self._invoke(function, method, path, query, headers, body)
         if self.log is not None:
-            # The path only: the query string carries the Kommo webhook token.
+            # The route, as API Gateway's access log has it: the query string carries the Kommo webhook token and
+            # a recording link's path its id.
             elapsed = (time.monotonic() - started) * 1000
-            self.log(f"gateway  {method} {path} -> {function or 'no route'} {answer.status} in {elapsed:.0f} ms")
+            route = matched[1] if matched else "(no route)"
+            self.log(f"gateway  {method} {route} -> {function or 'no route'} {answer.status} in {elapsed:.0f} ms")
         return answer
 
     def _invoke(

@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from devstack.lambda_events import LambdaContext, http_api_event, load_handler, sqs_event
-from devstack.template import Stack, environment, functions, routes
+from devstack.template import Stack, environment, functions, route_pattern, routes
 
 NOT_FOUND = '{"message":"Not Found"}'  # what API Gateway answers for a route it does not have
 
@@ -35,6 +35,20 @@ class LocalFunctions:
         self.sqs = sqs
         self.specs = functions(template)
         self.routes = {(route.method, route.path): route.function for route in routes(template)}
+        # Routes with path parameters ("/recordings/{id}"), tried when no route matches the path as it is.
+        self._patterns = [(route, route_pattern(route.path)) for route in routes(template) if "{" in route.path]
+
+    def match(self, method: str, path: str) -> tuple[str, str, dict[str, str]] | None:
+        """The function, the route's path (its template, as API Gateway's routeKey has it) and the path parameters."""
+        method = method.upper()
+        function = self.routes.get((method, path))
+        if function is not None:
+            return function, path, {}
+        for route, pattern in self._patterns:
+            found = pattern.fullmatch(path)
+            if route.method == method and found:
+                return route.function, route.path, found.groupdict()
+        return None
 
     def environment(self) -> dict[str, str]:
         merged: dict[str, str] = {}
@@ -68,10 +82,19 @@ class LocalFunctions:
         body: bytes = b"",
     ) -> dict[str, Any]:
         """An HTTP request through the route table, as API Gateway would deliver it; 404 for unknown routes."""
-        function = self.routes.get((method.upper(), path))
-        if function is None:
+        matched = self.match(method, path)
+        if matched is None:
             return {"statusCode": 404, "headers": {"content-type": "application/json"}, "body": NOT_FOUND}
-        event = http_api_event(method.upper(), path, query=query, headers=headers, body=body)
+        function, route_path, parameters = matched
+        event = http_api_event(
+            method.upper(),
+            path,
+            route_key=f"{method.upper()} {route_path}",
+            query=query,
+            headers=headers,
+            body=body,
+            path_parameters=parameters,
+        )
         return self.invoke(function, event)
 
     def drain(

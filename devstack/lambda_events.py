@@ -32,6 +32,7 @@ def http_api_event(
     headers: Mapping[str, str] | None = None,
     body: bytes = b"",
     source_ip: str = "127.0.0.1",
+    path_parameters: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     content_type = lowered.get("content-type", "")
@@ -63,6 +64,8 @@ def http_api_event(
         },
         "isBase64Encoded": bool(body) and not is_text,
     }
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
     if query:
         params: dict[str, str] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):

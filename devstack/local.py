@@ -449,6 +449,11 @@ class LocalStack(StartStop):
         assert self.functions is not None
         access_log = self.log if self.config.access_log else None
         self.gateway = Gateway(self.functions, self.config.host, self.config.port, access_log).start()
+        # The recording links of the notes point at this API, as API_BASE_URL points at the HTTP API's URL on AWS.
+        os.environ["API_BASE_URL"] = self.gateway.url
+        from bridge import runtime
+
+        runtime.reset()
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self._stopping,), name=name, daemon=True)

@@ -7,6 +7,8 @@ handler and environment are read from it, so what runs locally cannot drift from
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +74,13 @@ def resources_of(template: Mapping[str, Any], kind: str) -> dict[str, Mapping[st
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
+def route_pattern(path: str) -> re.Pattern[str]:
+    """An HTTP API route path as a pattern: each ``{name}`` matches one path segment, as API Gateway does."""
+    parts = re.split(r"\{([A-Za-z0-9_]+)\}", path)
+    pattern = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
+    return re.compile(pattern)
+
+
 def routes(template: Mapping[str, Any]) -> list[Route]:
     found = []
     for logical_id, resource in resources_of(template, "AWS::Serverless::Function").items():
@@ -99,8 +108,30 @@ def functions(template: Mapping[str, Any]) -> dict[str, FunctionSpec]:
     return specs
 
 
+def _pseudo_parameters() -> dict[str, str]:
+    return {
+        "AWS::Region": os.environ.get("AWS_DEFAULT_REGION", "eu-west-1"),
+        "AWS::URLSuffix": "amazonaws.com",
+        "AWS::Partition": "aws",
+        "AWS::AccountId": "123456789012",
+        "AWS::StackName": "local",
+    }
+
+
+def _substitute(name: str, stack: Stack) -> str:
+    pseudo = _pseudo_parameters()
+    if name in pseudo:
+        return pseudo[name]
+    if "." in name:
+        logical_id, attribute = name.split(".", 1)
+        return stack.attributes[(logical_id, attribute)]
+    return stack.parameters[name] if name in stack.parameters else stack.refs[name]
+
+
 def resolve(value: Any, stack: Stack) -> str:
-    """Resolve the intrinsic functions the environment uses: Ref and GetAtt."""
+    """Resolve the intrinsic functions the environment uses: Ref, GetAtt and the string form of Sub."""
+    if isinstance(value, Mapping) and isinstance(value.get("Fn::Sub"), str):
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: _substitute(m.group(1), stack), value["Fn::Sub"])
     if isinstance(value, Mapping) and "Ref" in value:
         name = value["Ref"]
         if name in stack.parameters:
@@ -137,6 +168,9 @@ def create_resources(
     ``secret_value`` holds every key; each secret gets the keys the template gives it.
     """
     stack = Stack(parameters=parameter_defaults(template, parameters))
+    # An HTTP API's id names its URL; locally the gateway stands in for it (LocalStack sets the real local URL).
+    for logical_id in resources_of(template, "AWS::Serverless::HttpApi"):
+        stack.refs[logical_id] = prefix
     for logical_id, resource in resources_of(template, "AWS::DynamoDB::Table").items():
         props = resource["Properties"]
         name = f"{prefix}-{logical_id}"

@@ -37,6 +37,7 @@ from devstack.sim_server import (
     json_response,
     status_phrase,
 )
+from devstack.whereby_media import WherebyMedia
 
 MEETINGS_PATH = "/v1/meetings"
 FIELD_NAMES = ("hostRoomUrl", "viewerRoomUrl")
@@ -289,6 +290,7 @@ class WherebySimulator(SimServer):
         self._window_used = 0
         self._refused = 0
         self.set_budget(points_per_minute, time_scale)
+        self.media = WherebyMedia(lambda: self.root_url, self._lock)  # recordings and transcriptions
 
     @property
     def base_url(self) -> str:
@@ -329,6 +331,7 @@ class WherebySimulator(SimServer):
         self._points_used = 0
         self._refused = 0
         self.set_budget(*self._initial_budget)
+        self.media.clear()
 
     def _authorized(self, request: Request) -> bool:
         return request.bearer_token() == self.api_key
@@ -350,6 +353,8 @@ class WherebySimulator(SimServer):
         return {
             ("GET", "/_sim/meetings"): lambda _: json_response(200, self.meetings()),
             ("POST", "/_sim/budget"): self._control_budget,
+            ("POST", "/_sim/recordings"): self.media.control_finish,
+            ("GET", "/_sim/recordings"): lambda _: json_response(200, self.media.held()),
         }
 
     def _control_budget(self, request: Request) -> Response:
@@ -358,7 +363,13 @@ class WherebySimulator(SimServer):
         self.set_budget(None if points is None else int(points), float(body.get("time_scale", 1.0)))
         return empty_response()
 
+    def finish_recording(self, room_name: str, *, kind: str = "recording", self_hosted: bool = False) -> dict[str, Any]:
+        """A recording (or transcription) of the room finished: stored here; returns the event Whereby would send."""
+        return self.media.finish(room_name, kind=kind, self_hosted=self_hosted)
+
     def _route(self, request: Request) -> Response:
+        if WherebyMedia.handles(request.path):
+            return self._charge(request.method) or self.media.route(request)
         if request.path == MEETINGS_PATH:
             handler = {"POST": self._create, "GET": self._list}.get(request.method)
             if handler is not None:

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from bridge.kommo.intake import IntakeRuntime
     from bridge.kommo.job_runner import WorkerRuntime
     from bridge.kommo.jobs import JobQueue
+    from bridge.kommo.recordings import ReadyPorts
     from bridge.store.meetings import MeetingsStore
     from bridge.whereby.budget import PointsBudget, Spender
     from bridge.whereby.client import WherebyClient
+    from bridge.whereby.recording_link import LinkPorts
 
 # Behind API Gateway (29 s) and Mattermost (30 s) a caller is waiting: short timeouts, few retries.
 # Worst case two tries of 3.05 + 6 s plus a 3 s wait: about 21 s, inside the function's 25 s.
@@ -168,6 +170,22 @@ def mattermost() -> CommandRuntime:
     return CommandRuntime(settings=settings, token_gate=gate, ports=ports)
 
 
+@lru_cache(maxsize=1)
+def recording_links() -> LinkPorts:
+    """``GET /recordings/{id}``: the recording records, and Whereby for a known id only (a person is waiting)."""
+    from bridge.store.recordings import RecordingsStore
+    from bridge.whereby.recording_link import LinkPorts
+
+    return LinkPorts(recordings=RecordingsStore(store()), whereby=lambda: whereby(INTERACTIVE, interactive_points()))
+
+
+def recording_ports() -> ReadyPorts:
+    """What ``bridge.kommo.recordings.on_recording_ready`` needs in the worker."""
+    from bridge.kommo.recordings import ReadyPorts
+
+    return ReadyPorts(store=store(), kommo=kommo(), settings=settings())
+
+
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
     for cached in (
@@ -183,6 +201,7 @@ def reset() -> None:
         intake,
         worker,
         mattermost,
+        recording_links,
     ):
         cached.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves clear_caches unannotated

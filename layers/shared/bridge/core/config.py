@@ -76,6 +76,9 @@ class Settings:
     whereby_chat_reserve_points: int = 30
     whereby_budget_window_seconds: float = 60.0  # Whereby's minute; tests and benchmarks shorten it
     problems: Mapping[str, str] = field(default_factory=dict)  # area → what is wrong with its settings
+    # The API's own URL: the recording links our notes carry point there.
+    api_base_url: str = ""
+    recording_retention_days: int = 90
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -212,6 +215,7 @@ PARAMETERS = {
     "RECONCILE_SCHEDULE": "ReconcileSchedule",
     "WHEREBY_POINTS_PER_MINUTE": "WherebyPointsPerMinute",
     "WHEREBY_CHAT_RESERVE_POINTS": "WherebyChatReservePoints",
+    "RECORDING_RETENTION_DAYS": "RecordingRetentionDays",
 }
 _VARIABLE = re.compile(r"\b(" + "|".join(PARAMETERS) + r")\b")
 
@@ -275,6 +279,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
             "whereby", lambda: _positive_float(env, "WHEREBY_BUDGET_WINDOW_SECONDS", 60.0), 60.0
         ),
         problems=problems,
+        api_base_url=env.get("API_BASE_URL", "").strip().rstrip("/"),
+        recording_retention_days=area("recordings", lambda: _int(env, "RECORDING_RETENTION_DAYS", 90, 1) or 90, 90),
     )
 
 

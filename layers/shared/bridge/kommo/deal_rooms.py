@@ -22,6 +22,7 @@ from bridge.core.errors import PeerUnavailable, Rejected, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
+from bridge.kommo.recordings import schedule_deal_recordings
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
 from bridge.whereby.client import RoomRequest, WherebyClient, room_prefix
 
@@ -242,6 +243,7 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
         _once("clearing the meeting field", lambda: ports.kommo.set_text_field(job.lead_id, field_id, None))
         ports.store.mark_closing(owner, closing.at, field=True)
     ports.store.finish_close(owner, closing.at)
+    schedule_deal_recordings(owner, ports.store, settings)
     count("RoomsClosed", closed)
     return f"closed {closed} room(s)"
 

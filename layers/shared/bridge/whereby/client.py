@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import requests
 
@@ -50,6 +51,18 @@ class Meeting:
         """Our key embedded in the room name prefix, if this room is one of ours."""
         match = ROOM_KEY_PATTERN.search(self.room_name.lstrip("/"))
         return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class AccessLink:
+    """A short-lived download link Whereby made for a recording or a transcription."""
+
+    url: str
+    expires_at: float  # unix seconds (Whereby answers milliseconds)
+
+
+# Whereby's media: recordings and transcriptions have the same access-link and delete calls under their own path.
+MEDIA_PATHS = {"recording": "/recordings", "transcription": "/transcriptions"}
 
 
 @dataclass(frozen=True)
@@ -170,3 +183,23 @@ class WherebyClient:
             yield from page
             if not cursor:
                 return
+
+    def access_link(self, kind: str, media_id: str, valid_for_seconds: int) -> AccessLink:
+        """A fresh link to a Whereby-hosted recording or transcription (``kind``), valid ``valid_for_seconds``.
+
+        Whereby makes links for the media it hosts only: for media in the organisation's own bucket it answers 403,
+        raised as ``Rejected``.
+        """
+        path = f"{MEDIA_PATHS[kind]}/{quote(media_id, safe='')}/access-link"
+        data = self._request("GET", path, params={"validForSeconds": valid_for_seconds}).json()
+        try:
+            return AccessLink(url=str(data["accessLink"]), expires_at=int(data["expires"]) / 1000)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PeerUnavailable(f"whereby answered an unexpected access-link body ({exc!r})") from None
+
+    def delete_media(self, kind: str, media_id: str) -> None:
+        """Delete a recording or a transcription; one already gone counts as deleted (DELETE is idempotent)."""
+        try:
+            self._request("DELETE", f"{MEDIA_PATHS[kind]}/{quote(media_id, safe='')}")
+        except NotFound:
+            return

@@ -6,6 +6,9 @@
 2. Whereby's room list is walked (a few pages a run, resuming where the last run stopped) and every room of this
    stack is checked against its record: a room no live record owns is deleted (a crash or a failed POST left it),
    and a record a crash left half-made is completed from what Whereby has.
+3. Recordings whose retention ended (``bridge.store.recordings``) are deleted at Whereby, which never deletes the
+   recordings it hosts; like the expired rooms, only the due records are read. They run between 1 and 2 and share
+   the run's delete cap.
 
 Whereby's budget is 100 points a minute on the Build plan, shared by every caller: a delete costs 2 and a list
 page 1, so a run deletes at most ``SWEEP_MAX_DELETES`` rooms and stops at the first 429; the next run goes on.
@@ -28,6 +31,7 @@ from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, BudgetExhausted, Rejected, Throttled, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.store.meetings import ACTIVE, CREATING, Conflict, MeetingsStore, Room
+from bridge.store.recordings import RecordingsStore
 from bridge.whereby.client import Meeting, WherebyClient
 
 # A record younger than this may still be in the hands of the worker or the command that claimed it.
@@ -52,6 +56,7 @@ class SweepSummary:
     # removal repeats close-all runs until one walk from the first page to the last found nothing of ours.
     walk_from_start: bool = False
     walk_done: bool = False
+    recordings_deleted: int = 0
 
     def as_dict(self) -> dict[str, int | str | bool]:
         return asdict(self)
@@ -80,6 +85,8 @@ def sweep(
     try:
         _delete_expired(store, whereby, int(now), budget, summary)
         if not summary.stopped:
+            _delete_due_recordings(RecordingsStore(store), whereby, int(now), budget, summary)
+        if not summary.stopped:
             _reconcile(store, whereby, settings.sweep_max_pages, now, budget, summary)
     except BudgetExhausted as exc:
         summary.stopped = "budget"
@@ -93,6 +100,7 @@ def sweep(
     count("SweepOrphansDeleted", summary.orphans)
     count("SweepRecordsCompleted", summary.completed)
     count("SweepFailed", summary.failed)
+    count("SweepRecordingsDeleted", summary.recordings_deleted)
     logger.info("sweep done", extra=summary.as_dict())
     return summary
 
@@ -142,6 +150,32 @@ def _delete_expired(
         except BridgeError as exc:
             summary.failed += 1
             logger.warning("could not delete an expired room", extra={"room_key": room.room_key, "reason": str(exc)})
+
+
+def _delete_due_recordings(
+    recordings: RecordingsStore, whereby: WherebyClient, now: int, budget: _Budget, summary: SweepSummary
+) -> None:
+    """Recordings whose deal was deleted, or closed longer ago than the retention, are deleted at Whereby.
+
+    They share the run's delete cap with the rooms: both are Whereby deletes, paid from the same points.
+    """
+    for recording in recordings.due(now, limit=50):
+        summary.records_read += 1
+        if not budget.spend():
+            summary.stopped = "cap"
+            return
+        try:
+            whereby.delete_media(recording.kind, recording.media_id)
+            recordings.mark_deleted(recording, now)
+            summary.recordings_deleted += 1
+        except Throttled:
+            raise
+        except BridgeError as exc:
+            summary.failed += 1
+            logger.warning(
+                "could not delete a recording whose retention ended",
+                extra={"room_key": recording.room_key, "media": recording.kind, "reason": str(exc)},
+            )
 
 
 def _reconcile(
