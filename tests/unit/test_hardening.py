@@ -359,6 +359,7 @@ def _environment_secrets(function: dict) -> set[str]:
         ("WorkerFunction", {"WherebySecret", "BridgeSecret"}),
         ("SweeperFunction", {"WherebySecret", "BridgeSecret"}),
         ("KommoReconcileFunction", {"BridgeSecret"}),
+        ("RecordingsFunction", {"WherebySecret"}),
     ],
 )
 def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
@@ -374,8 +375,8 @@ def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
     ("function", "prefixes"),
     [
         ("MattermostCommandFunction", ["ROOM#*", "BUDGET#whereby"]),
-        ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby"]),
-        ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby"]),
+        ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
+        ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
         ("KommoReconcileFunction", ["RECONCILE", "LEASE#kommo-oauth"]),
     ],
 )
