@@ -202,6 +202,30 @@ def test_redrive_keeps_the_message_group_and_order_with_fresh_deduplication_ids(
     assert sqs.receive_message(QueueUrl=source, WaitTimeSeconds=0).get("Messages") is None
 
 
+def test_a_finished_recordings_note_link_opens_a_fresh_whereby_link_through_the_gateway(peers):
+    from bridge import runtime
+    from bridge.kommo.recordings import on_recording_ready
+    from bridge.whereby.events import WherebyEvent
+
+    post_kommo(peers, "/kommo/stage", STAGE_FORM, peers.webhook_token)
+    wait_until(lambda: meetings(peers) and queues_are_empty(peers), "the room")
+    [room] = meetings(peers)
+    body = requests.post(
+        f"{peers.whereby_sim.root_url}/_sim/recordings", json={"roomName": room["roomName"]}, timeout=5
+    )
+    event = body.json()
+    name = event["data"]["roomName"].lstrip("/")
+    on_recording_ready(
+        WherebyEvent(event["id"], event["type"], event["createdAt"], event["data"], name), runtime.recording_ports()
+    )
+    [note] = [n for n in notes(peers, SAMPLE_LEAD) if "/recordings/" in n["params"]["text"]]
+    link = next(word for word in note["params"]["text"].split() if "/recordings/" in word)
+    assert link.startswith(peers.gateway_url + "/recordings/")  # the API the stack serves, not Whereby's
+    answer = requests.get(link, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith(peers.whereby_sim.root_url + "/_media/")
+
+
 # ----- the gateway -----
 
 
