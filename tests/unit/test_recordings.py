@@ -25,6 +25,7 @@ from tests.kommo_bodies import delete_body, status_body
 from tests.unit.test_close_and_sweep import post
 from tests.unit.test_hardening import mattermost, open_room, use_setting
 from tests.unit.test_layer_shape import loaded_by
+from tests.unit.test_whereby_budget import spend_the_background_points
 
 LEAD, OTHER_LEAD, THIRD_LEAD = 30267969, 30267970, 30267971
 WEATHER_TEAM = "wx4zz8t4ttgmtxqiwfohijayzc"
@@ -296,6 +297,24 @@ def test_a_deleted_deals_recordings_stop_opening_at_once_and_are_deleted_at_the_
     assert sweep_at(time.time() + 1).recordings_deleted == 1
     assert whereby_sim.media.held() == []
     assert follow(stack, link_id)["statusCode"] == 410
+
+
+def test_recording_deletes_are_paid_from_the_points_budget_and_wait_for_the_next_run_when_it_is_spent(
+    stack, whereby_sim, kommo_sim, monkeypatch
+):
+    deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, int(time.time()) - 600)
+    post(stack, "/kommo/close", delete_body(LEAD))
+    stack.drain()
+    use_setting(stack, monkeypatch, WHEREBY_POINTS_PER_MINUTE="100", WHEREBY_CHAT_RESERVE_POINTS="30")
+    spend_the_background_points()  # a bulk move took this minute's points
+    summary = stack.invoke("SweeperFunction", {"source": "schedule"})
+    assert (summary["stopped"], summary["recordings_deleted"]) == ("budget", 0)
+    assert len(whereby_sim.media.held()) == 1
+    from bridge import runtime
+
+    runtime.store().table.delete_item(Key={"pk": "BUDGET#whereby", "sk": "BUDGET"})  # the next minute
+    assert stack.invoke("SweeperFunction", {"source": "schedule"})["recordings_deleted"] == 1
+    assert whereby_sim.media.held() == []
 
 
 def test_a_recording_that_finishes_after_its_deal_was_deleted_gets_no_note_and_is_deleted(

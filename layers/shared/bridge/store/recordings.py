@@ -119,7 +119,7 @@ class RecordingsStore:
     # reads -----------------------------------------------------------------------------------------------------
     def by_link(self, link_id: str) -> Recording | None:
         """The recording a link id opens (one GetItem on its hash)."""
-        answer = self._call(self.table.get_item, Key=_recording_key(link_hash(link_id)))
+        answer = self._call(self.table.get_item, Key=_recording_key(link_hash(link_id)), ConsistentRead=True)
         return Recording.from_item(answer["Item"]) if "Item" in answer else None
 
     def get(self, digest: str) -> Recording | None:
