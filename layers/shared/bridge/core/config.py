@@ -76,6 +76,7 @@ class Settings:
     whereby_chat_reserve_points: int = 30
     whereby_budget_window_seconds: float = 60.0  # Whereby's minute; tests and benchmarks shorten it
     problems: Mapping[str, str] = field(default_factory=dict)  # area → what is wrong with its settings
+    whereby_webhook_secret_id: str = ""  # the signing secret(s) of Whereby's webhook: the events route only
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -275,6 +276,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
             "whereby", lambda: _positive_float(env, "WHEREBY_BUDGET_WINDOW_SECONDS", 60.0), 60.0
         ),
         problems=problems,
+        whereby_webhook_secret_id=_text(env, "WHEREBY_WEBHOOK_SECRET_ID", ""),
     )
 
 

@@ -129,6 +129,15 @@ class JobQueue:
         except (ClientError, BotoCoreError) as exc:
             raise PeerUnavailable(f"sqs dead-letter send failed: {type(exc).__name__}") from None
 
+    def send_message(self, body: str, group_id: str, dedup_id: str) -> None:
+        """Enqueue one message that is not a Kommo job (a Whereby event); raises ``PeerUnavailable``."""
+        try:
+            self._client.send_message(
+                QueueUrl=self.queue_url, MessageBody=body, MessageGroupId=group_id, MessageDeduplicationId=dedup_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise PeerUnavailable(f"sqs send failed: {type(exc).__name__}") from None
+
     def send_all(self, jobs: Sequence[Job]) -> None:
         """Enqueue every job or raise ``PeerUnavailable``; entries that failed are sent once more first."""
         for start in range(0, len(jobs), SQS_BATCH):
