@@ -122,13 +122,6 @@ def test_a_deal_with_a_meeting_ahead_gets_a_room_open_until_the_meeting_ends_plu
     assert meeting["roomUrl"] in text and meeting["hostRoomUrl"] in text
 
 
-def test_the_meeting_time_is_read_with_or_without_the_value_level_kommo_may_send(meetings, whereby_sim, kommo_sim):
-    post(meetings, lead_body("status", DEMO_STATUS, int(time.time()) - 60, MEETING, value_level=True))
-    meetings.drain()
-    [record] = live_rooms(meetings)
-    assert int(record["meeting_at"]) == MEETING
-
-
 def test_the_note_falls_back_to_utc_when_the_account_names_a_zone_the_runtime_does_not_know(
     meetings, whereby_sim, kommo_sim
 ):
