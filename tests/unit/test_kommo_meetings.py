@@ -165,9 +165,7 @@ def test_a_rule_without_the_new_keys_writes_the_same_note_as_before(stack, where
 
 
 # The task -----------------------------------------------------------------------------------------------------------
-def test_the_deal_owner_gets_one_meeting_task_due_at_the_meeting_with_the_client_link(
-    meetings, whereby_sim, kommo_sim
-):
+def test_the_deal_owner_gets_one_meeting_task_due_at_the_meeting_with_the_client_link(meetings, whereby_sim, kommo_sim):
     kommo_sim.add_lead(LEAD, status_id=DEMO_STATUS, responsible_user_id=OWNER)
     at = enter_demo(meetings)
     # The same hook again, and the job redelivered after SQS's deduplication window: still one task.
@@ -226,6 +224,24 @@ def test_a_meeting_moved_later_gets_a_new_room_the_old_one_deleted_one_note_and_
     assert task["complete_till"] == later and new["roomUrl"] in task["text"]
     field = kommo_sim.lead(LEAD)["custom_fields_values"]
     assert [f["values"] for f in field if f["field_id"] == 884411] == [[{"value": new["meetingId"]}]]
+
+
+def test_a_move_later_interrupted_by_a_whereby_outage_finishes_on_retry_with_one_room_and_one_note(
+    meetings, whereby_sim, kommo_sim
+):
+    at = enter_demo(meetings)
+    whereby_sim.fail_next(3, status=503)  # every attempt of the worker's first try at the new room
+    post(meetings, lead_body("update", DEMO_STATUS, at + 60, MEETING + 2 * 24 * HOUR))
+    assert meetings.drain(max_rounds=1).failed == 1
+    assert len(whereby_sim.meetings()) == 1  # the client's link still works while the move waits
+
+    assert meetings.drain().failed == 0
+
+    [new] = whereby_sim.meetings()
+    [record] = live_rooms(meetings)
+    assert record["meeting_id"] == new["meetingId"]
+    moved = [n for n in kommo_sim.notes(LEAD) if "meeting moved" in n["params"]["text"]]
+    assert len(moved) == 1 and new["roomUrl"] in moved[0]["params"]["text"]
 
 
 def test_a_meeting_moved_earlier_keeps_the_room_and_moves_the_task(meetings, whereby_sim, kommo_sim):

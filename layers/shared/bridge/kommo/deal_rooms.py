@@ -121,11 +121,12 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         current = ports.store.get_room(current_key) if current_key else None
         now = ports.clock()
         if current and current.state == ACTIVE and current.end_at > now:
-            if rule.meeting_time_field_id and job.meeting_at is not None and job.meeting_at != current.meeting_at:
-                return follow_meeting(job, rule, settings, ports)  # back in the stage with another meeting time
             # A close handed back behind this event (bridge.kommo.job_handback) must find it applied, or it would
             # delete the room of a deal that came back to this stage.
             ports.store.record_event(owner, job.event_at)
+            ahead = job.meeting_at if job.meeting_at is not None and job.meeting_at > now else 0
+            if rule.meeting_time_field_id and ahead and ahead != current.meeting_at:
+                return follow_meeting(job, rule, settings, ports)  # back in the stage with another meeting time
             return _finish(job.lead_id, current, rule, settings, ports, "exists")
         if lead.deleted or lead.is_stale(job.event_at):
             return "skipped: the deal has moved on since this event"
@@ -134,6 +135,9 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         if rule.meeting_time_field_id and not meeting:
             meeting.append(_meeting_of(job, rule, ports))
         meeting_at = meeting[0] if meeting and meeting[0] > now else 0
+        # A reschedule's claim that was abandoned, or whose room Whereby refused, hands on what it had to finish:
+        # the room it replaces (still live) and the task.
+        heir = current if current and (current.state == CREATING or current.replaces) else None
         room = Room(
             room_key=ports.store.new_room_key(),
             source="kommo",
@@ -143,10 +147,9 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
             created_at=int(now),
             end_at=room_end(rule, meeting_at, now),
             meeting_at=meeting_at,
-            # An abandoned claim of a reschedule hands on what it had to finish: the old room, the task.
-            replaces=current.replaces if current and current.state == CREATING else "",
-            task_id=current.task_id if current and current.state == CREATING else 0,
-            task_due=current.task_due if current and current.state == CREATING else 0,
+            replaces=heir.replaces if heir else "",
+            task_id=heir.task_id if heir else 0,
+            task_due=heir.task_due if heir else 0,
         )
         retire = current is not None and current.state != DELETED
         try:
@@ -466,7 +469,8 @@ def follow_meeting(job: Job, rule: StageRule, settings: Settings, ports: DealPor
     if meeting_at == current.meeting_at:
         return _finish(job.lead_id, current, rule, settings, ports, "unchanged")
     if meeting_at <= now:
-        return "unchanged: the meeting time was cleared or is past; the room stays until it ends or the deal closes"
+        outcome = "unchanged: the meeting time was cleared or is past; the room stays until it ends or the deal closes"
+        return _finish(job.lead_id, current, rule, settings, ports, outcome)
     if lead.deleted or lead.is_stale(job.event_at):
         return "skipped: the deal has moved on since this event"
     if covers(current, rule, meeting_at):
@@ -514,13 +518,16 @@ def leave_stage(job: Job, settings: Settings, ports: DealPorts) -> str:
     if lead.deleted or lead.is_stale(job.event_at):
         return "skipped: the deal has moved on since this event"
     closed = 0
+    now = ports.clock()
     for slot, key in lead.slots.items():
         rule = settings.stage_rules.get(int(slot)) if slot.isdigit() else None
         if rule is None or not rule.close_on_leave or slot == str(job.status_id):
             continue
         room = ports.store.get_room(key)
-        if room is None or room.leave == "done" or (room.state == DELETED and not room.leave):
-            continue  # nothing live, or closed by the sweeper or the deal's close
+        if room is None or room.leave == "done" or (not room.leave and (room.state == DELETED or room.end_at <= now)):
+            continue  # nothing live: closed by the deal's close, or ended, which is the sweeper's to delete
+        if room.replaces:
+            _delete_replaced(room, ports)  # a reschedule that did not finish: its old room goes too
         if not room.leave:
             ports.store.mark(room.room_key, leave="deleting")
         if room.state != DELETED:
