@@ -122,6 +122,19 @@ def test_a_deal_with_a_meeting_ahead_gets_a_room_open_until_the_meeting_ends_plu
     assert meeting["roomUrl"] in text and meeting["hostRoomUrl"] in text
 
 
+def test_a_pipeline_hook_which_carries_no_fields_takes_the_meeting_time_from_kommo(meetings, whereby_sim, kommo_sim):
+    from tests.kommo_bodies import pipeline_body
+
+    field = [
+        {"field_id": FIELD, "field_name": "Meeting time", "field_type": "date_time", "values": [{"value": MEETING}]}
+    ]
+    kommo_sim.add_lead(LEAD, status_id=DEMO_STATUS, responsible_user_id=OWNER, custom_fields_values=field)
+    post(meetings, pipeline_body(LEAD, DEMO_STATUS))
+    assert meetings.drain().failed == 0
+    [record] = live_rooms(meetings)
+    assert int(record["meeting_at"]) == MEETING and int(record["end_at"]) == MEETING + HOUR + 15 * 60
+
+
 def test_the_note_falls_back_to_utc_when_the_account_names_a_zone_the_runtime_does_not_know(
     meetings, whereby_sim, kommo_sim
 ):
