@@ -142,6 +142,7 @@ def test_the_note_falls_back_to_utc_when_the_account_names_a_zone_the_runtime_do
     enter_demo(meetings)
     [note] = kommo_sim.notes(LEAD)
     assert "Meeting: Thu 4 Dec, 13:00 (UTC)" in note["params"]["text"]
+    assert "Times are in UTC: the account's time zone (Mars/Olympus_Mons) is not known here." in note["params"]["text"]
 
 
 def test_the_account_time_zone_is_read_once_for_many_deals(meetings, whereby_sim, kommo_sim):
@@ -199,7 +200,7 @@ def test_the_deal_owner_gets_one_meeting_task_due_at_the_meeting_with_the_client
     [meeting] = whereby_sim.meetings()
     assert task["task_type_id"] == 2 and task["entity_type"] == "leads"
     assert task["responsible_user_id"] == OWNER
-    assert task["complete_till"] == MEETING
+    assert (task["complete_till"], task["duration"]) == (MEETING, HOUR)
     assert meeting["roomUrl"] in task["text"] and meeting["hostRoomUrl"] not in task["text"]
 
 

@@ -341,7 +341,14 @@ class KommoClient:
         return None
 
     def add_task(
-        self, lead_id: int, text: str, due_at: int, responsible_user_id: int, request_id: str, marker: str
+        self,
+        lead_id: int,
+        text: str,
+        due_at: int,
+        responsible_user_id: int,
+        request_id: str,
+        marker: str,
+        duration_seconds: int = 0,
     ) -> int:
         """Make a Meeting task on the lead, due at ``due_at``; returns its id.
 
@@ -358,6 +365,8 @@ class KommoClient:
         }
         if responsible_user_id:
             task["responsible_user_id"] = responsible_user_id
+        if duration_seconds:
+            task["duration"] = duration_seconds
         try:
             response = self._request("POST", "/api/v4/tasks", json=[task])
         except AnswerLost:

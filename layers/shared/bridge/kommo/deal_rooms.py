@@ -341,7 +341,7 @@ def local_time(at: int, zone: tzinfo, zone_name: str) -> str:
     return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}, {moment:%H:%M} ({zone_name})"
 
 
-def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str) -> str:
+def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str, remark: str = "") -> str:
     moved = "; the meeting moved, these links replace the earlier ones" if room.replaces else ""
     lines = [f"Whereby video room for {rule.name}{moved}"]
     if room.meeting_at:
@@ -356,26 +356,28 @@ def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str) -> s
             f"No meeting time ahead was set on the deal, so the room is open for {rule.duration_minutes} minutes"
             " from now."
         )
+    if remark:
+        lines.append(remark)
     return "\n".join(lines)
 
 
-def _account_zone(ports: DealPorts) -> tuple[tzinfo, str]:
-    """The account's time zone and its name; UTC when Kommo does not say or names a zone this runtime lacks."""
+def _account_zone(ports: DealPorts) -> tuple[tzinfo, str, str]:
+    """The account's time zone, its name, and a remark for the note when the times are shown in UTC instead."""
     try:
         name = ports.kommo.account_timezone()
     except Rejected as exc:
         if isinstance(exc, Unauthorized):
             raise
         logger.warning("the account's time zone could not be read; notes show UTC", extra={"reason": str(exc)})
-        return UTC, "UTC"
+        return UTC, "UTC", "Times are in UTC: Kommo did not give the account's time zone."
     if not name:
-        return UTC, "UTC"
+        return UTC, "UTC", "Times are in UTC: Kommo did not give the account's time zone."
     try:
-        return ZoneInfo(name), name
+        return ZoneInfo(name), name, ""
     except (ZoneInfoNotFoundError, ValueError):
         # The runtime may lack the zone database (the tzdata package provides it); a UTC time is still right.
         logger.warning("unknown time zone; notes show UTC", extra={"timezone": name[:64]})
-        return UTC, "UTC"
+        return UTC, "UTC", f"Times are in UTC: the account's time zone ({name[:64]}) is not known here."
 
 
 def _meeting_of(job: Job, rule: StageRule, ports: DealPorts) -> int:
@@ -425,6 +427,7 @@ def _meeting_task(lead_id: int, room: Room, rule: StageRule, ports: DealPorts) -
                 lead.responsible_user_id,
                 request_id=f"wb-{room.room_key}",
                 marker=room.room_url,
+                duration_seconds=rule.duration_minutes * 60,
             )
         ),
     )
