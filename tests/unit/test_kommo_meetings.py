@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 import boto3
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.core.config import ConfigError, StageRule, parse_stage_rules
@@ -365,6 +365,7 @@ def test_a_malformed_meeting_rule_key_is_named_in_the_error(spec, message):
         parse_stage_rules(json.dumps({"7": spec}))
 
 
+@settings(deadline=None)  # the first example imports the worker's module
 @given(
     meeting_at=st.integers(min_value=0, max_value=4_000_000_000),
     now=st.integers(min_value=1_700_000_000, max_value=3_000_000_000),
@@ -375,13 +376,14 @@ def test_a_rooms_end_always_covers_the_meeting_ahead_and_never_lies_in_the_past(
 
     rule = StageRule(DEMO_STATUS, "Demo", minutes, meeting_time_field_id=FIELD)
     end = room_end(rule, meeting_at, now)
-    assert end >= now + minutes * 60 or end >= meeting_at + minutes * 60 > now
+    assert end >= now + minutes * 60  # never shorter than today's rule
     if meeting_at > now:
         assert meeting_at + minutes * 60 <= end <= meeting_at + minutes * 60 + 15 * 60
     else:
         assert end == now + minutes * 60
 
 
+@settings(deadline=None)
 @given(value=st.integers(min_value=1, max_value=4_000_000_000), nested=st.booleans())
 def test_a_meeting_field_reads_the_same_in_both_layouts_kommo_sends(value, nested):
     from bridge.kommo.jobs import meeting_time
