@@ -91,20 +91,31 @@ class Room:
     note_posted: bool = False
     note_attempted: bool = False  # set before the post: a retry then looks for the note before posting again
     field_set: bool = False
+    # Kommo rooms of a rule with a meeting-time field (absent, 0 or "", on every other room):
+    meeting_at: int = 0  # the meeting time the room is made or kept for; 0: the deal had none
+    replaces: str = ""  # the room key of the room this one replaced when the meeting moved later, until it is deleted
+    task_id: int = 0  # the Kommo task made for the meeting
+    task_due: int = 0  # the due time last written on that task
+    task_attempted: bool = False  # set before the post: a retry then looks for the task before posting again
+    leave: str = ""  # closing because the deal left the stage (close_on_leave): deleting, noting, done
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
         if self.state != DELETED:
             item["expiry_bucket"] = EXPIRY_BUCKET
-        return {k: v for k, v in item.items() if v != ""}
+        return {k: v for k, v in item.items() if v != "" and not (k in _OPTIONAL_NUMBERS and v == 0)}
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Room:
         names = cls.__dataclass_fields__
         values = {k: v for k, v in item.items() if k in names}
-        for number in ("end_at", "created_at"):
-            values[number] = int(values[number])
+        for number in ("end_at", "created_at", *_OPTIONAL_NUMBERS):
+            if number in values:
+                values[number] = int(values[number])
         return cls(**values)
+
+
+_OPTIONAL_NUMBERS = ("meeting_at", "task_id", "task_due")
 
 
 @dataclass(frozen=True)
@@ -318,7 +329,7 @@ class MeetingsStore:
             raise Conflict(f"room {room.room_key} is no longer being created") from None
         return done
 
-    def mark(self, room_key: str, **flags: bool) -> None:
+    def mark(self, room_key: str, **flags: bool | int | str) -> None:
         names = {f"#{k}": k for k in flags}
         values = {f":{k}": v for k, v in flags.items()}
         update = "SET " + ", ".join(f"#{k} = :{k}" for k in flags)
