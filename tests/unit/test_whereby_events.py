@@ -276,7 +276,7 @@ def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(sta
 
     held = notes_saying(kommo_sim, "Meeting held")
     assert held == [
-        "Meeting held Sun 4 Jan 13:22\u201313:57 (35 min, UTC) · 2 people: Ana (host), Client (guest)\n"
+        "Meeting held Sun 4 Jan, 14:22\u201314:57 (Europe/Madrid, 35 min) · 2 people: Ana (host), Client (guest)\n"
         f"Whereby session {whereby_sim.events()[0]['data']['roomSessionId']}"
     ]
     [session] = items(stack, "SESSION#")

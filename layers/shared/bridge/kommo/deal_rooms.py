@@ -203,7 +203,7 @@ def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports
             count("NotesFoundOnRetry")
         else:
             ports.store.mark(room.room_key, note_attempted=True)
-            text = meeting_note(rule, room, *_account_zone(ports)) if rule.meeting_time_field_id else None
+            text = meeting_note(rule, room, *account_zone(ports)) if rule.meeting_time_field_id else None
             _once("the room note", lambda: ports.kommo.add_note(lead_id, text or room_note(rule, room), room.room_url))
             count("NotesPosted")
         ports.store.mark(room.room_key, note_posted=True)
@@ -337,8 +337,13 @@ def covers(room: Room, rule: StageRule, meeting_at: int) -> bool:
 
 def local_time(at: int, zone: tzinfo, zone_name: str) -> str:
     """``Thu 4 Dec, 14:00 (Europe/Madrid)``: the day named, the zone spelt out, in English whatever the locale."""
+    return f"{day_and_time(at, zone)} ({zone_name})"
+
+
+def day_and_time(at: int, zone: tzinfo) -> str:
+    """``Thu 4 Dec, 14:00``: a weekday and a day, so the date cannot be misread in any locale."""
     moment = datetime.fromtimestamp(at, zone)
-    return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}, {moment:%H:%M} ({zone_name})"
+    return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}, {moment:%H:%M}"
 
 
 def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str, remark: str = "") -> str:
@@ -361,7 +366,7 @@ def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str, rema
     return "\n".join(lines)
 
 
-def _account_zone(ports: DealPorts) -> tuple[tzinfo, str, str]:
+def account_zone(ports: DealPorts) -> tuple[tzinfo, str, str]:
     """The account's time zone, its name, and a remark for the note when the times are shown in UTC instead."""
     try:
         name = ports.kommo.account_timezone()

@@ -15,13 +15,12 @@ passed. Each outcome is made idempotent by what it records, not by the order eve
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, tzinfo
 
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.observability import count, logger
-from bridge.kommo.deal_rooms import DealPorts, _once
+from bridge.kommo.deal_rooms import DealPorts, _once, account_zone, day_and_time, local_time
 from bridge.store.meetings import Person, Room, SessionRecord
 from bridge.whereby.client import Participant, RoomSession
 from bridge.whereby.events import (
@@ -47,7 +46,6 @@ ROLE_LABELS = {
     "viewer": "viewer",
     "granted_viewer": "viewer",
 }
-NOTE_TIME_ZONE = "UTC"
 EN_DASH = "\u2013"  # a range of times, as people write it
 
 
@@ -142,7 +140,9 @@ def _tell(room: Room, session: RoomSession, ended_hint: int, ports: DealPorts) -
         count("NotesFoundOnRetry")
     else:
         ports.store.mark_session(room.room_key, session.room_session_id, note_attempted=True)
-        _once("the meeting-held note", lambda: ports.kommo.add_note(lead_id, held_note(record), marker))
+        zone, name, remark = account_zone(ports)
+        text = held_note(record, zone, name) + (f"\n{remark}" if remark else "")
+        _once("the meeting-held note", lambda: ports.kommo.add_note(lead_id, text, marker))
         count("NotesPosted")
     ports.store.mark_session(room.room_key, session.room_session_id, note_posted=True)
     return 1
@@ -168,7 +168,9 @@ def no_show(room: Room, ports: DealPorts) -> str:
         count("NotesFoundOnRetry")
     else:
         ports.store.mark(room.room_key, noshow_attempted=True)
-        _once("the no-show note", lambda: ports.kommo.add_note(lead_id, noshow_note(room), marker))
+        zone, name, remark = account_zone(ports)
+        text = noshow_note(room, zone, name) + (f"\n{remark}" if remark else "")
+        _once("the no-show note", lambda: ports.kommo.add_note(lead_id, text, marker))
         count("NoShows")
     ports.store.mark(room.room_key, noshow_posted=True)
     return "no-show told"
@@ -191,19 +193,9 @@ def attendees(people: Sequence[Participant]) -> tuple[Person, ...]:
     return tuple(seen.values())
 
 
-def local_time(at: int, zone: str = NOTE_TIME_ZONE) -> datetime:
-    return datetime.fromtimestamp(at, ZoneInfo(zone))
-
-
-def day_and_time(at: int, zone: str = NOTE_TIME_ZONE) -> str:
-    """``Thu 4 Dec 14:02``: a weekday and a day, so the date cannot be misread in any locale."""
-    moment = local_time(at, zone)
-    return f"{moment:%a} {moment.day} {moment:%b} {moment:%H:%M}"
-
-
-def span(start: int, end: int, zone: str = NOTE_TIME_ZONE) -> str:
-    """``Thu 4 Dec 14:02`` to ``14:36`` with an en dash between, or both days when the span crosses midnight."""
-    first, last = local_time(start, zone), local_time(end, zone)
+def span(start: int, end: int, zone: tzinfo) -> str:
+    """``Thu 4 Dec, 14:02`` to ``14:36`` with an en dash between, or both days when the span crosses midnight."""
+    first, last = datetime.fromtimestamp(start, zone), datetime.fromtimestamp(end, zone)
     until = f"{last:%H:%M}" if first.date() == last.date() else day_and_time(end, zone)
     return f"{day_and_time(start, zone)}{EN_DASH}{until}"
 
@@ -212,13 +204,13 @@ def session_marker(room_session_id: str) -> str:
     return f"Whereby session {room_session_id}"
 
 
-def held_note(record: SessionRecord, zone: str = NOTE_TIME_ZONE) -> str:
+def held_note(record: SessionRecord, zone: tzinfo = UTC, zone_name: str = "UTC") -> str:
     end = record.ended_at or 0
     start = record.started_at or end
     minutes = max(0, round((end - start) / 60))
     people = len(record.people)
     who = ", ".join(f"{p.name} ({ROLE_LABELS.get(p.role, p.role or 'guest')})" for p in record.people)
-    head = f"Meeting held {span(start, end, zone)} ({minutes} min, {zone})"
+    head = f"Meeting held {span(start, end, zone)} ({zone_name}, {minutes} min)"
     if people:
         head += f" · {people} {'person' if people == 1 else 'people'}: {who}"
     return f"{head}\n{session_marker(record.room_session_id)}"
@@ -228,8 +220,13 @@ def noshow_marker(room: Room) -> str:
     return f"No one joined the meeting in room {room.room_name.lstrip('/')}"
 
 
-def noshow_note(room: Room, zone: str = NOTE_TIME_ZONE) -> str:
-    planned = f"{span(room.created_at, room.end_at, zone)} ({zone})"
+def noshow_note(room: Room, zone: tzinfo = UTC, zone_name: str = "UTC") -> str:
+    # The booked time when the deal gave one; otherwise the room's whole window.
+    planned = (
+        local_time(room.meeting_at, zone, zone_name)
+        if room.meeting_at
+        else f"{span(room.created_at, room.end_at, zone)} ({zone_name})"
+    )
     return f"No one joined the meeting planned for {planned}.\n{noshow_marker(room)}"
 
 
