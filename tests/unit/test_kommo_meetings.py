@@ -329,6 +329,22 @@ def test_a_deal_that_moves_on_to_a_stage_with_no_rule_has_its_room_closed_once(m
     assert len(whereby_sim.meetings()) == 1
 
 
+def test_a_missed_move_to_a_stage_with_no_rule_is_caught_by_the_reconciliation(meetings, whereby_sim, kommo_sim):
+    from bridge import runtime
+    from bridge.kommo.reconcile import reconcile
+
+    at = enter_demo(meetings)
+    kommo_sim.move_lead(LEAD, NO_RULE_STATUS, at=at + 60)  # moved in Kommo; its webhook never came
+    ports = (runtime.kommo_reconcile(), runtime.job_queue(), runtime.store(), runtime.settings())
+    for _ in range(2):  # a second run changes nothing
+        reconcile(*ports, clock=lambda: at + 600)
+        assert meetings.drain().failed == 0
+
+    assert whereby_sim.meetings() == [] and live_rooms(meetings) == []
+    closing = [n for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]
+    assert [n["params"]["text"].splitlines()[0] for n in closing] == ["Video room closed: the deal left Demo."]
+
+
 def test_without_close_on_leave_the_room_outlives_a_move_to_a_stage_with_no_rule(
     meetings, whereby_sim, kommo_sim, monkeypatch
 ):

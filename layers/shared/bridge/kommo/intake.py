@@ -56,14 +56,13 @@ def stage_job_kind(event: LeadEvent, settings: Settings) -> str | None:
         # cares, and the worker does nothing when the time is the one the room already has.
         rule = settings.stage_rules.get(event.status_id or 0)
         return MEETING_TIME if rule is not None and rule.meeting_time_field_id else None
-    if event.action == "status" and _leaves_for_no_rule(event, settings):
+    if event.action == "status" and leaves_for_no_rule(event.status_id, settings):
         return LEAVE_STAGE
     return None
 
 
-def _leaves_for_no_rule(event: LeadEvent, settings: Settings) -> bool:
+def leaves_for_no_rule(status: int | None, settings: Settings) -> bool:
     """A move to an open stage with no rule, in an account where some rule closes its room on leaving."""
-    status = event.status_id
     if status is None or status in settings.stage_rules or status in settings.closed_status_ids:
         return False
     return any(rule.close_on_leave for rule in settings.stage_rules.values())
