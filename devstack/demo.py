@@ -48,14 +48,6 @@ class DemoFailed(Exception):
 
 
 @dataclass
-class Shown:
-    """What one step showed: its title and the texts of the notes the deal got in it."""
-
-    title: str
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Story:
     """The deal the steps act on, and what they have seen so far."""
 
@@ -67,7 +59,6 @@ class Story:
     meeting_at: int = 0
     room: dict[str, Any] = field(default_factory=dict)
     notes_seen: int = 0
-    shown: list[Shown] = field(default_factory=list)
 
     @property
     def whereby(self) -> Any:
@@ -177,7 +168,6 @@ def new_note(story: Story, what: str, begins: str, done: Callable[[], bool] = la
     if not text.startswith(begins):
         raise DemoFailed(f"the {what} is not the one expected: {text.splitlines()[0] if text else '(empty)'}")
     story.notes_seen += 1
-    story.shown[-1].notes.append(text)
     return dict(fresh[0])
 
 
@@ -350,8 +340,8 @@ def introduce(story: Story) -> None:
     story.say(f"  {json.dumps(DEMO_RULE)}")
 
 
-def run_demo(say: Callable[[str], None] = print) -> list[Shown]:
-    """Play every step; returns what each showed. Raises DemoFailed when one does not happen."""
+def run_demo(say: Callable[[str], None] = print) -> None:
+    """Play every step; DemoFailed when one does not happen."""
     sample = parse_qsl(STAGE_EVENT.read_bytes().decode(), keep_blank_values=True)
     lead_id, _ = lead_of(STAGE_EVENT.read_bytes())
     say("Starting the local stack (moto, Whereby and Kommo simulators, gateway, queue pump)...")
@@ -363,7 +353,6 @@ def run_demo(say: Callable[[str], None] = print) -> list[Shown]:
         for number, (title, step) in enumerate(STEPS, start=1):
             say("")
             say(f"{number}. {title}")
-            story.shown.append(Shown(title))
             step(story)
         notes = len(story.kommo.notes(lead_id))
         if notes != story.notes_seen:  # a late copy of a note would show here
@@ -374,7 +363,6 @@ def run_demo(say: Callable[[str], None] = print) -> list[Shown]:
         f"Demo OK in {time.monotonic() - started:.1f} s: {notes} notes and {tasks} task on deal {lead_id}, "
         "no room left at Whereby."
     )
-    return story.shown
 
 
 def main() -> int:
