@@ -6,7 +6,7 @@ meeting two days ahead, the meeting moves, people meet in the room, the deal is 
 and what the simulators hold afterwards, and checks that the deal got exactly the note it should. Exits 0, or 1
 with the reason.
 
-A step is a function of the ``Story``, listed in ``STEPS``.
+A step is a function of the ``Story``, listed in ``STEPS`` with its title; the steps are numbered in that order.
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ KOMMO_HEADERS = {"content-type": "application/x-www-form-urlencoded", "user-agen
 MEETING_FIELD_ID = 583921  # the deal's "Meeting time" date-time field
 MEETING_FIELD_NAME = "Meeting time"
 # The local Demo rule, plus the two keys that make the room follow the meeting and give the owner a task.
-DEMO_RULE = {**DEMO_STAGE_RULES[str(DEMO_STATUS)], "meeting_time_field_id": MEETING_FIELD_ID, "task": True}
+DEMO_RULE: dict[str, Any] = {
+    **DEMO_STAGE_RULES[str(DEMO_STATUS)],
+    "meeting_time_field_id": MEETING_FIELD_ID,
+    "task": True,
+}
 WON = 142
 CUSTOM_FIELD = re.compile(r"leads\[status\]\[0\]\[custom_fields\]\[(\d+)\]")
 DAY = 86400
@@ -162,9 +166,9 @@ def new_note(story: Story, what: str, begins: str, done: Callable[[], bool] = la
     """The one note the step gives the deal, once ``done`` holds too; DemoFailed for none, more than one, or another
     note than the one that begins with ``begins``."""
     fresh = wait_until(story, f"no {what}", lambda: done() and story.kommo.notes(story.lead_id)[story.notes_seen :])
-    text = str(fresh[0]["params"].get("text", ""))
     if len(fresh) != 1:
         raise DemoFailed(f"{len(fresh)} new notes instead of one {what}")
+    text = str(fresh[0]["params"].get("text", ""))
     if not text.startswith(begins):
         raise DemoFailed(f"the {what} is not the one expected: {text.splitlines()[0] if text else '(empty)'}")
     story.notes_seen += 1
