@@ -24,6 +24,7 @@ BENCHES = [
     ),
     ("Bulk move of 500 deals on the Build plan", ["bench/bulk_move.py", "--deals", "500", "--scale", "20"]),
     ("AWS cost per room at eu-west-1 list prices", ["bench/cost.py", "--rooms", "20"]),
+    ("Whereby events answer time and points per held meeting", ["bench/whereby_events.py", "--runs", "200"]),
 ]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 

@@ -1,5 +1,5 @@
 """Simulator of the Kommo API v4 calls the bridge makes (contracts/kommo.md §3): lead notes, PATCH and GET lead,
-and the event log (contracts/kommo-more.md §3).
+the event log (contracts/kommo-more.md §3), tasks (§1) and the account with its time zone (§5).
 
 Leads are created on first touch (a note or a PATCH), so tests need no setup; `add_lead` seeds one
 explicitly. Like Kommo's nginx, the per-integration rate limit answers 429 with an HTML page.
@@ -51,6 +51,12 @@ EVENT_ENTITIES = ("lead", "contact", "company", "task")  # singular; catalog_<id
 LEAD_STATUS_CHANGED = "lead_status_changed"
 LEAD_DELETED = "lead_deleted"
 LEAD_RESTORED = "lead_restored"
+TASKS_PATH = "/api/v4/tasks"
+_TASK_PATH = re.compile(r"/api/v4/tasks/(\d+)")
+ACCOUNT_PATH = "/api/v4/account"
+TASK_ENTITY_TYPES = ("leads", "contacts", "companies", "customers")  # plural, unlike the event log's
+DEFAULT_TIMEZONE = "Europe/Madrid"
+API_USER_ID = 1  # the user the access token belongs to: a task with no responsible user is theirs
 
 
 def problem(status: int, detail: str, extra: dict[str, Any] | None = None) -> Response:
@@ -327,6 +333,35 @@ def lead_status(status_id: int, pipeline_id: int) -> list[dict[str, Any]]:
     return [{"lead_status": {"id": status_id, "pipeline_id": pipeline_id}}]
 
 
+# ----- tasks -----
+
+
+def task_issues(item: Any, rid: str) -> list[dict[str, str]]:
+    if not isinstance(item, dict):
+        return [issue(rid, "InvalidType", "", "Each task must be an object.")]
+    found = []
+    if not _is_text(item.get("text")):
+        found.append(issue(rid, "NotBlank", "text", "This value should not be blank."))
+    if not _is_int(item.get("complete_till")) or item["complete_till"] <= 0:
+        found.append(issue(rid, "InvalidType", "complete_till", "This value should be a unix time in seconds."))
+    for key in ("task_type_id", "entity_id", "responsible_user_id", "duration"):
+        if key in item and not _is_int(item[key]):
+            found.append(issue(rid, "InvalidType", key, "This value should be an integer."))
+    if ("entity_id" in item) != ("entity_type" in item) or item.get("entity_type", "leads") not in TASK_ENTITY_TYPES:
+        found.append(issue(rid, "InvalidValue", "entity_type", "entity_type must be one of leads, contacts, …"))
+    return found
+
+
+def parse_tasks(body: Any) -> list[dict[str, Any]]:
+    """Validated tasks of ``POST /api/v4/tasks`` (an array, even for one); raises SimError(400)."""
+    if not isinstance(body, list) or not body:
+        raise validation_failed([issue("0", "InvalidType", "", "The body must be a non-empty JSON array.")])
+    issues = [found for index, item in enumerate(body) for found in task_issues(item, _request_id(item, index))]
+    if issues:
+        raise validation_failed(issues)
+    return [{**copy.deepcopy(item), "request_id": _request_id(item, index)} for index, item in enumerate(body)]
+
+
 # ----- the simulator -----
 
 
@@ -347,6 +382,9 @@ class KommoSimulator(SimServer):
         self._valid_tokens: set[str] = {access_token}
         self.refresh_calls = 0
         self._events: list[dict[str, Any]] = []
+        self._tasks: list[dict[str, Any]] = []
+        self._next_task_id = 1001
+        self.timezone: str | None = DEFAULT_TIMEZONE  # the account's datetime_settings.timezone
 
     def enable_oauth(self, client_id: str, client_secret: str, redirect_uri: str, refresh_token: str) -> None:
         """Accept OAuth refreshes: each answers a new pair and revokes the refresh token it used (single-use)."""
@@ -389,6 +427,11 @@ class KommoSimulator(SimServer):
         """The lead went to the trash: GET answers 204, as Kommo does for a deleted lead."""
         with self._lock:
             self._leads.pop(lead_id, None)
+
+    def tasks(self, lead_id: int | None = None) -> list[dict[str, Any]]:
+        """The tasks made through the API, oldest first."""
+        with self._lock:
+            return [copy.deepcopy(t) for t in self._tasks if lead_id is None or t["entity_id"] == lead_id]
 
     # ----- the event log -----
 
@@ -462,6 +505,8 @@ class KommoSimulator(SimServer):
         self._leads.clear()
         self._notes.clear()
         self._events.clear()
+        self._tasks.clear()
+        self.timezone = DEFAULT_TIMEZONE
 
     def _admit(self, request: Request) -> Response | None:
         if self.rate_limit_per_second <= 0:
@@ -495,6 +540,8 @@ class KommoSimulator(SimServer):
             ("POST", "/_sim/leads"): self._control_add_lead,
             ("GET", "/_sim/events"): lambda _: json_response(200, self.events()),
             ("POST", "/_sim/events"): self._control_record_event,
+            ("GET", "/_sim/tasks"): self._control_tasks,
+            ("POST", "/_sim/account"): self._control_account,
         }
 
     def _route(self, request: Request) -> Response:
@@ -509,6 +556,12 @@ class KommoSimulator(SimServer):
             return self._list_notes(request, int(match.group(1)))
         if method == "GET" and path == EVENTS_PATH:
             return self._list_events(request)
+        if path == TASKS_PATH and method in ("GET", "POST"):
+            return self._list_tasks(request) if method == "GET" else self._add_tasks(request)
+        if method == "PATCH" and (match := _TASK_PATH.fullmatch(path)):
+            return self._patch_task(request, int(match.group(1)))
+        if method == "GET" and path == ACCOUNT_PATH:
+            return self._account(request)
         if (match := _LEAD_PATH.fullmatch(path)) and method in ("GET", "PATCH"):
             lead_id = int(match.group(1))
             return self._get_lead(lead_id) if method == "GET" else self._patch_lead(request, lead_id)
@@ -603,6 +656,98 @@ class KommoSimulator(SimServer):
         body = {"_page": query.page, "_links": links, "_embedded": {"events": events}}
         return json_response(200, body, HAL_TYPE)
 
+    def _add_tasks(self, request: Request) -> Response:
+        now = int(time.time())
+        embedded = []
+        for task in parse_tasks(request.json_body()):
+            task_id, self._next_task_id = self._next_task_id, self._next_task_id + 1
+            self._tasks.append(
+                {
+                    "id": task_id,
+                    "created_by": API_USER_ID,
+                    "updated_by": API_USER_ID,
+                    "created_at": now,
+                    "updated_at": now,
+                    "responsible_user_id": task.get("responsible_user_id", API_USER_ID),
+                    "group_id": 0,
+                    "entity_id": task.get("entity_id"),
+                    "entity_type": task.get("entity_type"),
+                    "is_completed": bool(task.get("is_completed", False)),
+                    "task_type_id": task.get("task_type_id", 1),
+                    "text": task["text"],
+                    "duration": task.get("duration", 0),
+                    "complete_till": task["complete_till"],
+                    "result": [],
+                    "account_id": 1,
+                }
+            )
+            embedded.append(
+                {"id": task_id, "request_id": task["request_id"], "_links": self._links(f"{TASKS_PATH}/{task_id}")}
+            )
+        return json_response(200, {"_links": self._links(TASKS_PATH), "_embedded": {"tasks": embedded}}, HAL_TYPE)
+
+    def _list_tasks(self, request: Request) -> Response:
+        """``filter[entity_type]``, ``filter[entity_id]``, ``filter[task_type]``, ``filter[is_completed]``; 204 when
+        nothing matches, as Kommo answers."""
+        query = request.query
+        wanted = {
+            "entity_type": query.get("filter[entity_type]"),
+            "entity_id": query.get("filter[entity_id]"),
+            "task_type_id": query.get("filter[task_type]"),
+            "is_completed": {"0": "False", "1": "True"}.get(query.get("filter[is_completed]", "")),
+        }
+        matching = [t for t in self._tasks if all(v is None or str(t[k]) == v for k, v in wanted.items())]
+        if not matching:
+            return empty_response(204)
+        tasks = [{**copy.deepcopy(t), "_links": self._links(f"{TASKS_PATH}/{t['id']}")} for t in matching]
+        return json_response(
+            200, {"_page": 1, "_links": self._links(TASKS_PATH), "_embedded": {"tasks": tasks}}, HAL_TYPE
+        )
+
+    def _patch_task(self, request: Request, task_id: int) -> Response:
+        body = request.json_body()
+        task = next((t for t in self._tasks if t["id"] == task_id), None)
+        if task is None:
+            raise SimError(404, "Task not found")
+        if not isinstance(body, dict):
+            raise validation_failed([issue("0", "InvalidType", "", "The body must be a JSON object.")])
+        if "complete_till" in body and (not _is_int(body["complete_till"]) or body["complete_till"] <= 0):
+            raise validation_failed([issue("0", "InvalidType", "complete_till", "A unix time in seconds.")])
+        if "text" in body and not _is_text(body["text"]):
+            raise validation_failed([issue("0", "NotBlank", "text", "This value should not be blank.")])
+        for key in ("complete_till", "text", "is_completed", "responsible_user_id", "result"):
+            if key in body:
+                task[key] = copy.deepcopy(body[key])
+        task["updated_at"] = int(time.time())
+        body = {"id": task_id, "updated_at": task["updated_at"], "_links": self._links(f"{TASKS_PATH}/{task_id}")}
+        return json_response(200, body, HAL_TYPE)
+
+    def _account(self, request: Request) -> Response:
+        """The account; ``with=datetime_settings`` adds the time zone under ``_embedded``."""
+        body: dict[str, Any] = {
+            "id": 1,
+            "name": "Simulated account",
+            "subdomain": "example",
+            "language": "en",
+            "current_user_id": API_USER_ID,
+            "country": "ES",
+            "currency": "EUR",
+            "_links": self._links(ACCOUNT_PATH),
+        }
+        if "datetime_settings" in request.query.get("with", "").split(","):
+            body["_embedded"] = {
+                "datetime_settings": {
+                    "date_pattern": "d.m.Y H:i",
+                    "short_date_pattern": "d.m.Y",
+                    "short_time_pattern": "H:i",
+                    "date_format": "d.m.Y",
+                    "time_format": "H:i",
+                    "timezone": self.timezone,
+                    "timezone_offset": "+01:00",
+                }
+            }
+        return json_response(200, body, HAL_TYPE)
+
     # ----- helpers -----
 
     def _page_url(self, request: Request, page: int) -> str:
@@ -634,6 +779,19 @@ class KommoSimulator(SimServer):
     def _control_notes(self, request: Request) -> Response:
         lead_id = request.query.get("lead_id")
         return json_response(200, self.notes(int(lead_id) if lead_id else None))
+
+    def _control_tasks(self, request: Request) -> Response:
+        lead_id = request.query.get("lead_id")
+        return json_response(200, self.tasks(int(lead_id) if lead_id else None))
+
+    def _control_account(self, request: Request) -> Response:
+        """``{"timezone": "Europe/Madrid"}``: the zone the account endpoint names."""
+        body = json.loads(request.body or b"{}")
+        if not isinstance(body, dict) or not isinstance(body.get("timezone"), str):
+            raise ValueError('body must be a JSON object with a string "timezone"')
+        with self._lock:
+            self.timezone = body["timezone"]
+        return empty_response(204)
 
     def _control_add_lead(self, request: Request) -> Response:
         body = json.loads(request.body or b"{}")

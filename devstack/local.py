@@ -51,6 +51,7 @@ LOCAL_SECRET: dict[str, Any] = {
     "whereby_api_key": "local-whereby-api-key",
     "kommo_webhook_token": "local-kommo-webhook-token",
     "kommo_access_token": "local-kommo-access-token",
+    "whereby_webhook_secret": "local-whereby-signing-secret",
     # Bound to the team of the sample command (events/mattermost-command.body); each token acts for its own team.
     "mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["local-mattermost-token"]},
 }
@@ -359,6 +360,10 @@ class LocalStack(StartStop):
         return LOCAL_SECRET["kommo_webhook_token"]
 
     @property
+    def whereby_signing_secret(self) -> str:
+        return str(LOCAL_SECRET["whereby_webhook_secret"])
+
+    @property
     def mattermost_token(self) -> str:
         return next(iter(LOCAL_SECRET["mattermost_tokens"].values()))[0]
 
@@ -454,6 +459,8 @@ class LocalStack(StartStop):
         from bridge import runtime
 
         runtime.reset()
+        if self.whereby_sim is not None:  # the simulator's rooms tell the stack what happens in them
+            self.whereby_sim.configure_webhook(f"{self.gateway.url}/whereby/events", self.whereby_signing_secret)
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self._stopping,), name=name, daemon=True)
@@ -537,7 +544,10 @@ class LocalStack(StartStop):
         if self.whereby_sim:
             lines += [
                 f"  Whereby simulator {self.whereby_sim.base_url}",
-                f"    {control}, GET /_sim/meetings, POST /_sim/budget",
+                f"    {control}, GET /_sim/meetings, POST /_sim/budget,",
+                "    POST /_sim/rooms/join {roomName, displayName, roleName} /_sim/rooms/leave {participantId},",
+                "    GET /_sim/events /_sim/deliveries (each event signed to /whereby/events),",
+                "    POST /_sim/webhook /_sim/webhook/flush",
             ]
         else:
             lines.append(f"  Whereby {self.whereby_url}  REAL: every room created here is a real room on your plan")

@@ -53,16 +53,22 @@ def stage(fresh: bool) -> None:
         link = STAGE / name
         if not link.is_symlink():
             link.symlink_to(target)
-    # mutmut copies the sources once and keeps its verdicts: after a change to the layer, both are of other code.
+    # mutmut copies the sources once and keeps its verdicts: after a change to the layer or to the settings, both are
+    # of other mutants.
     mutants, stamp = STAGE / "mutants", STAGE / "sources.sha256"
-    current = sources_hash(LINKS["bridge"])
+    current = sources_hash(LINKS["bridge"], LINKS["pyproject.toml"])
     if mutants.exists() and (not stamp.exists() or stamp.read_text() != current):
         shutil.rmtree(mutants)
     stamp.write_text(current)
 
 
-def sources_hash(folder: Path) -> str:
+def sources_hash(folder: Path, settings: Path) -> str:
+    """The layer's sources and the mutmut settings (which lines it mutates), which together make the mutants."""
     digest = hashlib.sha256()
+    text = settings.read_text()
+    start = text.find("[tool.mutmut]")
+    end = text.find("\n[", start + 1)
+    digest.update(text[start : end if end > 0 else None].encode())
     for path in sorted(folder.rglob("*.py")):
         digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

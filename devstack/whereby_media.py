@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,13 +149,14 @@ class WherebyMedia:
         with self._lock:
             return [{"kind": m.kind, "id": m.media_id, "roomName": m.room_name} for m in self._media.values()]
 
-    def control_finish(self, request: Request) -> Response:
-        """``POST /_sim/recordings`` ``{"roomName", "kind"?, "selfHosted"?}`` → 201 with the event body."""
+    def control_finish(self, request: Request, finish: Callable[..., dict[str, Any]]) -> Response:
+        """``POST /_sim/recordings`` ``{"roomName", "kind"?, "selfHosted"?}`` → 201 with the event body; ``finish``
+        stores the media and sends its event."""
         body = _control_object(request)
         room_name = body.get("roomName")
         if not isinstance(room_name, str) or not room_name.strip("/ "):
             raise SimError(400, "roomName is required")
-        event = self.finish(
+        event = finish(
             room_name, kind=str(body.get("kind", "recording")), self_hosted=bool(body.get("selfHosted", False))
         )
         return json_response(201, event)

@@ -8,10 +8,22 @@ write 3) within a window that opens at the first call after the previous one clo
 ``time_scale``; a call that would go over gets 429 with ``data.msLeft`` and ``Retry-After`` (the time until the
 window closes, in real time), ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``. Refused
 calls cost nothing. ``time_scale`` 20 runs the Build plan's "100 points a minute" as 100 points every 3 seconds.
+
+Rooms come alive too (contracts/whereby-events.md): ``join``/``leave`` (or ``POST /_sim/rooms/join`` and
+``/_sim/rooms/leave``) put people in a meeting's room and emit ``room.client.joined``/``left``, and
+``room.session.started`` when a second person is in, ``room.session.ended`` when fewer than two are left (bots,
+such as the recorder, do not count). Each event is delivered as Whereby does: a signed POST (``Whereby-Signature``,
+HMAC-SHA256 of ``t.body`` with ``signing_secret``) to ``webhook_url``, at once or held until ``flush`` (then
+optionally in reverse order), once or twice each. ``emit`` sends any other event the same way. The insights
+endpoints (``/insights/room-sessions``, ``/insights/participants``) answer from those joins and cost a read.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import hmac
+import json
 import math
 import re
 import secrets
@@ -23,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
+
+import requests
 
 from devstack.sim_server import (
     ControlHandler,
@@ -40,6 +54,11 @@ from devstack.sim_server import (
 from devstack.whereby_media import WherebyMedia
 
 MEETINGS_PATH = "/v1/meetings"
+ROOM_SESSIONS_PATH = "/v1/insights/room-sessions"
+PARTICIPANTS_PATH = "/v1/insights/participants"
+BOT_ROLES = frozenset({"recorder", "streamer", "captioner", "assistant"})
+ROLE_NAMES = ("owner", "member", "host", "visitor", "granted_visitor", "viewer", "granted_viewer", *sorted(BOT_ROLES))
+INSIGHTS_DEFAULT_LIMIT = 10
 FIELD_NAMES = ("hostRoomUrl", "viewerRoomUrl")
 ROOM_MODES = ("normal", "group")
 ROOM_NAME_PATTERNS = ("uuid", "human-short")
@@ -258,6 +277,58 @@ def meeting_id_from_path(path: str) -> str | None:
     return unquote(meeting_id)
 
 
+# ----- rooms in use: people, sessions, events -----
+
+
+@dataclass
+class Attendance:
+    participant_id: str
+    room_path: str
+    room_session_id: str
+    display_name: str
+    role_name: str
+    joined_at: datetime
+    external_id: str | None = None
+    left_at: datetime | None = None
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "roomSessionId": self.room_session_id,
+            "participantId": self.participant_id,
+            "deviceId": f"device-{self.participant_id[:8]}",
+            "userId": None,
+            "roleName": self.role_name,
+            "displayName": self.display_name,
+            "joinedAt": iso_utc(self.joined_at),
+            "leftAt": iso_utc(self.left_at) if self.left_at else None,
+            "externalId": self.external_id,
+            "tags": None,
+        }
+
+
+@dataclass
+class Session:
+    room_session_id: str
+    room_path: str
+    started_at: datetime | None = None  # set when a second person came in (room.session.started)
+    ended_at: datetime | None = None
+
+
+def moment(value: Any) -> datetime:
+    """A control call's ``at``: unix seconds or ISO-8601; now when absent."""
+    if value is None:
+        return datetime.now(UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(float(value), UTC)
+    return parse_date_time("at", value).astimezone(UTC)
+
+
+def sign(body: bytes, secret: str, t: int) -> str:
+    """Whereby's signature: HMAC-SHA256 of ``t.body`` keyed with the webhook's signing secret."""
+    digest = hmac.new(secret.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
 # ----- the simulator -----
 
 
@@ -275,10 +346,23 @@ class WherebySimulator(SimServer):
         subdomain: str = "example",
         points_per_minute: int | None = None,
         time_scale: float = 1.0,
+        webhook_url: str | None = None,
+        signing_secret: str = "whsec_local_signing_secret",
     ) -> None:
         super().__init__(host, port)
         self.api_key = api_key
         self.subdomain = subdomain
+        self.webhook_url = webhook_url
+        self.signing_secret = signing_secret
+        self.deliver_twice = False  # every event is POSTed twice, as Whereby's at-least-once delivery may
+        self.hold_events = False  # events wait for flush() (in reverse order when flush(reverse=True))
+        self._attendance: dict[str, Attendance] = {}  # participant id → who joined which room when
+        self._sessions: dict[str, Session] = {}  # room session id → session
+        self._current_session: dict[str, str] = {}  # room path → the session people are in now
+        self._outbox: list[dict[str, Any]] = []
+        self._emitted: list[dict[str, Any]] = []
+        self._deliveries: list[dict[str, Any]] = []
+        self._webhook_http = requests.Session()
         self._next_seq = 1  # not reset: a meeting id is never reused, as on the real service
         self._meetings: dict[str, Meeting] = {}
         self._cursors: dict[str, int] = {}
@@ -326,6 +410,12 @@ class WherebySimulator(SimServer):
     # ----- SimServer hooks -----
 
     def _reset_state(self) -> None:
+        self._attendance.clear()
+        self._sessions.clear()
+        self._current_session.clear()
+        self._outbox.clear()
+        self._emitted.clear()
+        self._deliveries.clear()
         self._meetings.clear()
         self._cursors.clear()
         self._points_used = 0
@@ -353,9 +443,283 @@ class WherebySimulator(SimServer):
         return {
             ("GET", "/_sim/meetings"): lambda _: json_response(200, self.meetings()),
             ("POST", "/_sim/budget"): self._control_budget,
-            ("POST", "/_sim/recordings"): self.media.control_finish,
+            ("POST", "/_sim/recordings"): lambda request: self.media.control_finish(request, self.finish_recording),
             ("GET", "/_sim/recordings"): lambda _: json_response(200, self.media.held()),
+            ("POST", "/_sim/rooms/join"): self._control_join,
+            ("POST", "/_sim/rooms/leave"): self._control_leave,
+            ("POST", "/_sim/webhook"): self._control_webhook,
+            ("POST", "/_sim/webhook/flush"): self._control_flush,
+            ("GET", "/_sim/events"): lambda _: json_response(200, self.events()),
+            ("GET", "/_sim/deliveries"): lambda _: json_response(200, self.deliveries()),
         }
+
+    # ----- people in rooms, and the events they cause -----
+
+    def configure_webhook(
+        self,
+        url: str | None,
+        signing_secret: str | None = None,
+        *,
+        deliver_twice: bool = False,
+        hold: bool = False,
+    ) -> None:
+        """Where and how events are delivered; ``url`` None keeps them in the event log only."""
+        with self._lock:
+            self.webhook_url = url
+            if signing_secret is not None:
+                self.signing_secret = signing_secret
+            self.deliver_twice = deliver_twice
+            self.hold_events = hold
+
+    def join(
+        self,
+        room_name: str,
+        display_name: str,
+        role_name: str = "visitor",
+        at: Any = None,
+        external_id: str | None = None,
+    ) -> str:
+        """Someone enters a meeting's room; returns their participant id. Emits joined, and started at two people."""
+        if role_name not in ROLE_NAMES:
+            raise _bad(f"roleName must be one of {', '.join(ROLE_NAMES)}")
+        when = moment(at)
+        with self._lock:
+            path = self._live_room(room_name)
+            session_id = self._current_session.get(path)
+            if session_id is None:
+                session_id = str(uuid.uuid4())
+                self._current_session[path] = session_id
+                self._sessions[session_id] = Session(session_id, path)
+            person = Attendance(str(uuid.uuid4()), path, session_id, display_name, role_name, when, external_id)
+            self._attendance[person.participant_id] = person
+            events = [self._client_event("room.client.joined", person, when)]
+            session = self._sessions[session_id]
+            if session.started_at is None and self._humans(path) >= 2:
+                session.started_at = min(p.joined_at for p in self._present(path))
+                events.append(self._event("room.session.started", self._session_data(session), when))
+        self._send(events)
+        return person.participant_id
+
+    def leave(self, participant_id: str, at: Any = None) -> None:
+        """Someone leaves; emits left, and ended when fewer than two people are left in a started session."""
+        when = moment(at)
+        with self._lock:
+            person = self._attendance.get(participant_id)
+            if person is None or person.left_at is not None:
+                raise SimError(404, "no such participant in a room")
+            person.left_at = when
+            events = [self._client_event("room.client.left", person, when)]
+            session = self._sessions[person.room_session_id]
+            path = person.room_path
+            if session.started_at is not None and session.ended_at is None and self._humans(path) < 2:
+                session.ended_at = when
+                events.append(self._event("room.session.ended", self._session_data(session), when))
+                self._current_session.pop(path, None)  # whoever comes next starts a new session
+            elif session.started_at is None and not self._present(path):
+                self._current_session.pop(path, None)
+        self._send(events)
+
+    def emit(self, event_type: str, data: dict[str, Any], at: Any = None) -> dict[str, Any]:
+        """Send any event (a recording that finished, …) as Whereby would; returns its envelope."""
+        with self._lock:
+            event = self._event(event_type, data, moment(at))
+        self._send([event])
+        return event
+
+    def flush(self, reverse: bool = False) -> int:
+        """Deliver the held events (newest first when ``reverse``); returns how many."""
+        with self._lock:
+            held, self._outbox = self._outbox, []
+        for event in reversed(held) if reverse else held:
+            self._deliver(event)
+        return len(held)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event emitted, in order."""
+        with self._lock:
+            return copy.deepcopy(self._emitted)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery attempt: the event id and type, and the status the endpoint answered (0: no answer)."""
+        with self._lock:
+            return copy.deepcopy(self._deliveries)
+
+    def _send(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if self.hold_events:
+                self._outbox.extend(events)
+                return
+        for event in events:
+            self._deliver(event)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            url, secret, times = self.webhook_url, self.signing_secret, 2 if self.deliver_twice else 1
+        if not url:
+            return
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        for _ in range(times):
+            headers = {"Content-Type": "application/json", "Whereby-Signature": sign(body, secret, int(time.time()))}
+            try:
+                status = self._webhook_http.post(url, data=body, headers=headers, timeout=5).status_code
+            except requests.RequestException:
+                status = 0
+            with self._lock:
+                self._deliveries.append({"id": event["id"], "type": event["type"], "status": status})
+
+    def _event(self, event_type: str, data: dict[str, Any], when: datetime) -> dict[str, Any]:
+        event = {
+            "id": secrets.token_hex(32),
+            "apiVersion": "1.0",
+            "createdAt": iso_utc(when),
+            "type": event_type,
+            "data": data,
+        }
+        self._emitted.append(copy.deepcopy(event))
+        return event
+
+    def _client_event(self, event_type: str, person: Attendance, when: datetime) -> dict[str, Any]:
+        present = self._present(person.room_path)
+        by_role: dict[str, int] = {}
+        for p in present:
+            by_role[p.role_name] = by_role.get(p.role_name, 0) + 1
+        data = {
+            "meetingId": self._meeting_of(person.room_path),
+            "roomName": f"/{person.room_path}",
+            "subdomain": self.subdomain,
+            "roomSessionId": person.room_session_id,
+            "participantId": person.participant_id,
+            "displayName": person.display_name,
+            "roleName": person.role_name,
+            "numClients": len(present),
+            "numClientsByRoleName": by_role,
+            "isDialIn": False,
+            "metadata": None,
+            "externalId": person.external_id,
+        }
+        return self._event(event_type, data, when)
+
+    def _session_data(self, session: Session) -> dict[str, Any]:
+        return {
+            "meetingId": self._meeting_of(session.room_path),
+            "roomName": f"/{session.room_path}",
+            "subdomain": self.subdomain,
+            "roomSessionId": session.room_session_id,
+        }
+
+    def _present(self, path: str) -> list[Attendance]:
+        return [p for p in self._attendance.values() if p.room_path == path and p.left_at is None]
+
+    def _humans(self, path: str) -> int:
+        return sum(1 for p in self._present(path) if p.role_name not in BOT_ROLES)
+
+    def _live_room(self, room_name: str) -> str:
+        path = room_name.strip().split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        if not any(m.room_path == path for m in self._meetings.values()):
+            raise SimError(404, f"no meeting has the room {path}")
+        return path
+
+    def _meeting_of(self, path: str) -> str:
+        return next((m.meeting_id for m in self._meetings.values() if m.room_path == path), "")
+
+    def _control_join(self, request: Request) -> Response:
+        body = _control_object(request)
+        participant = self.join(
+            str(body["roomName"]),
+            str(body.get("displayName") or "Guest"),
+            str(body.get("roleName") or "visitor"),
+            body.get("at"),
+            body.get("externalId"),
+        )
+        return json_response(200, {"participantId": participant})
+
+    def _control_leave(self, request: Request) -> Response:
+        body = _control_object(request)
+        self.leave(str(body["participantId"]), body.get("at"))
+        return empty_response()
+
+    def _control_webhook(self, request: Request) -> Response:
+        body = _control_object(request)
+        self.configure_webhook(
+            body.get("url"),
+            body.get("signing_secret"),
+            deliver_twice=bool(body.get("deliver_twice", False)),
+            hold=bool(body.get("hold", False)),
+        )
+        return empty_response()
+
+    def _control_flush(self, request: Request) -> Response:
+        body = _control_object(request) if request.body else {}
+        return json_response(200, {"delivered": self.flush(bool(body.get("reverse", False)))})
+
+    # ----- insights (answered with the lock held) -----
+
+    def _room_sessions(self, request: Request) -> Response:
+        check_query(request, ("roomName", "roomSessionId", "sortBy", "cursor", "limit"))
+        room = request.query.get("roomName")
+        if not room:
+            raise _bad("roomName is required")
+        path = room.lstrip("/")
+        wanted = request.query.get("roomSessionId")
+        now = datetime.now(UTC)
+        found = [
+            s
+            for s in self._sessions.values()
+            if s.room_path == path and s.started_at is not None and (not wanted or s.room_session_id == wanted)
+        ]
+        found.sort(key=lambda s: s.started_at or now, reverse=request.query.get("sortBy", "").endswith(":desc"))
+        limit = self._insights_limit(request)
+        results = [self._render_session(s, now) for s in found[:limit]]
+        return json_response(200, {"cursor": None, "results": results})
+
+    def _participants(self, request: Request) -> Response:
+        check_query(request, ("roomSessionId", "externalId", "sortBy", "cursor", "limit"))
+        session_id, external_id = request.query.get("roomSessionId"), request.query.get("externalId")
+        if not session_id and not external_id:
+            raise _bad("roomSessionId or externalId is required")
+        found = [
+            p
+            for p in self._attendance.values()
+            if (not session_id or p.room_session_id == session_id) and (not external_id or p.external_id == external_id)
+        ]
+        found.sort(key=lambda p: p.joined_at, reverse=request.query.get("sortBy", "").endswith(":desc"))
+        limit = self._insights_limit(request)
+        after = int(request.query.get("cursor") or 0)
+        page = found[after : after + limit]
+        cursor = str(after + limit) if after + limit < len(found) else None
+        return json_response(200, {"cursor": cursor, "results": [p.render() for p in page]})
+
+    def _render_session(self, session: Session, now: datetime) -> dict[str, Any]:
+        people = [p for p in self._attendance.values() if p.room_session_id == session.room_session_id]
+        humans = [p for p in people if p.role_name not in BOT_ROLES]
+        bots = [p for p in people if p.role_name == "recorder"]
+
+        def minutes(group: list[Attendance]) -> int:
+            return round(sum(((p.left_at or now) - p.joined_at).total_seconds() for p in group) / 60)
+
+        return {
+            "roomSessionId": session.room_session_id,
+            "roomName": f"/{session.room_path}",
+            "startedAt": iso_utc(session.started_at) if session.started_at else None,
+            "endedAt": iso_utc(session.ended_at) if session.ended_at else None,
+            "totalParticipantMinutes": minutes(humans),
+            "totalRecorderMinutes": minutes(bots),
+            "totalStreamerMinutes": 0,
+            "totalUniqueParticipants": len({p.display_name for p in humans}),
+            "totalUniqueRecorders": len(bots),
+            "totalUniqueStreamers": 0,
+            "rating": None,
+            "totalRatings": None,
+        }
+
+    @staticmethod
+    def _insights_limit(request: Request) -> int:
+        value = request.query.get("limit")
+        if value is None:
+            return INSIGHTS_DEFAULT_LIMIT
+        if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            raise _bad(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        return int(value)
 
     def _control_budget(self, request: Request) -> Response:
         body = _control_object(request)
@@ -364,12 +728,17 @@ class WherebySimulator(SimServer):
         return empty_response()
 
     def finish_recording(self, room_name: str, *, kind: str = "recording", self_hosted: bool = False) -> dict[str, Any]:
-        """A recording (or transcription) of the room finished: stored here; returns the event Whereby would send."""
-        return self.media.finish(room_name, kind=kind, self_hosted=self_hosted)
+        """A recording (or transcription) of the room finished: stored here, and its event sent as Whereby sends it
+        (signed, to the configured webhook); returns the event."""
+        made = self.media.finish(room_name, kind=kind, self_hosted=self_hosted)
+        return self.emit(made["type"], made["data"])
 
     def _route(self, request: Request) -> Response:
         if WherebyMedia.handles(request.path):
             return self._charge(request.method) or self.media.route(request)
+        insights = {ROOM_SESSIONS_PATH: self._room_sessions, PARTICIPANTS_PATH: self._participants}.get(request.path)
+        if insights is not None and request.method == "GET":
+            return self._charge("GET") or insights(request)
         if request.path == MEETINGS_PATH:
             handler = {"POST": self._create, "GET": self._list}.get(request.method)
             if handler is not None:

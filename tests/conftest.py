@@ -27,6 +27,8 @@ SECRET = {
     "whereby_api_key": "wb-key-7f3a9c1e55d04b2c",
     "kommo_webhook_token": "kommo-hook-token-4e8d2b",
     "kommo_access_token": "kommo-access-token-91c7aa",
+    # The secret the Whereby samples are signed with (contracts/whereby-events.md §5).
+    "whereby_webhook_secret": "whsec_test_123",
     # Each /whereby token is bound to its team: the teams of the three Mattermost samples.
     "mattermost_tokens": {
         "wx4zz8t4ttgmtxqiwfohijayzc": ["mm-token-current-0d9f", "mm-token-next-6b21"],

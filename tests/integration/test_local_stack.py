@@ -203,20 +203,16 @@ def test_redrive_keeps_the_message_group_and_order_with_fresh_deduplication_ids(
 
 
 def test_a_finished_recordings_note_link_opens_a_fresh_whereby_link_through_the_gateway(peers):
-    from bridge import runtime
-    from bridge.kommo.recordings import on_recording_ready
-    from bridge.whereby.events import WherebyEvent
-
     post_kommo(peers, "/kommo/stage", STAGE_FORM, peers.webhook_token)
     wait_until(lambda: meetings(peers) and queues_are_empty(peers), "the room")
     [room] = meetings(peers)
-    body = requests.post(
+    # Whereby's signed recording.finished reaches the gateway, and the worker posts the note.
+    finished = requests.post(
         f"{peers.whereby_sim.root_url}/_sim/recordings", json={"roomName": room["roomName"]}, timeout=5
     )
-    event = body.json()
-    name = event["data"]["roomName"].lstrip("/")
-    on_recording_ready(
-        WherebyEvent(event["id"], event["type"], event["createdAt"], event["data"], name), runtime.recording_ports()
+    assert finished.status_code == 201
+    wait_until(
+        lambda: [n for n in notes(peers, SAMPLE_LEAD) if "/recordings/" in n["params"]["text"]], "the recording note"
     )
     [note] = [n for n in notes(peers, SAMPLE_LEAD) if "/recordings/" in n["params"]["text"]]
     link = next(word for word in note["params"]["text"].split() if "/recordings/" in word)

@@ -220,12 +220,17 @@ def test_a_line_naming_a_metric_the_code_never_publishes_or_with_other_dimension
 def test_the_refusal_graphs_draw_one_line_for_each_reason_the_code_gives():
     from bridge.chat.mattermost import REFUSAL_KINDS
     from bridge.kommo.intake import REJECT_KINDS
+    from bridge.whereby import events
 
     drawn: dict[str, set[str]] = {}
     for _, (_, name, dimensions) in graph_lines(the_dashboard()):
         if "reason" in dict(dimensions):
             drawn.setdefault(name, set()).add(dict(dimensions)["reason"])
-    assert drawn == {"WebhooksRejected": set(REJECT_KINDS), "CommandsRefused": set(REFUSAL_KINDS)}
+    assert drawn == {
+        "WebhooksRejected": set(REJECT_KINDS),
+        "CommandsRefused": set(REFUSAL_KINDS),
+        "WherebyEventsRejected": set(events.REJECT_KINDS),
+    }
 
 
 def test_the_queue_graphs_watch_the_fifo_job_queue_and_its_dead_letter_queue():

@@ -360,6 +360,7 @@ def _environment_secrets(function: dict) -> set[str]:
         ("SweeperFunction", {"WherebySecret", "BridgeSecret"}),
         ("KommoReconcileFunction", {"BridgeSecret"}),
         ("RecordingsFunction", {"WherebySecret"}),
+        ("WherebyEventsFunction", {"WherebyWebhookSecret"}),
     ],
 )
 def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
@@ -390,7 +391,7 @@ def test_table_access_is_narrowed_to_the_items_each_function_touches(function, p
         assert sorted(keys) == sorted(prefixes)
 
 
-@pytest.mark.parametrize("function", ["KommoStageFunction", "KommoCloseFunction"])
+@pytest.mark.parametrize("function", ["KommoStageFunction", "KommoCloseFunction", "WherebyEventsFunction"])
 def test_the_internet_facing_kommo_routes_cannot_touch_the_table(function):
     spec = load_template()["Resources"][function]
     text = json.dumps(spec["Properties"]["Policies"])

@@ -162,10 +162,21 @@ def test_one_body_with_several_leads_opens_a_room_for_each(stack, whereby_sim, k
     assert {note["entity_id"] for note in kommo_sim.notes()} == set(leads)
 
 
+def test_entries_the_bridge_does_not_use_are_answered_as_ignored_one_each(stack, whereby_sim):
+    # Two contacts added, one updated, a lead action the bridge does not act on, and two stray fields: six entries.
+    others = b"&contacts[add][0][id]=7&contacts[add][1][id]=8&contacts[update][0][id]=9&leads[note][0][id]=10"
+    status, answer = post(stack, multi_lead_body([5]) + others + b"&stray=1&unsorted[total]=1")
+    assert (status, answer) == (200, {"accepted": 1, "ignored": 6})
+    assert stack.queue_depth("JobsQueue") == 1
+
+
 def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
     status, answer = post(stack, multi_lead_body([5], status=999))
     assert (status, answer) == (200, {"accepted": 0, "ignored": 1})
     assert stack.queue_depth("JobsQueue") == 0
+
+
+REFUSED_AS = {401: "token", 400: "malformed", 403: "other-account", 413: "too-large"}
 
 
 @pytest.mark.parametrize(
@@ -193,10 +204,18 @@ def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
         "one-megabyte",
     ],
 )
-def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, token, body, expected):
+def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, capsys, token, body, expected):
+    capsys.readouterr()
     status, answer = post(stack, body, token=token)
     assert status == expected
     assert isinstance(answer["error"], str) and answer["error"]
+    # Counted under its reason, which the dashboard's refusals line shows the operator (and once in the total).
+    reasons = [
+        record.get("reason")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "WebhooksRejected" in (record := json.loads(line))
+    ]
+    assert sorted(reasons, key=str) == [None, REFUSED_AS[expected]]
     assert stack.queue_depth("JobsQueue") == 0
     stack.drain()
     assert whereby_sim.meetings() == []

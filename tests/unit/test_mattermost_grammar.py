@@ -18,6 +18,7 @@ from bridge.chat.grammar import (
     ShowHelp,
     StartRoom,
     duration_minutes,
+    literal,
     parse,
     room_key_in,
 )
@@ -290,3 +291,14 @@ def test_a_huge_word_is_parsed_like_any_other_and_stays_out_of_the_room_name():
     assert isinstance(command, StartRoom)
     assert command.minutes == 30
     assert "example" not in command.slug_source and len(command.topic) <= 500
+
+
+@given(st.text(alphabet="\\*_`~ab1 ", max_size=40))
+def test_emphasis_and_code_marks_typed_in_a_topic_stay_literal(text):
+    # In Markdown a mark is literal only after an odd run of backslashes: an even run escapes itself, and the mark
+    # after it would open emphasis, strike-through or code (a typed `\*x\*` must not show "x" in italics).
+    shown = literal(text)
+    for index, char in enumerate(shown):
+        if char in "*_`~":
+            run = len(shown[:index]) - len(shown[:index].rstrip("\\"))
+            assert run % 2 == 1, (text, shown)

@@ -201,13 +201,14 @@ def arrival_gaps(sim) -> list[float]:
 
 
 def test_kommo_receives_the_clients_calls_spaced_at_the_configured_rate(kommo_sim):
-    client = KommoClient(kommo_sim.base_url, SECRET["kommo_access_token"], 20, FAST)
+    # 5/s: an interval of 200 ms stays far above how late a busy machine may see one call arrive.
+    client = KommoClient(kommo_sim.base_url, SECRET["kommo_access_token"], 5, FAST)
     for _ in range(5):
         client.get_lead(7)
     gaps = arrival_gaps(kommo_sim)
     assert len(gaps) == 4
-    assert sum(gaps) >= 4 / 20 - 0.01, gaps
-    assert min(gaps) >= 0.5 / 20, gaps  # the loopback's jitter aside, no two calls closer than the interval
+    assert sum(gaps) >= 4 / 5 - 0.05, gaps
+    assert min(gaps) >= 0.5 / 5, gaps  # the loopback's jitter aside, no two calls closer than the interval
 
 
 def test_by_default_the_workers_and_the_reconciliation_together_stay_within_kommos_7_requests_a_second(

@@ -8,6 +8,8 @@ client), and a handler that never needs Kommo never reads its token.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -25,9 +27,10 @@ if TYPE_CHECKING:
     from bridge.kommo.job_runner import WorkerRuntime
     from bridge.kommo.jobs import JobQueue
     from bridge.kommo.recordings import ReadyPorts
-    from bridge.store.meetings import MeetingsStore
+    from bridge.store.meetings import MeetingsStore, Room
     from bridge.whereby.budget import PointsBudget, Spender
     from bridge.whereby.client import WherebyClient
+    from bridge.whereby.events import EventsRuntime
     from bridge.whereby.recording_link import LinkPorts
 
 # Behind API Gateway (29 s) and Mattermost (30 s) a caller is waiting: short timeouts, few retries.
@@ -186,6 +189,37 @@ def recording_ports() -> ReadyPorts:
     return ReadyPorts(store=store(), kommo=kommo(), settings=settings())
 
 
+@lru_cache(maxsize=1)
+def whereby_events() -> EventsRuntime:
+    """The Whereby webhook route: the signing secrets, this stack's room keys and the job queue; no peer client."""
+    from bridge.store.credentials import whereby_webhook_secrets
+    from bridge.store.meetings import stack_tag
+    from bridge.whereby.events import EventMessage, EventsRuntime
+
+    def is_ours(room_key: str) -> bool:
+        return room_key.startswith("z" + stack_tag(settings().table_name))
+
+    def enqueue(message: EventMessage) -> None:
+        job_queue().send_message(message.to_json(), message.group_id, message.dedup_id)
+
+    return EventsRuntime(
+        settings=settings, secrets=lambda: whereby_webhook_secrets(settings()), is_ours=is_ours, enqueue=enqueue
+    )
+
+
+def room_expired() -> Callable[[Room], None]:
+    """For the sweep: a deal's room whose time passed goes to the worker, which tells a no-show (the sweep itself
+    never imports the Kommo wing)."""
+    from bridge.whereby.events import expired_room_message
+
+    def hand_over(room: Room) -> None:
+        message = expired_room_message(room, time.time())
+        if message is not None:
+            job_queue().send_message(message.to_json(), message.group_id, message.dedup_id)
+
+    return hand_over
+
+
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
     for cached in (
@@ -202,6 +236,7 @@ def reset() -> None:
         worker,
         mattermost,
         recording_links,
+        whereby_events,
     ):
         cached.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves clear_caches unannotated

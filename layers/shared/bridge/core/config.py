@@ -43,6 +43,11 @@ class StageRule:
     locked: bool = False
     prefix: str = "meeting"
     recording: str = "none"
+    # A date-time custom field of leads holding when the meeting takes place: the room then lives until that time
+    # plus the duration (and a grace), and follows the field when it changes.
+    meeting_time_field_id: int | None = None
+    task: bool = False  # a Kommo task of type Meeting for the deal's responsible user, due at the meeting time
+    close_on_leave: bool = False  # the room closes when the deal moves on to a stage with no rule
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Settings:
     # The API's own URL: the recording links our notes carry point there.
     api_base_url: str = ""
     recording_retention_days: int = 90
+    whereby_webhook_secret_id: str = ""  # the signing secret(s) of Whereby's webhook: the events route only
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -150,7 +156,7 @@ def _stage_rule(status: str, spec: object) -> StageRule:
     where = f"StageRules[{status!r}]"
     if not isinstance(spec, dict):
         raise ConfigError(f'{where} must be an object like {{"name": "Demo", "duration_minutes": 60}}')
-    unknown = set(spec) - {"name", "duration_minutes", "room_mode", "locked", "prefix", "recording"}
+    unknown = set(spec) - {"name", "duration_minutes", "room_mode", "locked", "prefix", "recording", *_MEETING_KEYS}
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
     try:
@@ -171,7 +177,26 @@ def _stage_rule(status: str, spec: object) -> StageRule:
         raise ConfigError(f"{where}.locked must be true or false")
     name = str(spec.get("name") or f"stage {status_id}")
     prefix = str(spec.get("prefix") or name)
-    return StageRule(status_id, name, duration, room_mode, locked, prefix, recording)
+    field_id, task, close_on_leave = _meeting_keys(where, spec)
+    return StageRule(status_id, name, duration, room_mode, locked, prefix, recording, field_id, task, close_on_leave)
+
+
+_MEETING_KEYS = ("meeting_time_field_id", "task", "close_on_leave")
+
+
+def _meeting_keys(where: str, spec: Mapping[str, object]) -> tuple[int | None, bool, bool]:
+    field_id = spec.get("meeting_time_field_id")
+    if field_id is not None and (not isinstance(field_id, int) or isinstance(field_id, bool) or field_id <= 0):
+        raise ConfigError(f"{where}.meeting_time_field_id must be the numeric id of a date-time field of leads")
+    flags = []
+    for key in ("task", "close_on_leave"):
+        value = spec.get(key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be true or false")
+        flags.append(value)
+    if flags[0] and field_id is None:
+        raise ConfigError(f"{where}.task needs meeting_time_field_id: the task is due at the meeting time")
+    return field_id, flags[0], flags[1]
 
 
 def parse_stage_rules(raw: str) -> dict[int, StageRule]:
@@ -281,6 +306,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         problems=problems,
         api_base_url=env.get("API_BASE_URL", "").strip().rstrip("/"),
         recording_retention_days=area("recordings", lambda: _int(env, "RECORDING_RETENTION_DAYS", 90, 1) or 90, 90),
+        whereby_webhook_secret_id=_text(env, "WHEREBY_WEBHOOK_SECRET_ID", ""),
     )
 
 

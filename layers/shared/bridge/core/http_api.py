@@ -32,6 +32,7 @@ class ApiRequest:
     is_base64_encoded: bool = False
     raw_query_string: str = ""
     query_string_parameters: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # names lower-cased, as HTTP APIs deliver them
 
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> ApiRequest:
@@ -42,6 +43,7 @@ class ApiRequest:
             is_base64_encoded=bool(event.get("isBase64Encoded")),
             raw_query_string=event.get("rawQueryString") or "",
             query_string_parameters=event.get("queryStringParameters") or {},
+            headers={str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()},
         )
 
 

@@ -24,6 +24,9 @@ LEAD_DELETED = "lead_deleted"
 LEAD_RESTORED = "lead_restored"
 # Kommo's reference allows 250 events a page; its own clients ask for 100, the size known to work everywhere.
 EVENTS_PAGE_LIMIT = 100
+MEETING_TASK_TYPE = 2  # Kommo's built-in task type "Meeting"
+# The account's time zone changes about never; read again now and then so a change shows within hours.
+ACCOUNT_ZONE_SECONDS = 6 * 3600
 
 
 class RequestSpacer:
@@ -58,6 +61,30 @@ class KommoLead:
     status_id: int
     pipeline_id: int
     updated_at: int
+    responsible_user_id: int = 0
+    custom_fields: tuple[tuple[int, object], ...] = ()  # (field id, first value) of the filled fields
+
+    def field_value(self, field_id: int) -> object:
+        return next((value for fid, value in self.custom_fields if fid == field_id), None)
+
+
+@dataclass(frozen=True)
+class KommoTask:
+    task_id: int
+    text: str
+    complete_till: int
+
+
+def _lead_fields(values: Any) -> tuple[tuple[int, object], ...]:
+    """``custom_fields_values`` of a v4 lead (``null`` when none is filled): ``[{field_id, values: [{value}]}]``."""
+    found: list[tuple[int, object]] = []
+    for item in values if isinstance(values, list) else ():
+        if not isinstance(item, dict) or _optional_int(item.get("field_id")) is None:
+            continue
+        first = (item.get("values") or [None])[0]
+        if isinstance(first, dict):
+            found.append((int(item["field_id"]), first.get("value")))
+    return tuple(found)
 
 
 class TokenSource(Protocol):
@@ -163,6 +190,8 @@ class KommoClient:
             policy,
             **session,
         )
+        self._zone: tuple[str | None, float] | None = None  # the account's time zone and when it was read
+        self._clock = time.monotonic
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send with the current token; on a 401 once more with the newest one (a rotation may have happened)."""
@@ -192,6 +221,8 @@ class KommoClient:
                 status_id=int(data["status_id"]),
                 pipeline_id=int(data["pipeline_id"]),
                 updated_at=int(data["updated_at"]),
+                responsible_user_id=_optional_int(data.get("responsible_user_id")) or 0,
+                custom_fields=_lead_fields(data.get("custom_fields_values")),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise PeerUnavailable("kommo answered an unexpected lead body") from None
@@ -266,3 +297,89 @@ class KommoClient:
         if response.status_code == 204:  # Kommo's answer for "no events"
             return EventsPage((), False)
         return events_page_from(response)
+
+    # ----- the account -------------------------------------------------------------------------------------------
+
+    def account_timezone(self) -> str | None:
+        """The account's time zone name (``datetime_settings.timezone``), read once and kept for a few hours.
+
+        None when the account does not say. Kept in this client, so once per container; one call in a few hours.
+        """
+        now = self._clock()
+        if self._zone is not None and now - self._zone[1] < ACCOUNT_ZONE_SECONDS:
+            return self._zone[0]
+        response = self._request("GET", "/api/v4/account", params={"with": "datetime_settings"})
+        try:
+            settings = (response.json().get("_embedded") or {}).get("datetime_settings") or {}
+            zone = settings.get("timezone")
+        except (ValueError, AttributeError):
+            raise PeerUnavailable("kommo answered an unexpected account body") from None
+        name = zone.strip() if isinstance(zone, str) and zone.strip() else None
+        self._zone = (name, now)
+        return name
+
+    # ----- tasks -------------------------------------------------------------------------------------------------
+
+    def find_task(self, lead_id: int, marker: str) -> KommoTask | None:
+        """The lead's open Meeting task whose text holds ``marker``: one whose answer was lost may have been made."""
+        params = {
+            "filter[entity_type]": "leads",
+            "filter[entity_id]": lead_id,
+            "filter[task_type]": MEETING_TASK_TYPE,
+            "limit": 250,
+        }
+        response = self._request("GET", "/api/v4/tasks", params=params)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            tasks = (response.json().get("_embedded") or {}).get("tasks") or []
+            for task in tasks:
+                if marker in str(task.get("text", "")):
+                    return KommoTask(int(task["id"]), str(task["text"]), int(task.get("complete_till") or 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise PeerUnavailable("kommo answered an unexpected tasks body") from None
+        return None
+
+    def add_task(
+        self,
+        lead_id: int,
+        text: str,
+        due_at: int,
+        responsible_user_id: int,
+        request_id: str,
+        marker: str,
+        duration_seconds: int = 0,
+    ) -> int:
+        """Make a Meeting task on the lead, due at ``due_at``; returns its id.
+
+        Kommo only echoes ``request_id`` back, it does not deduplicate on it: when the answer is lost, the task is
+        looked for by ``marker`` (a text only this task holds) before it is posted once more.
+        """
+        task: dict[str, Any] = {
+            "task_type_id": MEETING_TASK_TYPE,
+            "text": text[:NOTE_MAX_CHARS],
+            "complete_till": due_at,
+            "entity_id": lead_id,
+            "entity_type": "leads",
+            "request_id": request_id,
+        }
+        if responsible_user_id:
+            task["responsible_user_id"] = responsible_user_id
+        if duration_seconds:
+            task["duration"] = duration_seconds
+        try:
+            response = self._request("POST", "/api/v4/tasks", json=[task])
+        except AnswerLost:
+            if found := self.find_task(lead_id, marker):
+                return found.task_id
+            response = self._request("POST", "/api/v4/tasks", json=[task])
+        try:
+            tasks = (response.json().get("_embedded") or {}).get("tasks") or []
+            return int(next(t for t in tasks if str(t.get("request_id")) == request_id)["id"])
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+            raise PeerUnavailable("kommo answered an unexpected task body") from None
+
+    def move_task(self, task_id: int, text: str, due_at: int) -> None:
+        """Set a task's due time and text (the meeting moved, and with a new room its link too)."""
+        body = {"complete_till": due_at, "text": text[:NOTE_MAX_CHARS]}
+        self._request("PATCH", f"/api/v4/tasks/{task_id}", json=body)

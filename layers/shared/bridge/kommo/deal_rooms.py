@@ -14,14 +14,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import partial
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.config import Settings, StageRule
 from bridge.core.errors import PeerUnavailable, Rejected, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
-from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, MEETING_TIME, RESTORE_LEAD, Job, meeting_time
 from bridge.kommo.recordings import schedule_deal_recordings
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
 from bridge.whereby.client import RoomRequest, WherebyClient, room_prefix
@@ -29,6 +30,11 @@ from bridge.whereby.client import RoomRequest, WherebyClient, room_prefix
 WON, LOST = 142, 143
 # Longer than the worker's timeout: a claim younger than this may belong to a worker still running.
 CLAIM_LEASE_SECONDS = 120
+# A room made for a meeting stays open this long after the meeting's planned end: calls overrun, and a client who
+# is a few minutes late must not find a dead link. Short, because the room's end is when the sweeper deletes it.
+MEETING_GRACE_SECONDS = 15 * 60
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class ClaimInProgress(PeerUnavailable):
@@ -66,6 +72,13 @@ def run_job(job: Job, settings: Settings, ports: DealPorts) -> str:
     logger.append_keys(lead_id=job.lead_id, job=job.kind, kommo_action=job.action)
     if job.kind == RESTORE_LEAD:
         return restore_lead(job, settings, ports)
+    if job.kind == MEETING_TIME:
+        rule = settings.stage_rules.get(job.status_id or 0)
+        if rule is None or not rule.meeting_time_field_id:
+            return "ignored: this status no longer follows a meeting time"
+        return follow_meeting(job, rule, settings, ports)
+    if job.kind == LEAVE_STAGE:
+        return leave_stage(job, settings, ports)
     if not job.timed and job.action in ("status", "add"):
         settled = settle_untimed(job, ports)
         if isinstance(settled, str):
@@ -101,6 +114,7 @@ def settle_untimed(job: Job, ports: DealPorts) -> Job | str:
 def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts, attempts: int = 3) -> str:
     owner = lead_owner(job.account, job.lead_id)
     slot = str(rule.status_id)
+    meeting: list[int] = []  # the deal's meeting time, asked of Kommo at most once and only when a room is made
     for _ in range(attempts):
         lead = ports.store.get_lead(owner)
         current_key = lead.slots.get(slot)
@@ -111,11 +125,20 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
             # A close handed back behind this event (bridge.kommo.job_handback) must find it applied, or it would
             # delete the room of a deal that came back to this stage.
             ports.store.record_event(owner, job.event_at)
+            ahead = job.meeting_at if job.meeting_at is not None and job.meeting_at > now else 0
+            if rule.meeting_time_field_id and ahead and ahead != current.meeting_at:
+                return follow_meeting(job, rule, settings, ports)  # back in the stage with another meeting time
             return _finish(job.lead_id, current, rule, settings, ports, "exists")
         if lead.deleted or lead.is_stale(job.event_at):
             return "skipped: the deal has moved on since this event"
         if current and current.state == CREATING and now - current.created_at < CLAIM_LEASE_SECONDS:
             raise ClaimInProgress(f"lead {job.lead_id}: room {current.room_key} is being created")
+        if rule.meeting_time_field_id and not meeting:
+            meeting.append(_meeting_of(job, rule, ports))
+        meeting_at = meeting[0] if meeting and meeting[0] > now else 0
+        # A reschedule's claim that was abandoned, or whose room Whereby refused, hands on what it had to finish:
+        # the room it replaces (still live) and the task.
+        heir = current if current and (current.state == CREATING or current.replaces) else None
         room = Room(
             room_key=ports.store.new_room_key(),
             source="kommo",
@@ -123,7 +146,11 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
             slot=slot,
             label=rule.name,
             created_at=int(now),
-            end_at=int(now) + rule.duration_minutes * 60,
+            end_at=room_end(rule, meeting_at, now),
+            meeting_at=meeting_at,
+            replaces=heir.replaces if heir else "",
+            task_id=heir.task_id if heir else 0,
+            task_due=heir.task_due if heir else 0,
         )
         retire = current is not None and current.state != DELETED
         try:
@@ -166,18 +193,26 @@ def _create(room: Room, rule: StageRule, ports: DealPorts) -> Room:
 
 
 def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports: DealPorts, outcome: str) -> str:
-    """The follow-ups of a room, each done once: the note, then the custom field."""
+    """The follow-ups of a room, each done once: the replaced room's deletion, the note, the custom field, the task.
+
+    Each is recorded on the room when done, so a room whose follow-ups are all done costs no call to anyone.
+    """
+    if room.replaces:
+        _delete_replaced(room, ports)
     if not room.note_posted:
         if room.note_attempted and ports.kommo.has_note(lead_id, room.room_url):
             count("NotesFoundOnRetry")
         else:
             ports.store.mark(room.room_key, note_attempted=True)
-            _once("the room note", lambda: ports.kommo.add_note(lead_id, room_note(rule, room), room.room_url))
+            text = meeting_note(rule, room, *account_zone(ports)) if rule.meeting_time_field_id else None
+            _once("the room note", lambda: ports.kommo.add_note(lead_id, text or room_note(rule, room), room.room_url))
             count("NotesPosted")
         ports.store.mark(room.room_key, note_posted=True)
     if (field_id := settings.meeting_field_id) and not room.field_set:
         _once("the meeting field", lambda: ports.kommo.set_text_field(lead_id, field_id, room.meeting_id))
         ports.store.mark(room.room_key, field_set=True)
+    if rule.task and room.meeting_at:
+        _meeting_task(lead_id, room, rule, ports)
     return outcome
 
 
@@ -286,3 +321,240 @@ def changed_something(outcome: str) -> bool:
         or outcome.startswith(("restored", "not in the trash, room created"))
         or (outcome.startswith("closed ") and not outcome.startswith("closed 0 "))
     )
+
+
+# ----- meetings planned ahead (rules with meeting_time_field_id) -----------------------------------------------------
+
+
+def room_end(rule: StageRule, meeting_at: int, now: float) -> int:
+    """Until the meeting's planned end and a grace; with no meeting ahead, ``duration_minutes`` from now."""
+    if meeting_at > now:
+        return meeting_at + rule.duration_minutes * 60 + MEETING_GRACE_SECONDS
+    return int(now) + rule.duration_minutes * 60
+
+
+def covers(room: Room, rule: StageRule, meeting_at: int) -> bool:
+    return room.end_at >= meeting_at + rule.duration_minutes * 60
+
+
+def local_time(at: int, zone: tzinfo, zone_name: str) -> str:
+    """``Thu 4 Dec, 14:00 (Europe/Madrid)``: the day named, the zone spelt out, in English whatever the locale."""
+    return f"{day_and_time(at, zone)} ({zone_name})"
+
+
+def day_and_time(at: int, zone: tzinfo) -> str:
+    """``Thu 4 Dec, 14:00``: a weekday and a day, so the date cannot be misread in any locale."""
+    moment = datetime.fromtimestamp(at, zone)
+    return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}, {moment:%H:%M}"
+
+
+def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str, remark: str = "") -> str:
+    moved = "; the meeting moved, these links replace the earlier ones" if room.replaces else ""
+    lines = [f"Whereby video room for {rule.name}{moved}"]
+    if room.meeting_at:
+        lines.append(f"Meeting: {local_time(room.meeting_at, zone, zone_name)}")
+    lines += [
+        f"Client link: {room.room_url}",
+        f"Host link (for the deal owner only): {room.host_room_url}",
+        f"Open until {local_time(room.end_at, zone, zone_name)}.",
+    ]
+    if not room.meeting_at:
+        lines.append(
+            f"No meeting time ahead was set on the deal, so the room is open for {rule.duration_minutes} minutes"
+            " from now."
+        )
+    if remark:
+        lines.append(remark)
+    return "\n".join(lines)
+
+
+def account_zone(ports: DealPorts) -> tuple[tzinfo, str, str]:
+    """The account's time zone, its name, and a remark for the note when the times are shown in UTC instead."""
+    try:
+        name = ports.kommo.account_timezone()
+    except Rejected as exc:
+        if isinstance(exc, Unauthorized):
+            raise
+        logger.warning("the account's time zone could not be read; notes show UTC", extra={"reason": str(exc)})
+        return UTC, "UTC", "Times are in UTC: Kommo did not give the account's time zone."
+    if not name:
+        return UTC, "UTC", "Times are in UTC: Kommo did not give the account's time zone."
+    try:
+        return ZoneInfo(name), name, ""
+    except (ZoneInfoNotFoundError, ValueError):
+        # The runtime may lack the zone database (the tzdata package provides it); a UTC time is still right.
+        logger.warning("unknown time zone; notes show UTC", extra={"timezone": name[:64]})
+        return UTC, "UTC", f"Times are in UTC: the account's time zone ({name[:64]}) is not known here."
+
+
+def _meeting_of(job: Job, rule: StageRule, ports: DealPorts) -> int:
+    """The meeting time the job carries, or, when it cannot say (reconciliation, pipeline hooks), Kommo's."""
+    if job.meeting_at is not None:
+        return job.meeting_at
+    lead = ports.kommo.get_lead(job.lead_id)
+    value = lead.field_value(rule.meeting_time_field_id or 0) if lead else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(value, 0)
+    return meeting_time(value if isinstance(value, str) else None)
+
+
+def task_text(rule: StageRule, room: Room) -> str:
+    return f"Whereby meeting ({rule.name}). Client link: {room.room_url}"
+
+
+def _meeting_task(lead_id: int, room: Room, rule: StageRule, ports: DealPorts) -> None:
+    """The deal owner's Meeting task, made once and due at the meeting time; moved when the meeting moves."""
+    if room.task_id > 0 and room.task_due != room.meeting_at:
+        move = partial(ports.kommo.move_task, room.task_id, task_text(rule, room), room.meeting_at)
+        if _once("moving the task", move):
+            count("TasksMoved")
+        ports.store.mark(room.room_key, task_due=room.meeting_at)
+        return
+    if room.task_id:
+        return  # made and due at the right time, or given up for good (-1)
+    found = ports.kommo.find_task(lead_id, room.room_url) if room.task_attempted else None
+    if found:
+        count("TasksFoundOnRetry")
+        ports.store.mark(room.room_key, task_id=found.task_id, task_due=found.complete_till)
+        if found.complete_till != room.meeting_at:
+            _meeting_task(lead_id, replace(room, task_id=found.task_id, task_due=found.complete_till), rule, ports)
+        return
+    lead = ports.kommo.get_lead(lead_id)
+    if lead is None:
+        return  # gone from Kommo: its close job follows
+    ports.store.mark(room.room_key, task_attempted=True)
+    made: list[int] = []
+    done = _once(
+        "the meeting task",
+        lambda: made.append(
+            ports.kommo.add_task(
+                lead_id,
+                task_text(rule, room),
+                room.meeting_at,
+                lead.responsible_user_id,
+                request_id=f"wb-{room.room_key}",
+                marker=room.room_url,
+                duration_seconds=rule.duration_minutes * 60,
+            )
+        ),
+    )
+    if done:
+        count("TasksCreated")
+    ports.store.mark(room.room_key, task_id=made[0] if made else -1, task_due=room.meeting_at)
+
+
+def _delete_replaced(room: Room, ports: DealPorts) -> None:
+    """Delete the room this one replaced (the meeting moved later), at Whereby and then in the table."""
+    old = ports.store.get_room(room.replaces)
+    if old is not None and old.state != DELETED:
+        if old.meeting_id and not _once(
+            f"deleting replaced room {old.room_key}", partial(ports.whereby.delete_meeting, old.meeting_id)
+        ):
+            return  # refused for good: the record stays live and the sweeper deletes it when it expires
+        ports.store.mark_deleted(old.room_key)
+    ports.store.mark(room.room_key, replaces="")
+
+
+def follow_meeting(job: Job, rule: StageRule, settings: Settings, ports: DealPorts) -> str:
+    """The deal's meeting time changed (or an edit left it as it was): the room and the task follow.
+
+    Every edit of the deal comes here, our own writes too (the meeting-id field); when the time is the one the
+    room has, this reads two records and calls no one.
+    """
+    owner = lead_owner(job.account, job.lead_id)
+    slot = str(rule.status_id)
+    lead = ports.store.get_lead(owner)
+    current_key = lead.slots.get(slot)
+    current = ports.store.get_room(current_key) if current_key else None
+    now = ports.clock()
+    meeting_at = job.meeting_at if job.meeting_at is not None else _meeting_of(job, rule, ports)
+    live = current is not None and current.state == ACTIVE and current.end_at > now
+    if current is not None and current.state == CREATING:
+        return ensure_room(replace(job, kind=ENSURE_ROOM, meeting_at=meeting_at), rule, settings, ports)
+    if not live or current is None:
+        if meeting_at <= now:
+            return "ignored: no live room and no meeting time ahead"
+        # The deal sits in the stage with no live room (it expired) and now has a meeting ahead: make one.
+        return ensure_room(replace(job, kind=ENSURE_ROOM, meeting_at=meeting_at), rule, settings, ports)
+    if meeting_at == current.meeting_at:
+        return _finish(job.lead_id, current, rule, settings, ports, "unchanged")
+    if meeting_at <= now:
+        outcome = "unchanged: the meeting time was cleared or is past; the room stays until it ends or the deal closes"
+        return _finish(job.lead_id, current, rule, settings, ports, outcome)
+    if lead.deleted or lead.is_stale(job.event_at):
+        return "skipped: the deal has moved on since this event"
+    if covers(current, rule, meeting_at):
+        ports.store.mark(current.room_key, meeting_at=meeting_at)
+        ports.store.record_event(owner, job.event_at)
+        count("MeetingsMoved")
+        kept = replace(current, meeting_at=meeting_at)
+        return _finish(job.lead_id, kept, rule, settings, ports, "kept: the room covers the new time")
+    room = Room(
+        room_key=ports.store.new_room_key(),
+        source="kommo",
+        owner=owner,
+        slot=slot,
+        label=rule.name,
+        created_at=int(now),
+        end_at=room_end(rule, meeting_at, now),
+        meeting_at=meeting_at,
+        replaces=current.room_key,
+        task_id=current.task_id,
+        task_due=current.task_due,
+    )
+    try:
+        # The old room stays live until the new one exists, so the client's link works until there is another.
+        ports.store.claim_lead_room(room, job.event_at, replaces=current.room_key, retire=False)
+    except Conflict:
+        raise Conflict(f"lead {job.lead_id}: the deal changed while its meeting moved; retried") from None
+    count("MeetingsMoved")
+    return _finish(job.lead_id, _create(room, rule, ports), rule, settings, ports, "moved: new room")
+
+
+# ----- close_on_leave --------------------------------------------------------------------------------------------
+
+
+def leave_note(rule: StageRule, room_name: str) -> str:
+    return f"Video room closed: the deal left {rule.name}.\n{room_name}"
+
+
+def leave_stage(job: Job, settings: Settings, ports: DealPorts) -> str:
+    """The deal moved on to an open stage with no rule: rooms of rules with ``close_on_leave`` close.
+
+    Steps are recorded on the room (``leave``: deleting, noting, done), so a retry resumes instead of repeating.
+    """
+    owner = lead_owner(job.account, job.lead_id)
+    lead = ports.store.get_lead(owner)
+    if lead.deleted or lead.is_stale(job.event_at):
+        return "skipped: the deal has moved on since this event"
+    closed = 0
+    now = ports.clock()
+    for slot, key in lead.slots.items():
+        rule = settings.stage_rules.get(int(slot)) if slot.isdigit() else None
+        if rule is None or not rule.close_on_leave or slot == str(job.status_id):
+            continue
+        room = ports.store.get_room(key)
+        if room is None or room.leave == "done" or (not room.leave and (room.state == DELETED or room.end_at <= now)):
+            continue  # nothing live: closed by the deal's close, or ended, which is the sweeper's to delete
+        if room.replaces:
+            _delete_replaced(room, ports)  # a reschedule that did not finish: its old room goes too
+        if not room.leave:
+            ports.store.mark(room.room_key, leave="deleting")
+        if room.state != DELETED:
+            if room.meeting_id and not _once(
+                f"deleting room {room.room_key} at Whereby", partial(ports.whereby.delete_meeting, room.meeting_id)
+            ):
+                continue
+            ports.store.mark_deleted(room.room_key)
+        name = room.room_name.lstrip("/") or room.room_key
+        text = leave_note(rule, name)
+        if not (room.leave == "noting" and ports.kommo.has_note(job.lead_id, text)):
+            ports.store.mark(room.room_key, leave="noting")
+            _once("the leave note", partial(ports.kommo.add_note, job.lead_id, text, text))
+        if (field_id := settings.meeting_field_id) and room.field_set:
+            _once("clearing the meeting field", partial(ports.kommo.set_text_field, job.lead_id, field_id, None))
+        ports.store.mark(room.room_key, leave="done", field_set=False)
+        closed += 1
+    ports.store.record_event(owner, job.event_at)
+    count("RoomsClosed", closed)
+    return f"closed {closed} room(s) on leaving the stage"

@@ -16,7 +16,7 @@ from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import ApiRequest, BadRequest, body_bytes, json_response, token_matches
 from bridge.core.observability import count, count_reason, logger
-from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job, JobQueue
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, MEETING_TIME, RESTORE_LEAD, Job, JobQueue
 from bridge.kommo.webhook import MAX_BODY_BYTES, KommoWebhook, LeadEvent, MalformedWebhook, parse_webhook
 from bridge.store.credentials import SecretError
 
@@ -51,7 +51,26 @@ def stage_job_kind(event: LeadEvent, settings: Settings) -> str | None:
         return RESTORE_LEAD
     if event.action in STAGE_ACTIONS and event.status_id in settings.stage_rules:
         return ENSURE_ROOM
+    if event.action == "update":
+        # Every edit of a deal fires this, our own writes included; only a stage that follows a meeting-time field
+        # cares, and the worker does nothing when the time is the one the room already has.
+        rule = settings.stage_rules.get(event.status_id or 0)
+        return MEETING_TIME if rule is not None and rule.meeting_time_field_id else None
+    if event.action == "status" and leaves_for_no_rule(event.status_id, settings):
+        return LEAVE_STAGE
     return None
+
+
+def leaves_for_no_rule(status: int | None, settings: Settings) -> bool:
+    """A move to an open stage with no rule, in an account where some rule closes its room on leaving."""
+    if status is None or status in settings.stage_rules or status in settings.closed_status_ids:
+        return False
+    return any(rule.close_on_leave for rule in settings.stage_rules.values())
+
+
+def meeting_field_of(event: LeadEvent, settings: Settings) -> int | None:
+    rule = settings.stage_rules.get(event.status_id or 0)
+    return rule.meeting_time_field_id if rule is not None else None
 
 
 def close_job_kind(event: LeadEvent, settings: Settings) -> str | None:
@@ -95,7 +114,8 @@ def accept_webhook(
     for event in webhook.events:
         kind = classify(event, settings)
         if kind:
-            jobs.append(Job.for_event(kind, settings.kommo_subdomain, event, received_at))
+            field_id = meeting_field_of(event, settings)
+            jobs.append(Job.for_event(kind, settings.kommo_subdomain, event, received_at, field_id))
     unique = list({job.dedup_id: job for job in jobs}.values())
     queue.send_all(unique)
     return Intake(accepted=len(unique), ignored=webhook.ignored + len(webhook.events) - len(unique))

@@ -24,12 +24,14 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge.core.config import Settings
-from bridge.core.errors import Rejected, Unauthorized
+from bridge.core.errors import Rejected, Throttled, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.deal_rooms import DealPorts, changed_something, run_job
-from bridge.kommo.job_handback import points_wait_seconds, run_or_hand_back
+from bridge.kommo.job_handback import MAX_HAND_BACKS, ThrottledTooLong, points_wait_seconds, run_or_hand_back
 from bridge.kommo.jobs import Job, JobQueue, MalformedJob
+from bridge.kommo.meeting_story import run_event
 from bridge.whereby.budget import Spender
+from bridge.whereby.events import EventMessage, MalformedEvent, event_message
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,18 @@ class WorkerRuntime:
 
 def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | None = None) -> str:
     try:
-        job = Job.from_json(record.body)
-    except MalformedJob as exc:
+        event = event_message(record.body)  # a Whereby event carries its own field; anything else is a Kommo job
+        job = Job.from_json(record.body) if event is None else None
+    except (MalformedJob, MalformedEvent) as exc:
         return dead_letter(record, runtime, str(exc))
     ports = runtime.deal_ports(points)
     try:
+        if event is not None:
+            run = partial(run_event, event, runtime.settings().require("whereby"), ports)
+            outcome = event_or_hand_back(event, run, runtime.job_queue) if points else run()
+            logger.info("whereby event done", extra={"outcome": outcome, "event_type": event.event.type})
+            return outcome
+        assert job is not None
         settings = runtime.settings().require("kommo", "whereby")
         run = partial(run_job, job, settings, ports)
         # Without the shared count (WHEREBY_POINTS_PER_MINUTE=0) nothing paces the retries: a 429 fails the job.
@@ -76,6 +85,23 @@ def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | N
         count("MissedWebhooksRecovered")
     logger.info("job done", extra={"outcome": outcome, "source": job.source})
     return outcome
+
+
+def event_or_hand_back(message: EventMessage, run: Callable[[], str], queue: Callable[[], JobQueue]) -> str:
+    """``run()`` the event; if Whereby's points are spent, send it again as the next generation, as jobs are."""
+    try:
+        return run()
+    except Throttled as exc:
+        if message.generation >= MAX_HAND_BACKS:
+            raise ThrottledTooLong(f"handed back {message.generation} times and still throttled: {exc}") from exc
+        later = message.handed_back()
+        queue().send_message(later.to_json(), later.group_id, later.dedup_id)
+        count("JobsDeferred")
+        logger.info(
+            "whereby event handed back to the queue: Whereby's points are spent for now",
+            extra={"reason": f"{type(exc).__name__}: {exc}", "generation": later.generation},
+        )
+        return f"handed back (generation {later.generation})"
 
 
 def dead_letter(record: SQSRecord, runtime: WorkerRuntime, reason: str) -> str:

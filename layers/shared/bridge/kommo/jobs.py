@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 ENSURE_ROOM = "ensure_room"
 CLOSE_ROOMS = "close_rooms"
 RESTORE_LEAD = "restore_lead"
-KINDS = (ENSURE_ROOM, CLOSE_ROOMS, RESTORE_LEAD)
+MEETING_TIME = "meeting_time"  # a lead edited (``leads[update]``) in a stage whose rule follows a meeting-time field
+LEAVE_STAGE = "leave_stage"  # a lead moved to a stage with no rule: rooms of rules with close_on_leave close
+KINDS = (ENSURE_ROOM, CLOSE_ROOMS, RESTORE_LEAD, MEETING_TIME, LEAVE_STAGE)
 SQS_BATCH = 10
 
 
@@ -50,6 +52,9 @@ class Job:
     # "reconcile" when Kommo's event log brought it and no webhook did; not part of the job's identity, so a webhook
     # and its reconciliation remain one job.
     source: str = field(default="webhook", compare=False)
+    # The meeting time the hook carried, for rules with meeting_time_field_id: unix seconds, 0 when the deal's field
+    # is empty; None when the job does not say (reconciliation, pipeline hooks, older messages): the worker asks.
+    meeting_at: int | None = field(default=None, compare=False)
 
     @property
     def group_id(self) -> str:
@@ -58,6 +63,8 @@ class Job:
     @property
     def dedup_id(self) -> str:
         identity = f"{self.kind}|{self.account}|{self.lead_id}|{self.action}|{self.status_id}|{self.event_at}"
+        if self.kind == MEETING_TIME:
+            identity += f"|{self.meeting_at}"  # two edits in one second differ by the value they wrote
         digest = hashlib.sha256(identity.encode()).hexdigest()
         return f"{digest}-g{self.generation}" if self.generation else digest
 
@@ -73,6 +80,8 @@ class Job:
             del data["timed"]
         if self.source == "webhook":
             del data["source"]
+        if self.meeting_at is None:
+            del data["meeting_at"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -89,6 +98,7 @@ class Job:
                 timed=bool(data.get("timed", True)),
                 source=str(data.get("source", "webhook")),
                 generation=int(data.get("generation", 0)),
+                meeting_at=None if data.get("meeting_at") is None else int(data["meeting_at"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedJob(f"not a job: {type(exc).__name__}") from None
@@ -99,10 +109,29 @@ class Job:
         return job
 
     @classmethod
-    def for_event(cls, kind: str, account: str, event: LeadEvent, received_at: int) -> Job:
+    def for_event(
+        cls, kind: str, account: str, event: LeadEvent, received_at: int, meeting_field_id: int | None = None
+    ) -> Job:
         if event.occurred_at is None:
+            # A Digital Pipeline hook: five ids and no fields, so it cannot say the field is empty; the worker asks.
             return cls(kind, account, event.lead_id, event.action, event.status_id, received_at, timed=False)
-        return cls(kind, account, event.lead_id, event.action, event.status_id, event.occurred_at)
+        meeting_at = meeting_time(event.field_value(meeting_field_id)) if meeting_field_id else None
+        return cls(
+            kind,
+            account,
+            event.lead_id,
+            event.action,
+            event.status_id,
+            event.occurred_at,
+            meeting_at=meeting_at,
+        )
+
+
+def meeting_time(value: str | None) -> int:
+    """A date-time field's value as a hook carries it (unix seconds as text); 0 when empty or unreadable."""
+    if value is None or not value.strip().isascii() or not value.strip().isdigit() or len(value.strip()) > 12:
+        return 0
+    return int(value.strip())
 
 
 class JobQueue:
@@ -128,6 +157,15 @@ class JobQueue:
             )
         except (ClientError, BotoCoreError) as exc:
             raise PeerUnavailable(f"sqs dead-letter send failed: {type(exc).__name__}") from None
+
+    def send_message(self, body: str, group_id: str, dedup_id: str) -> None:
+        """Enqueue one message that is not a Kommo job (a Whereby event); raises ``PeerUnavailable``."""
+        try:
+            self._client.send_message(
+                QueueUrl=self.queue_url, MessageBody=body, MessageGroupId=group_id, MessageDeduplicationId=dedup_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise PeerUnavailable(f"sqs send failed: {type(exc).__name__}") from None
 
     def send_all(self, jobs: Sequence[Job]) -> None:
         """Enqueue every job or raise ``PeerUnavailable``; entries that failed are sent once more first."""

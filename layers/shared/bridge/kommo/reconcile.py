@@ -28,7 +28,8 @@ from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, PeerUnavailable, Throttled
 from bridge.core.observability import count, logger
 from bridge.kommo.client import LEAD_DELETED, LEAD_RESTORED, LEAD_STATUS_CHANGED, EventsPage, KommoEvent
-from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, RESTORE_LEAD, Job
+from bridge.kommo.intake import leaves_for_no_rule
+from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, RESTORE_LEAD, Job
 from bridge.store.meetings import ReconcileState
 
 EVENT_TYPES = (LEAD_STATUS_CHANGED, LEAD_DELETED, LEAD_RESTORED)
@@ -77,6 +78,8 @@ def job_for(event: KommoEvent, settings: Settings) -> Job | None:
             kind = ENSURE_ROOM
         elif event.status_id in settings.closed_status_ids:
             kind = CLOSE_ROOMS
+        elif leaves_for_no_rule(event.status_id, settings):
+            kind = LEAVE_STAGE
         else:
             return None
         return Job(kind, account, event.entity_id, "status", event.status_id, event.created_at, source=RECONCILE)

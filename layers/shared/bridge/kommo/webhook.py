@@ -32,6 +32,14 @@ class LeadEvent:
     pipeline_id: int | None
     old_status_id: int | None
     occurred_at: int | None  # unix seconds of the change, when the body says it
+    responsible_user_id: int | None = None
+    modified_user_id: int | None = None  # 0: a robot, the API or an integration (our own writes among them)
+    # The lead's filled custom fields as (field id, first value), in the v2 layout Kommo's webhooks still use.
+    custom_fields: tuple[tuple[int, str], ...] = ()
+
+    def field_value(self, field_id: int) -> str | None:
+        """The field's first value as Kommo sent it; None when the body does not carry the field (it is empty)."""
+        return next((value for fid, value in self.custom_fields if fid == field_id), None)
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,35 @@ def _lead_event(action: str, item: object) -> LeadEvent:
         pipeline_id=_int(item.get("pipeline_id"), f"{where} pipeline_id"),
         old_status_id=_int(item.get("old_status_id"), f"{where} old_status_id"),
         occurred_at=occurred,
+        responsible_user_id=_lenient_int(item.get("responsible_user_id")),
+        modified_user_id=_lenient_int(item.get("modified_user_id")),
+        custom_fields=_custom_fields(item.get("custom_fields")),
     )
+
+
+def _lenient_int(value: object) -> int | None:
+    """A field the bridge only reads now and then: an odd value is no reason to refuse the whole body."""
+    return int(value) if isinstance(value, str) and _INTEGER.fullmatch(value) else None
+
+
+def _custom_fields(fields: object) -> tuple[tuple[int, str], ...]:
+    """``custom_fields[i][id]`` with ``[values][0]`` (date fields) or ``[values][0][value]`` (the others).
+
+    Fields of other integrations may come in shapes the bridge does not know; those are skipped, not refused.
+    """
+    if not isinstance(fields, Mapping):
+        return ()
+    found: list[tuple[int, str]] = []
+    for _, entry in sorted(fields.items(), key=_index_order):
+        if not isinstance(entry, Mapping) or not isinstance(values := entry.get("values"), Mapping):
+            continue
+        field_id = _lenient_int(entry.get("id"))
+        first = next(iter(sorted(values.items(), key=_index_order)), (None, None))[1]
+        if isinstance(first, Mapping):
+            first = first.get("value")
+        if field_id is not None and isinstance(first, str):
+            found.append((field_id, first))
+    return tuple(found)
 
 
 def parse_webhook(body: bytes) -> KommoWebhook:

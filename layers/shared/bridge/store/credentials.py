@@ -22,6 +22,7 @@ WHEREBY_SECRET = "WHEREBY_SECRET_ID"
 KOMMO_SECRET = "KOMMO_SECRET_ID"
 WEBHOOK_SECRET = "WEBHOOK_SECRET_ID"
 MATTERMOST_SECRET = "MATTERMOST_SECRET_ID"
+WHEREBY_WEBHOOK_SECRET = "WHEREBY_WEBHOOK_SECRET_ID"
 _TEAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PLACEHOLDER = re.compile(r"[\s<>…]|\.\.\.")
 
@@ -171,3 +172,15 @@ def kommo_credentials(settings: Settings, *, force_fetch: bool = False) -> Kommo
 def mattermost_team_tokens(settings: Settings, *, force_fetch: bool = False) -> dict[str, tuple[str, ...]]:
     data = _read(settings.mattermost_secret_id, MATTERMOST_SECRET, force_fetch, settings.secret_max_age_seconds)
     return team_tokens_from(_object(data, MATTERMOST_SECRET), settings.mattermost_team_ids)
+
+
+def whereby_webhook_secrets(settings: Settings, *, force_fetch: bool = False) -> tuple[str, ...]:
+    """The signing secrets of Whereby's webhook: one, or two during a rotation (a list), like the Kommo token."""
+    data = _read(
+        settings.whereby_webhook_secret_id, WHEREBY_WEBHOOK_SECRET, force_fetch, settings.secret_max_age_seconds
+    )
+    value = _object(data, WHEREBY_WEBHOOK_SECRET).get("whereby_webhook_secret", "")
+    secrets = _strings(value, "whereby_webhook_secret")
+    if not secrets:
+        raise SecretError("secret key 'whereby_webhook_secret' is empty: paste the secret Whereby's dashboard shows")
+    return secrets

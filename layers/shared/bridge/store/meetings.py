@@ -7,6 +7,10 @@ Keys (single table, ``pk``/``sk``):
   the newest event applied and when it was closed, so a late retry of an old event cannot reopen a room.
 - ``SWEEP`` / ``STATE``: where the sweeper's walk through Whereby's room list stopped.
 - ``RECONCILE`` / ``STATE``: how far the reading of Kommo's event log got (``bridge.kommo.reconcile``).
+- ``ROOM#<room key>`` / ``SESSION#<room session id>``: one session held in the room (times, minutes, people, and
+  whether the deal was told), from Whereby's events and insights; kept ``SESSION_RETENTION_SECONDS``.
+- ``ROOM#<room key>`` / ``EVENT#<event id>``: a Whereby event the worker handled, so a copy delivered after SQS's
+  five-minute deduplication is dropped too; purged after ``DELETED_RETENTION_SECONDS``.
 
 Indexes: ``by_owner`` (owner, created_at) lists a channel's rooms; ``by_expiry`` (expiry_bucket, end_at) holds
 only rooms not yet deleted, so the sweeper reads the expired ones and nothing else.
@@ -42,6 +46,7 @@ DELETED = "deleted"
 EXPIRY_BUCKET = "live"
 DELETED_RETENTION_SECONDS = 30 * 24 * 3600
 RECONCILE_KEY = {"pk": "RECONCILE", "sk": "STATE"}
+SESSION_RETENTION_SECONDS = 90 * 24 * 3600  # the people's names in it are personal data: kept a quarter
 _KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -86,20 +91,31 @@ class Room:
     note_posted: bool = False
     note_attempted: bool = False  # set before the post: a retry then looks for the note before posting again
     field_set: bool = False
+    # Kommo rooms of a rule with a meeting-time field (absent, 0 or "", on every other room):
+    meeting_at: int = 0  # the meeting time the room is made or kept for; 0: the deal had none
+    replaces: str = ""  # the room key of the room this one replaced when the meeting moved later, until it is deleted
+    task_id: int = 0  # the Kommo task made for the meeting
+    task_due: int = 0  # the due time last written on that task
+    task_attempted: bool = False  # set before the post: a retry then looks for the task before posting again
+    leave: str = ""  # closing because the deal left the stage (close_on_leave): deleting, noting, done
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
         if self.state != DELETED:
             item["expiry_bucket"] = EXPIRY_BUCKET
-        return {k: v for k, v in item.items() if v != ""}
+        return {k: v for k, v in item.items() if v != "" and not (k in _OPTIONAL_NUMBERS and v == 0)}
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Room:
         names = cls.__dataclass_fields__
         values = {k: v for k, v in item.items() if k in names}
-        for number in ("end_at", "created_at"):
-            values[number] = int(values[number])
+        for number in ("end_at", "created_at", *_OPTIONAL_NUMBERS):
+            if number in values:
+                values[number] = int(values[number])
         return cls(**values)
+
+
+_OPTIONAL_NUMBERS = ("meeting_at", "task_id", "task_due")
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,36 @@ class ReconcileState:
     checkpoint: int
     window_seconds: int | None = None  # None: the reconciler's largest window
     seen: Mapping[str, int] = field(default_factory=dict)  # event id -> created_at, of events enqueued lately
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    role: str  # Whereby's roleName: host, visitor, …
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session held in one of our rooms, under the room's key (sort key ``SESSION#<id>``)."""
+
+    room_key: str
+    room_session_id: str
+    started_at: int | None = None
+    ended_at: int | None = None
+    participant_minutes: int = 0
+    people: tuple[Person, ...] = ()
+    summarised: bool = False  # times and people were read from Whereby's insights
+    note_attempted: bool = False
+    note_posted: bool = False
+
+
+@dataclass(frozen=True)
+class RoomStory:
+    """What the room's events told so far, beside the room record: whether anyone came, and the no-show note."""
+
+    activity_at: int | None = None  # when someone first joined (or a session started)
+    noshow_attempted: bool = False
+    noshow_posted: bool = False
 
 
 def _optional_int(value: Any) -> int | None:
@@ -283,7 +329,7 @@ class MeetingsStore:
             raise Conflict(f"room {room.room_key} is no longer being created") from None
         return done
 
-    def mark(self, room_key: str, **flags: bool) -> None:
+    def mark(self, room_key: str, **flags: bool | int | str) -> None:
         names = {f"#{k}": k for k in flags}
         values = {f":{k}": v for k, v in flags.items()}
         update = "SET " + ", ".join(f"#{k} = :{k}" for k in flags)
@@ -462,6 +508,106 @@ class MeetingsStore:
         except ClientError:
             return
 
+    # the rooms' stories (Whereby's events) ---------------------------------------------------------------------------
+    def event_done(self, room_key: str, event_id: str) -> bool:
+        key = {"pk": f"ROOM#{room_key}", "sk": f"EVENT#{event_id}"}
+        return "Item" in self._call(self.table.get_item, Key=key, ConsistentRead=True)
+
+    def remember_event(self, room_key: str, event_id: str, now: float | None = None) -> None:
+        at = int(now if now is not None else time.time())
+        item = {
+            "pk": f"ROOM#{room_key}",
+            "sk": f"EVENT#{event_id}",
+            "at": at,
+            "purge_at": at + DELETED_RETENTION_SECONDS,
+        }
+        self._call(self.table.put_item, Item=item)
+
+    def room_story(self, room_key: str) -> RoomStory:
+        item = (
+            self._call(
+                self.table.get_item,
+                Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"},
+                ConsistentRead=True,
+                ProjectionExpression="activity_at, noshow_attempted, noshow_posted",
+            ).get("Item")
+            or {}
+        )
+        return RoomStory(
+            activity_at=_optional_int(item.get("activity_at")),
+            noshow_attempted=bool(item.get("noshow_attempted", False)),
+            noshow_posted=bool(item.get("noshow_posted", False)),
+        )
+
+    def note_activity(self, room_key: str, at: int) -> None:
+        """Remember that someone was in the room (the earliest time wins); a purged record stays purged."""
+        try:
+            self._call(
+                self.table.update_item,
+                Key={"pk": f"ROOM#{room_key}", "sk": "ROOM"},
+                UpdateExpression="SET activity_at = :at",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(activity_at) OR activity_at > :at)",
+                ExpressionAttributeValues={":at": at},
+            )
+        except ClientError:
+            return  # an earlier time is already there, or the record is gone
+
+    def get_session(self, room_key: str, room_session_id: str) -> SessionRecord | None:
+        key = {"pk": f"ROOM#{room_key}", "sk": f"SESSION#{room_session_id}"}
+        item = self._call(self.table.get_item, Key=key, ConsistentRead=True).get("Item")
+        return _session(item) if item else None
+
+    def sessions_of(self, room_key: str) -> list[SessionRecord]:
+        """Every session recorded for a room (one query on the room's own key)."""
+        answer = self._call(
+            self.table.query,
+            KeyConditionExpression=Key("pk").eq(f"ROOM#{room_key}") & Key("sk").begins_with("SESSION#"),
+            ConsistentRead=True,
+        )
+        return [_session(item) for item in answer.get("Items", [])]
+
+    def session_started(self, room_key: str, room_session_id: str, at: int, now: float | None = None) -> None:
+        """A session began (``room.session.started``); what insights say later replaces the time."""
+        purge = int(now if now is not None else time.time()) + SESSION_RETENTION_SECONDS
+        self._call(
+            self.table.update_item,
+            Key={"pk": f"ROOM#{room_key}", "sk": f"SESSION#{room_session_id}"},
+            UpdateExpression="SET started_at = if_not_exists(started_at, :at), purge_at = :purge",
+            ExpressionAttributeValues={":at": at, ":purge": purge},
+        )
+
+    def save_session(self, record: SessionRecord, now: float | None = None) -> None:
+        """Store a session's summary; the note flags are left as they are (``mark_session`` sets them)."""
+        values: dict[str, Any] = {
+            ":minutes": record.participant_minutes,
+            ":people": [{"name": p.name, "role": p.role} for p in record.people],
+            ":summarised": record.summarised,
+            ":purge": int(now if now is not None else time.time()) + SESSION_RETENTION_SECONDS,
+        }
+        update = "SET participant_minutes = :minutes, people = :people, summarised = :summarised, purge_at = :purge"
+        for name in ("started_at", "ended_at"):
+            value = getattr(record, name)
+            if value is not None:
+                update += f", {name} = :{name}"
+                values[f":{name}"] = value
+        self._call(
+            self.table.update_item,
+            Key={"pk": f"ROOM#{record.room_key}", "sk": f"SESSION#{record.room_session_id}"},
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
+        )
+
+    def mark_session(self, room_key: str, room_session_id: str, **flags: bool) -> None:
+        names = {f"#{k}": k for k in flags}
+        values = {f":{k}": v for k, v in flags.items()}
+        self._call(
+            self.table.update_item,
+            Key={"pk": f"ROOM#{room_key}", "sk": f"SESSION#{room_session_id}"},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in flags),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
     # helpers ---------------------------------------------------------------------------------------------------
     def _deletion(self, room_key: str, now: float) -> UpdateTypeDef:
         return {
@@ -499,6 +645,20 @@ class MeetingsStore:
             raise PeerUnavailable(f"dynamodb {method.__name__} failed: {_code(exc)}") from None
         except BotoCoreError as exc:
             raise PeerUnavailable(f"dynamodb unreachable: {type(exc).__name__}") from None
+
+
+def _session(item: Mapping[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        room_key=str(item["pk"]).removeprefix("ROOM#"),
+        room_session_id=str(item["sk"]).removeprefix("SESSION#"),
+        started_at=_optional_int(item.get("started_at")),
+        ended_at=_optional_int(item.get("ended_at")),
+        participant_minutes=int(item.get("participant_minutes", 0)),
+        people=tuple(Person(str(p.get("name", "")), str(p.get("role", ""))) for p in item.get("people") or ()),
+        summarised=bool(item.get("summarised", False)),
+        note_attempted=bool(item.get("note_attempted", False)),
+        note_posted=bool(item.get("note_posted", False)),
+    )
 
 
 def _code(exc: ClientError) -> str:

@@ -23,10 +23,11 @@ from bridge.core.errors import BudgetExhausted, NotFound, PeerUnavailable, Throt
 from bridge.core.peer_http import PeerSession
 from bridge.core.retry import RetryPolicy
 
+# Re-exported: the room key is read from Whereby's room names here and by the sweeper and the events route.
+from bridge.core.room_keys import ROOM_KEY_PATTERN as ROOM_KEY_PATTERN
+from bridge.core.room_keys import room_key_of as room_key_of
+
 PREFIX_MAX = 38  # the spec allows 39; the legacy API counted the leading "/" too, so one is kept in reserve
-# Our key ends the prefix, and Whereby appends the uuid right after it: anchoring on the uuid means no word of a
-# topic or stage name can be taken for the key.
-ROOM_KEY_PATTERN = re.compile(r"(?:^|-)(z[a-z2-7]{10})-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$")
 POINTS = {"GET": 1, "DELETE": 2, "POST": 3}  # read, delete, write: the spec's info.description
 
 
@@ -49,8 +50,29 @@ class Meeting:
     @property
     def room_key(self) -> str | None:
         """Our key embedded in the room name prefix, if this room is one of ours."""
-        match = ROOM_KEY_PATTERN.search(self.room_name.lstrip("/"))
-        return match.group(1) if match else None
+        return room_key_of(self.room_name)
+
+
+@dataclass(frozen=True)
+class RoomSession:
+    """One session of a room, from Whereby's insights (``GET /insights/room-sessions``)."""
+
+    room_session_id: str
+    started_at: datetime | None
+    ended_at: datetime | None  # None while the session is still running
+    participant_minutes: int
+    unique_participants: int
+
+
+@dataclass(frozen=True)
+class Participant:
+    """Someone who joined a session (``GET /insights/participants``); bots carry their role (recorder, …)."""
+
+    participant_id: str
+    display_name: str
+    role_name: str
+    joined_at: datetime | None
+    left_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -203,3 +225,55 @@ class WherebyClient:
             self._request("DELETE", f"{MEDIA_PATHS[kind]}/{quote(media_id, safe='')}")
         except NotFound:
             return
+
+    # Insights: each call is a read (1 point), paid like every other call when the client is charging.
+    def room_sessions(self, room_name: str, room_session_id: str | None = None) -> list[RoomSession]:
+        """The room's sessions, newest first; one when ``room_session_id`` names it (and Whereby has it yet)."""
+        params: dict[str, Any] = {"roomName": "/" + room_name.strip().lstrip("/"), "sortBy": "startedAt:desc"}
+        if room_session_id:
+            params["roomSessionId"] = room_session_id
+        data = self._request("GET", "/insights/room-sessions", params=params).json()
+        try:
+            return [_room_session(item) for item in data.get("results") or []]
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise PeerUnavailable(f"whereby answered an unexpected room-sessions body ({exc!r})") from None
+
+    def participants(self, room_session_id: str, max_pages: int = 5) -> list[Participant]:
+        """Everyone who joined the session, in the order they joined (up to ``max_pages`` of 100)."""
+        found: list[Participant] = []
+        params: dict[str, Any] = {"roomSessionId": room_session_id, "sortBy": "joinedAt:asc", "limit": 100}
+        for _ in range(max_pages):
+            data = self._request("GET", "/insights/participants", params=params).json()
+            try:
+                found += [_participant(item) for item in data.get("results") or []]
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise PeerUnavailable(f"whereby answered an unexpected participants body ({exc!r})") from None
+            if not data.get("cursor"):
+                break
+            params["cursor"] = data["cursor"]
+        return found
+
+
+def _optional_time(value: Any) -> datetime | None:
+    return parse_iso(str(value)) if value else None
+
+
+def _room_session(item: dict[str, Any]) -> RoomSession:
+    # The spec's required list names createdAt/endAt while its properties are startedAt/endedAt: read both.
+    return RoomSession(
+        room_session_id=str(item["roomSessionId"]),
+        started_at=_optional_time(item.get("startedAt") or item.get("createdAt")),
+        ended_at=_optional_time(item.get("endedAt") or item.get("endAt")),
+        participant_minutes=int(item.get("totalParticipantMinutes") or 0),
+        unique_participants=int(item.get("totalUniqueParticipants") or 0),
+    )
+
+
+def _participant(item: dict[str, Any]) -> Participant:
+    return Participant(
+        participant_id=str(item.get("participantId") or ""),
+        display_name=str(item.get("displayName") or ""),
+        role_name=str(item.get("roleName") or ""),
+        joined_at=_optional_time(item.get("joinedAt")),
+        left_at=_optional_time(item.get("leftAt")),
+    )

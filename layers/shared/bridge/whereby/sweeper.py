@@ -1,6 +1,8 @@
 """The sweep: no room outlives its purpose.
 
-1. Rooms whose end has passed are deleted at Whereby and marked deleted. Whereby itself keeps such a room open
+1. Rooms whose end has passed are deleted at Whereby and marked deleted; each is handed to ``expired`` first (the
+   scheduled run's port: a deal's room goes to the worker, which tells a no-show on the deal), so a failed hand-over
+   leaves the room live and the next run hands it over again. Whereby itself keeps such a room open
    for an hour and deletes it within a day; our users want the link dead when the meeting is over. Only expired
    records are read (the ``by_expiry`` index), so the cost follows the number of expired rooms, not the table.
 2. Whereby's room list is walked (a few pages a run, resuming where the last run stopped) and every room of this
@@ -78,12 +80,13 @@ def sweep(
     whereby: WherebyClient,
     settings: Settings,
     clock: Callable[[], float] = time.time,
+    expired: Callable[[Room], None] | None = None,
 ) -> SweepSummary:
     summary = SweepSummary()
     budget = _Budget(settings.sweep_max_deletes)
     now = clock()
     try:
-        _delete_expired(store, whereby, int(now), budget, summary)
+        _delete_expired(store, whereby, int(now), budget, summary, expired)
         if not summary.stopped:
             _delete_due_recordings(RecordingsStore(store), whereby, int(now), budget, summary)
         if not summary.stopped:
@@ -111,6 +114,7 @@ def scheduled_run(
     settings: Settings,
     keep_alive: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.time,
+    expired: Callable[[Room], None] | None = None,
 ) -> dict[str, int | str | bool]:
     """One run of the schedule: the sweep, then the keep-alive, which a failed sweep must not skip.
 
@@ -119,7 +123,7 @@ def scheduled_run(
     failure: Exception | None = None
     summary: dict[str, int | str | bool]
     try:
-        summary = sweep(store, whereby(), settings, clock=clock).as_dict()
+        summary = sweep(store, whereby(), settings, clock=clock, expired=expired).as_dict()
     except Exception as exc:
         failure = exc
         summary = {"stopped": f"failed: {type(exc).__name__}"}
@@ -133,7 +137,12 @@ def scheduled_run(
 
 
 def _delete_expired(
-    store: MeetingsStore, whereby: WherebyClient, now: int, budget: _Budget, summary: SweepSummary
+    store: MeetingsStore,
+    whereby: WherebyClient,
+    now: int,
+    budget: _Budget,
+    summary: SweepSummary,
+    expired: Callable[[Room], None] | None = None,
 ) -> None:
     for room in store.expired(now, limit=50):
         summary.records_read += 1
@@ -143,6 +152,8 @@ def _delete_expired(
         try:
             if room.meeting_id:
                 whereby.delete_meeting(room.meeting_id)
+            if expired is not None:
+                expired(room)
             store.mark_deleted(room.room_key)
             summary.deleted += 1
         except Throttled:

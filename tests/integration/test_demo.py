@@ -1,0 +1,78 @@
+"""``make demo`` tells one deal's story, step by step, and exits 0: each step shows the one note the deal got, the
+room follows the meeting, the owner's task follows it too, and the won deal has no room left."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from devstack.demo import STEPS, main
+
+pytestmark = pytest.mark.integration
+
+STEP = re.compile(r"^(\d+)\. (.+)$")
+TIME = r"\w{3} \d{1,2} \w{3}, (\d\d:\d\d) \(Europe/Madrid\)"
+
+
+def steps_of(output: str) -> dict[str, list[str]]:
+    """The demo's output, cut at each numbered step title."""
+    steps: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in output.splitlines():
+        if match := STEP.match(line):
+            lines = steps.setdefault(match.group(2), [])
+        else:
+            lines.append(line)
+    return steps
+
+
+def notes_in(lines: list[str]) -> list[str]:
+    """The notes a step printed: each is a 'Kommo: 1 new note' line and its quoted text."""
+    notes: list[str] = []
+    quoting = False
+    for line in lines:
+        if "Kommo: 1 new note on the deal" in line:
+            notes.append("")
+            quoting = True
+        elif quoting and line.strip().startswith("|"):
+            notes[-1] += line.strip()[2:] + "\n"
+        else:
+            quoting = False
+    return notes
+
+
+def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(capsys):
+    assert main() == 0
+
+    output = capsys.readouterr().out
+    steps = steps_of(output)
+    assert list(steps) == [title for title, _ in STEPS]
+    entered, room, moved, met, won = steps.values()
+    assert [output.count("Kommo: 1 new note"), *(len(notes_in(step)) for step in steps.values())] == [4, 0, 1, 1, 1, 1]
+
+    sent = "\n".join(entered)
+    first = re.search(rf"custom field 583921 \(Meeting time\) = \d+: {TIME}", sent)
+    assert first and "leads[status]: lead 30267969 -> status 16525558" in sent and '-> 200 {"accepted": 1' in sent
+
+    shown = "\n".join(room)
+    assert shown.count("+ 60 min + 15 min grace") == 1  # the room lives until the meeting is over, and a grace
+    assert f"Meeting: {first.group(0).split(': ', 1)[1]}" in notes_in(room)[0]
+    due = re.search(rf"task (\d+) \(type 2, for user 1764433\) due {TIME}", shown)
+    assert due and due.group(2) == first.group(1)
+
+    moving = "\n".join(moved)
+    assert "leads[update]: lead 30267969" in moving and "deleted" in moving and "+ 60 min + 15 min grace" in moving
+    assert notes_in(moved)[0].startswith("Whereby video room for Demo; the meeting moved")
+    moved_to = re.search(rf"task (\d+) \(type 2, for user 1764433\) moved to {TIME}", moving)
+    assert moved_to and moved_to.group(1) == due.group(1)  # the same task, not a second one
+
+    assert "6 signed events, answered 200" in "\n".join(met)
+    held = notes_in(met)[0]
+    assert re.match(r"Meeting held \w{3} \d{1,2} \w{3}, \d\d:02\u2013\d\d:36 \(Europe/Madrid, 34 min\)", held), held
+    assert "2 people: Ana (host), Client (guest)" in held
+
+    closing = "\n".join(won)
+    assert "status 142 (won)" in closing and "no room left" in closing
+    assert notes_in(won)[0].startswith("Video room closed: deal won.")
+    assert output.splitlines()[-1].startswith("Demo OK")
