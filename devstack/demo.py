@@ -2,9 +2,9 @@
 
 Boots the local stack with a "Demo" rule that follows the deal's meeting-time field and gives the deal owner a task,
 then plays the deal's life as Kommo and Whereby would send it, one step at a time: the deal enters Demo with a
-meeting two days ahead, the meeting moves, people meet in the room, the deal is won. Each step prints what was sent
-and what the simulators hold afterwards, and checks that the deal got exactly the note it should. Exits 0, or 1
-with the reason.
+meeting two days ahead, the meeting moves, people meet in the room, the recording finishes and its link opens it, the
+deal is won and its recording is deleted when the retention ends. Each step prints what was sent and what the
+simulators hold afterwards, and checks that the deal got exactly the note it should. Exits 0, or 1 with the reason.
 
 A step is a function of the ``Story``, listed in ``STEPS`` with its title; the steps are numbered in that order.
 """
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,9 @@ import requests
 
 from devstack.local import DEMO_STAGE_RULES, DEMO_STATUS, LocalConfig, LocalStack
 from devstack.template import ROOT
+
+if TYPE_CHECKING:
+    from bridge.store.recordings import Recording
 
 STAGE_EVENT = ROOT / "events" / "kommo-stage-change.form"
 WAIT_SECONDS = 20.0
@@ -41,6 +44,8 @@ DEMO_RULE: dict[str, Any] = {
 }
 WON = 142
 CUSTOM_FIELD = re.compile(r"leads\[status\]\[0\]\[custom_fields\]\[(\d+)\]")
+RECORDING_LINK = re.compile(r"(\S+)/recordings/([A-Za-z0-9_-]+)")
+TOKEN = re.compile(r"(token=)([^&]+)")
 DAY = 86400
 MINUTE = 60
 
@@ -63,6 +68,7 @@ class Story:
     meeting_at: int = 0
     room: dict[str, Any] = field(default_factory=dict)
     notes_seen: int = 0
+    link_id: str = ""  # the recording link's id: a credential, shown shortened
 
     @property
     def whereby(self) -> Any:
@@ -175,9 +181,16 @@ def new_note(story: Story, what: str, begins: str, done: Callable[[], bool] = la
     return dict(fresh[0])
 
 
+def short(secret: str) -> str:
+    return f"{secret[:6]}\u2026"
+
+
 def show_note(story: Story, note: dict[str, Any]) -> None:
     story.say(f"   Kommo: 1 new note on the deal ({note.get('note_type')}):")
-    for line in str(note["params"].get("text", "")).splitlines():
+    text = str(note["params"].get("text", ""))
+    if story.link_id:
+        text = text.replace(story.link_id, short(story.link_id))
+    for line in text.splitlines():
         story.say(f"     | {line}")
 
 
@@ -302,13 +315,100 @@ def sim_leave(story: Story, participant: str, name: str, at: int) -> None:
         raise DemoFailed(f"the Whereby simulator refused {name}'s leave: {response.status_code} {response.text}")
 
 
+def record(story: Story) -> None:
+    """The meeting's recording finishes; Whereby signs ``recording.finished`` to ``/whereby/events``; the deal gets
+    one note with a link to our API, and the link opens the recording through a fresh Whereby link."""
+    room = story.room["roomName"]
+    delivered = len(story.whereby.deliveries())
+    story.say(f"   POST /_sim/recordings   {json.dumps({'roomName': room})}")
+    response = requests.post(f"{story.whereby.root_url}/_sim/recordings", json={"roomName": room}, timeout=10)
+    if response.status_code != 201:
+        raise DemoFailed(f"the Whereby simulator refused the recording: {response.status_code} {response.text}")
+    sent = story.whereby.deliveries()[delivered:]
+    answers = sorted({str(d["status"]) for d in sent})
+    story.say(
+        f"   Whereby -> POST /whereby/events: {', '.join(d['type'] for d in sent)}, answered {', '.join(answers)}"
+    )
+    if answers != ["200"]:
+        raise DemoFailed(f"the events route answered {', '.join(answers) or 'nothing'} to the recording's event")
+    note = new_note(story, "recording note", "Recording of the video meeting")
+    found = RECORDING_LINK.search(str(note["params"].get("text", "")))
+    if found is None or found.group(1) != story.stack.gateway_url:
+        raise DemoFailed("the recording note carries no link to this stack's API")
+    story.link_id = found.group(2)
+    show_note(story, note)
+    answer = open_link(story)
+    location = answer.headers.get("Location", "")
+    if answer.status_code != 302 or not location:
+        raise DemoFailed(f"the recording link answered {answer.status_code} {answer.text}, not a redirect")
+    shown = TOKEN.sub(lambda m: m.group(1) + short(m.group(2)), location).replace(room.lstrip("/"), short(room[1:]))
+    story.say(f"   -> 302 Location: {shown}")
+    media = requests.get(location, timeout=10)
+    story.say(
+        f"   GET <Location> -> {media.status_code} {media.headers.get('content-type')}, {len(media.content)} bytes"
+    )
+    if media.status_code != 200:
+        raise DemoFailed(f"the Whereby link answered {media.status_code}, not the recording")
+
+
+def open_link(story: Story) -> requests.Response:
+    """GET the note's link as a browser would, without following the redirect, to show it."""
+    story.say(f"   GET /recordings/{short(story.link_id)}")
+    url = f"{story.stack.gateway_url}/recordings/{story.link_id}"
+    return requests.get(url, allow_redirects=False, timeout=10)
+
+
 def win(story: Story) -> None:
-    """A status webhook on the close URL: the deal is won (142); its room is deleted and the deal is told."""
+    """A status webhook on the close URL: the deal is won (142); its room is deleted and the deal is told; its
+    recording is kept until the retention ends, and the sweep deletes it then."""
     body = lead_hook(story.sample, "status", story.meeting_at, int(time.time()), status_id=WON)
     post_hook(story, "/kommo/close", body, f"leads[status]: lead {story.lead_id} -> status {WON} (won)")
     note = new_note(story, "closing note", "Video room closed: deal won.", lambda: not story.whereby.meetings())
     story.say(f"   Whereby: room {story.room['roomName']} deleted; no room left")
     show_note(story, note)
+    retain(story)
+
+
+def retain(story: Story) -> None:
+    """The recording's deletion date, as the close recorded it, then a sweep run as if that day had come."""
+    from bridge import runtime
+    from bridge.store.recordings import RecordingsStore
+    from bridge.whereby.sweeper import sweep
+
+    recordings = RecordingsStore(runtime.store())
+
+    def scheduled() -> Recording | None:
+        recording = recordings.by_link(story.link_id)  # one item, by the hash of the link id
+        return recording if recording is not None and recording.delete_at is not None else None
+
+    recording = wait_until(story, "no deletion date on the recording", scheduled)
+    assert recording.delete_at is not None
+    closed_at = runtime.store().get_lead(recording.room_owner).closed_at
+    days = runtime.settings().recording_retention_days
+    if closed_at is None or recording.delete_at != closed_at + days * DAY:
+        raise DemoFailed(
+            f"the recording is due at {recording.delete_at}, not {days} days after the close ({closed_at})"
+        )
+    story.say(
+        f"   Recording: kept until {story.when(recording.delete_at)} = closed {story.when(closed_at)} "
+        f"+ RecordingRetentionDays {days}"
+    )
+    kept = open_link(story)
+    story.say(f"   -> {kept.status_code} (it opens until then)")
+    if kept.status_code != 302:
+        raise DemoFailed(f"the recording link answered {kept.status_code} before its retention ended")
+    after = recording.delete_at + 1
+    summary = sweep(runtime.store(), runtime.whereby(), runtime.settings(), clock=lambda: after)
+    story.say(
+        f"   The sweep, run with its clock 1 s past that: {summary.recordings_deleted} recording deleted; "
+        f"Whereby holds {len(story.whereby.media.held())}"
+    )
+    if summary.recordings_deleted != 1 or story.whereby.media.held():
+        raise DemoFailed("the sweep did not delete the recording when its retention ended")
+    gone = open_link(story)
+    story.say(f"   -> {gone.status_code} {gone.text.strip()}")
+    if gone.status_code != 410:
+        raise DemoFailed(f"the deleted recording's link answered {gone.status_code}, not 410")
 
 
 Step = Callable[[Story], None]
@@ -317,7 +417,8 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("The room lives until the meeting; the note and the task appear", room_note_and_task),
     ("The meeting moves a day later, past the room's end", move_meeting),
     ("A host and a guest join and leave", meet),
-    ("The deal is won", win),
+    ("The recording finishes; its link opens it", record),
+    ("The deal is won; the recording is kept until its retention ends, then swept", win),
 )
 
 
@@ -365,7 +466,7 @@ def run_demo(say: Callable[[str], None] = print) -> None:
     say("")
     say(
         f"Demo OK in {time.monotonic() - started:.1f} s: {notes} notes and {tasks} task on deal {lead_id}, "
-        "no room left at Whereby."
+        "no room and no recording left at Whereby."
     )
 
 

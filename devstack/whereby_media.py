@@ -6,6 +6,8 @@
   own storage, as Whereby makes links for the media it hosts only.
 - ``DELETE /v1/recordings/{id}``: 204, also for an id already deleted (the spec calls it idempotent).
 - The same three under ``/v1/transcriptions/{id}``.
+- ``GET /_media/<filename>?token=…&expires=…``: what an access link opens, without the API key, as Whereby's
+  storage links do: the media (a stand-in body) until the link expires, then 403; 404 once the media is deleted.
 
 ``finish_recording`` stands for a recording (or a transcription) that finished: it stores it and returns the body of
 the ``recording.finished`` (``transcription.finished``) event Whereby would send, for a signed delivery to post.
@@ -27,6 +29,9 @@ from urllib.parse import unquote
 from devstack.sim_server import Request, Response, SimError, _control_object, empty_response, json_response
 
 MEDIA_PATH = re.compile(r"/v1/(recordings|transcriptions)/([^/]+)(/access-link)?")
+ACCESS_PREFIX = "/_media/"
+# What an access link serves: the first box of an MP4 file, and a line of text for a transcript.
+STAND_IN = {"recording": (b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom", "video/mp4")}
 KINDS = {"recordings": "recording", "transcriptions": "transcription"}
 MAX_VALID_SECONDS = 43200
 DEFAULT_VALID_SECONDS = 3600
@@ -110,10 +115,12 @@ class WherebyMedia:
         self._root_url = root_url  # a callable: the server's port is known only once it started
         self._lock = lock
         self._media: dict[tuple[str, str], Media] = {}
+        self._links: dict[str, tuple[str, str, int]] = {}  # access-link token -> kind, media id, expiry (ms)
         self.deleted: list[tuple[str, str]] = []
 
     def clear(self) -> None:
         self._media.clear()
+        self._links.clear()
         self.deleted.clear()
 
     # ----- for tests and the local stack -----
@@ -199,5 +206,18 @@ class WherebyMedia:
         if media.storage_type != HOSTED:
             raise SimError(403, "Access links are available for Whereby-hosted recordings only")
         expires_ms = int((time.time() + int(raw)) * 1000)
-        link = f"{self._root_url()}/_media/{media.filename}?token={secrets.token_urlsafe(16)}&expires={expires_ms}"
+        token = secrets.token_urlsafe(16)
+        self._links[token] = (kind, media_id, expires_ms)
+        link = f"{self._root_url()}{ACCESS_PREFIX}{media.filename}?token={token}&expires={expires_ms}"
         return json_response(200, {"accessLink": link, "expires": expires_ms})
+
+    def serve(self, request: Request) -> Response:
+        """An access link opened: the media while the link lasts; 403 for an expired or unknown link."""
+        kind, media_id, expires_ms = self._links.get(request.query.get("token", ""), ("", "", 0))
+        media = self._media.get((kind, media_id))
+        if (kind, media_id) in self.deleted:
+            return Response(404, b"NoSuchKey", "text/plain")
+        if media is None or expires_ms < time.time() * 1000 or request.path != ACCESS_PREFIX + media.filename:
+            return Response(403, b"AccessDenied", "text/plain")
+        body, content_type = STAND_IN.get(kind, (f"Transcript of {media.room_name}\n".encode(), "text/plain"))
+        return Response(200, body, content_type)

@@ -51,7 +51,7 @@ from devstack.sim_server import (
     json_response,
     status_phrase,
 )
-from devstack.whereby_media import WherebyMedia
+from devstack.whereby_media import ACCESS_PREFIX, WherebyMedia
 
 MEETINGS_PATH = "/v1/meetings"
 ROOM_SESSIONS_PATH = "/v1/insights/room-sessions"
@@ -424,7 +424,8 @@ class WherebySimulator(SimServer):
         self.media.clear()
 
     def _authorized(self, request: Request) -> bool:
-        return request.bearer_token() == self.api_key
+        # An access link carries its own token, as Whereby's storage links do: it is opened without the API key.
+        return request.path.startswith(ACCESS_PREFIX) or request.bearer_token() == self.api_key
 
     def _unauthorized(self) -> Response:
         return json_response(401, {"error": "Access token is missing or invalid"})
@@ -734,6 +735,8 @@ class WherebySimulator(SimServer):
         return self.emit(made["type"], made["data"])
 
     def _route(self, request: Request) -> Response:
+        if request.path.startswith(ACCESS_PREFIX) and request.method == "GET":
+            return self.media.serve(request)  # storage, not the API: no points
         if WherebyMedia.handles(request.path):
             return self._charge(request.method) or self.media.route(request)
         insights = {ROOM_SESSIONS_PATH: self._room_sessions, PARTICIPANTS_PATH: self._participants}.get(request.path)

@@ -1,5 +1,6 @@
 """``make demo`` tells one deal's story, step by step, and exits 0: each step shows the one note the deal got, the
-room follows the meeting, the owner's task follows it too, and the won deal has no room left."""
+room follows the meeting, the owner's task follows it too, the recording's link opens it, and the won deal has no
+room left and its recording is deleted when the retention ends."""
 
 from __future__ import annotations
 
@@ -48,8 +49,16 @@ def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(ca
     output = capsys.readouterr().out
     steps = steps_of(output)
     assert list(steps) == [title for title, _ in STEPS]
-    entered, room, moved, met, won = steps.values()
-    assert [output.count("Kommo: 1 new note"), *(len(notes_in(step)) for step in steps.values())] == [4, 0, 1, 1, 1, 1]
+    entered, room, moved, met, recorded, won = steps.values()
+    assert [output.count("Kommo: 1 new note"), *(len(notes_in(step)) for step in steps.values())] == [
+        5,
+        0,
+        1,
+        1,
+        1,
+        1,
+        1,
+    ]
 
     sent = "\n".join(entered)
     first = re.search(rf"custom field 583921 \(Meeting time\) = \d+: {TIME}", sent)
@@ -72,7 +81,20 @@ def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(ca
     assert re.match(r"Meeting held \w{3} \d{1,2} \w{3}, \d\d:02\u2013\d\d:36 \(Europe/Madrid, 34 min\)", held), held
     assert "2 people: Ana (host), Client (guest)" in held
 
+    recording = "\n".join(recorded)
+    assert "recording.finished, answered 200" in recording
+    note = notes_in(recorded)[0]
+    link = re.search(r"^http://127\.0\.0\.1:\d+/recordings/([A-Za-z0-9_-]{6})\u2026$", note, re.MULTILINE)
+    assert note.startswith("Recording of the video meeting (Demo) is ready:") and link, note  # our API, id shortened
+    assert re.search(r"-> 302 Location: http://127\.0\.0\.1:\d+/_media/\S+\?token=[\w-]{6}\u2026&", recording)
+    assert "GET <Location> -> 200 video/mp4" in recording
+
     closing = "\n".join(won)
     assert "status 142 (won)" in closing and "no room left" in closing
     assert notes_in(won)[0].startswith("Video room closed: deal won.")
+    kept = re.search(rf"Recording: kept until {TIME} = closed {TIME} \+ RecordingRetentionDays 90", closing)
+    assert kept, closing  # the hours may differ by the zone's summer time
+    assert closing.count(f"GET /recordings/{link.group(1)}\u2026") == 2
+    assert "-> 302 (it opens until then)" in closing and "1 recording deleted; Whereby holds 0" in closing
+    assert '-> 410 {"error": "this recording was deleted' in closing
     assert output.splitlines()[-1].startswith("Demo OK")

@@ -171,6 +171,29 @@ def test_the_link_answers_a_redirect_to_a_fresh_short_lived_whereby_link_each_ti
         assert expires_ms / 1000 - time.time() <= 300  # minutes, not Whereby's default hour
 
 
+def test_the_whereby_link_opens_the_recording_without_the_api_key_until_the_recording_is_deleted(
+    stack, whereby_sim, kommo_sim
+):
+    link_id = deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, 1_767_225_000)
+    location = follow(stack, link_id)["headers"]["Location"]
+    with urllib.request.urlopen(location, timeout=5) as media:
+        assert (media.status, media.headers["Content-Type"]) == (200, "video/mp4") and media.read()
+    forged = location.replace("token=", "token=x")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=5)
+    assert refused.value.code == 403
+    [held] = whereby_sim.media.held()
+    request = urllib.request.Request(
+        f"{whereby_sim.base_url}/recordings/{held['id']}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {whereby_sim.api_key}"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        urllib.request.urlopen(location, timeout=5)
+    assert gone.value.code == 404
+
+
 def test_an_unknown_link_gets_a_404_and_asks_whereby_nothing(stack, whereby_sim):
     for link_id in ("x" * 32, "short", "A" * 31 + "!", "%2e%2e"):  # unknown, then malformed: all unknown
         answer = follow(stack, link_id)
