@@ -29,7 +29,7 @@ SINCE ?= 1 hour ago
 
 help:
 	@echo "make local     run the whole stack on 127.0.0.1 (no AWS account, no Docker)"
-	@echo "make demo      one deal's story on the local stack: meeting booked and moved, meeting held, deal won"
+	@echo "make demo      one deal's story on the local stack: meeting booked and moved, held, recorded, deal won"
 	@echo "make test      unit and integration tests (what CI runs)"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict over layers/ and functions/"
 	@echo "make lock      recompile the locks after a requirements change (UPGRADE=1, or UPGRADE='boto3 moto': newest)"
