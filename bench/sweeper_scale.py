@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -169,10 +170,21 @@ def main() -> int:
             f"  {row['table']:>7,} rooms: read {row['records_read']:>6,}, found in {row['find_seconds']:.3f} s"
             f" (whole sweep with {row['deleted']:,} deletes: {row['seconds']:.2f} s)"
             f" | naive scan: read {row['naive_records_read']:,}, found in {row['naive_seconds']:.3f} s"
-            f" | records read ratio {row['read_ratio']:.4f}, find time ratio"
-            f" {row['find_seconds'] / row['naive_seconds']:.3f}"
+            f" | records read ratio {row['read_ratio']:.4f}, find time ratio {find_ratio(row):.3f}"
         )
+    ratios = ", ".join(f"{find_ratio(row):.3f} at {row['table']:,}" for row in rows)
+    print(f"  find time ratio (ours / scan, moto's times): {ratios}.")
+    note = (
+        "moto's index query walks every item of the table, so here finding the expired rooms grows with the table as"
+        " a Scan does, and a ratio above 1 means moto's query was slower than its Scan. It says nothing of DynamoDB,"
+        " whose Query reads only the matching index entries: the records read ratio is what DynamoDB bills."
+    )
+    print(textwrap.fill(note, width=116, initial_indent="    ", subsequent_indent="    "))
     return 0
+
+
+def find_ratio(row: dict) -> float:
+    return row["find_seconds"] / row["naive_seconds"]
 
 
 if __name__ == "__main__":
