@@ -68,12 +68,19 @@ def fill(table_name: str, size: int, expired_share: float, now: int) -> int:
     table = boto3.resource("dynamodb", region_name=REGION).Table(table_name)
     every = round(1 / expired_share)
     expired = 0
+    keys: set[str] = set()
     with table.batch_writer() as batch:
         for i in range(size):
             is_expired = i % every == 0
             expired += is_expired
+            # Seven random characters: among 100,000 keys two are equal about one run in seven, and the second
+            # would overwrite the first.
+            key = store.new_room_key()
+            while key in keys:
+                key = store.new_room_key()
+            keys.add(key)
             room = Room(
-                room_key=store.new_room_key(),
+                room_key=key,
                 source="kommo",
                 owner=lead_owner("bench", i),
                 end_at=now - 60 if is_expired else now + 3600,
