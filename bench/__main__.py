@@ -20,7 +20,7 @@ BENCHES = [
     ("Sweeper cost vs table size", ["bench/sweeper_scale.py", "--sizes", "10000,100000"]),
     (
         "Kommo webhook answer time and end-to-end throughput",
-        ["bench/webhook_and_e2e.py", "--runs", "200", "--deals", "1000"],
+        ["bench/webhook_and_e2e.py", "--runs", "200", "--naive-runs", "100", "--deals", "1000"],
     ),
     ("Bulk move of 500 deals on the Build plan", ["bench/bulk_move.py", "--deals", "500", "--scale", "20"]),
     ("AWS cost per room at eu-west-1 list prices", ["bench/cost.py", "--rooms", "20"]),

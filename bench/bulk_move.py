@@ -34,6 +34,7 @@ import boto3
 from botocore.client import BaseClient
 from moto import mock_aws
 
+from bench.stats import percentile
 from bench.webhook_and_e2e import stage_body
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
@@ -80,11 +81,6 @@ class Figures:
             f"{self.whereby_429s:>7}{p50:>8.1f}{p95:>8.1f}{self.drained_minutes:>9.1f}"
             f"   {ok}/{len(self.chat)} ({share:.0f}%)" + ("  [stopped: took too long]" if self.timed_out else "")
         )
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def command_body(n: int) -> bytes:
