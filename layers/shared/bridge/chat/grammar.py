@@ -12,13 +12,14 @@ Grammar (subcommands case-insensitive, any run of spaces or newlines is one sepa
 A bare number is not a duration: topics often end in one ("Sprint 42", "Planning 2025"). A last word shaped like a
 duration that is not one we accept (99999h, 1h-5m, 1.5h, 0m) is refused, never taken into the topic.
 
-Whatever the caller typed is shown back only through ``literal()``: Mattermost renders it as plain text.
+Whatever the caller typed is shown back only through ``quote`` (``literal()`` unless told): Mattermost renders
+``literal()`` as plain text; each platform's adapter passes its own.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -95,8 +96,16 @@ class Invalid:
 Command = StartRoom | ShowHelp | ListRooms | EndRoom | Invalid
 
 
-def parse(text: str, limits: Limits, trigger: str = "/whereby", members: Collection[str] = ()) -> Command:
-    """``members``: the usernames Mattermost resolved in the text to users of the team (its ``user_mentions``)."""
+def parse(
+    text: str,
+    limits: Limits,
+    trigger: str = "/whereby",
+    members: Collection[str] = (),
+    quote: Callable[[str], str] | None = None,
+) -> Command:
+    """``members``: the usernames the platform resolved in the text to users of the team (Mattermost's
+    ``user_mentions``); ``quote``: how the platform shows typed text back as plain text."""
+    quote = quote or literal
     words = text.split()
     if not words:
         return StartRoom(DEFAULT_TOPIC, limits.default_minutes)
@@ -104,25 +113,29 @@ def parse(text: str, limits: Limits, trigger: str = "/whereby", members: Collect
     if head == "help":
         return ShowHelp()
     if head == "start":
-        return parse_start(rest, limits, trigger, members)
+        return parse_start(rest, limits, trigger, members, quote)
     if head == "list":
         return ListRooms() if not rest else _reserved("list", trigger)
     if head == "end":
         if len(rest) > 1:
             return _reserved("end", trigger)
-        return parse_end(rest[0], trigger) if rest else EndRoom()
-    return parse_start(words, limits, trigger, members)
+        return parse_end(rest[0], trigger, quote) if rest else EndRoom()
+    return parse_start(words, limits, trigger, members, quote)
 
 
 def parse_start(
-    words: list[str], limits: Limits, trigger: str = "/whereby", members: Collection[str] = ()
+    words: list[str],
+    limits: Limits,
+    trigger: str = "/whereby",
+    members: Collection[str] = (),
+    quote: Callable[[str], str] | None = None,
 ) -> StartRoom | Invalid:
     words, asked = _split_duration(words)
     minutes = limits.default_minutes
     if asked is not None:
         minutes = duration_minutes(asked) or 0
         if not MIN_MINUTES <= minutes <= limits.max_minutes:
-            return Invalid(_duration_problem(asked, limits, trigger))
+            return Invalid(_duration_problem(asked, limits, trigger, quote or literal))
     invited = {mention: invitee(mention, members) for mention in map(mention_in, words) if mention}
     topic = " ".join(word for word in words if mention_in(word) is None)
     return StartRoom(
@@ -134,12 +147,12 @@ def parse_start(
     )
 
 
-def parse_end(reference: str, trigger: str) -> EndRoom | Invalid:
+def parse_end(reference: str, trigger: str, quote: Callable[[str], str] | None = None) -> EndRoom | Invalid:
     key = room_key_in(reference)
     shown = _clip(reference, 80)
     if key is None:
         return Invalid(
-            f"“{literal(shown)}” is not the name or link of a room made with {trigger}."
+            f"“{(quote or literal)(shown)}” is not the name or link of a room made with {trigger}."
             f" `{trigger} list` shows the rooms of this channel."
         )
     return EndRoom(room_key=key, reference=shown)
@@ -234,12 +247,12 @@ def _split_duration(words: list[str]) -> tuple[list[str], str | None]:
     return words, None
 
 
-def _duration_problem(word: str, limits: Limits, trigger: str) -> str:
+def _duration_problem(word: str, limits: Limits, trigger: str, quote: Callable[[str], str]) -> str:
     example = min(90, limits.max_minutes)
     hours, minutes = divmod(example, 60)
     written = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
     return (
-        f"“{literal(_clip(word, 40))}” is not a duration a room can have: a room is open for at least {MIN_MINUTES}"
+        f"“{quote(_clip(word, 40))}” is not a duration a room can have: a room is open for at least {MIN_MINUTES}"
         f" minutes and at most {human_minutes(limits.max_minutes)}. Give the duration as the last word, in whole"
         f" hours and minutes, for example `{trigger} Review {written}`."
     )

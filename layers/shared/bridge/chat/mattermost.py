@@ -1,4 +1,5 @@
-"""The ``/whereby`` slash command: authenticate, parse, run one use-case, answer the way Mattermost reads it.
+"""The Mattermost adapter of ``/whereby``: authenticate, read the fields, run one use-case of the chat core
+(``bridge.chat.rooms``), answer the way Mattermost reads it.
 
 Mattermost waits at most 30 s, never retries, and shows the caller only "command failed" for anything but a 200
 with a JSON body. So every outcome for an authenticated caller is a 200; failures are ephemeral sentences.
@@ -6,46 +7,44 @@ with a JSON body. So every outcome for an authenticated caller is a 200; failure
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from contextlib import suppress
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from botocore.exceptions import ClientError
-
-from bridge.chat.grammar import (
-    MIN_MINUTES,
-    SLUG_FALLBACK,
-    Command,
-    EndRoom,
-    Invalid,
-    Limits,
-    ListRooms,
-    ShowHelp,
-    StartRoom,
-    human_minutes,
-    literal,
-    parse,
+from bridge.chat import rooms
+from bridge.chat.grammar import Command, Limits, StartRoom, human_minutes, literal, parse
+from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as they were before the core moved out)
+    STORAGE_TROUBLE,
+    Caller,
+    CommandPorts,
+    RoomMade,
+    Voice,
+    prefix_for,
+    room_name,
+    utc,
+    whereby_trouble,
 )
 from bridge.core.config import Settings
-from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
+from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import ApiRequest, BadRequest, form_fields, json_response, token_matches
 from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
-from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
-from bridge.whereby.client import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
+from bridge.store.meetings import Room
 
 SOURCE = "mattermost"
 PROVIDER = "whereby"
-LIST_LIMIT = 20
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TRIGGER = re.compile(r"/[a-z0-9._-]{1,64}")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # echoed as a live @mention: nothing Markdown can take
-STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
+# Mattermost Markdown (the web app's marked fork and the apps' CommonMark).
+VOICE = Voice(
+    platform="Mattermost",
+    literal=literal,
+    bold=lambda text: f"**{text}**",
+    link=lambda text, url: f"[{text}]({url})",
+)
 
 # Why a command was refused, as the ``reason`` dimension of ``CommandsRefused`` (the dashboard draws one line each).
 RefusalKind = Literal["token", "other-team", "malformed", "team-not-enabled"]
@@ -94,26 +93,6 @@ def _team_of(token: str, teams: TeamTokens) -> str | None:
         if token_matches(token, tokens):
             found = team
     return found
-
-
-@dataclass(frozen=True)
-class Caller:
-    team_id: str
-    channel_id: str
-    user_id: str
-    user_name: str = ""
-    trigger: str = "/whereby"  # as the admin named the command, so hints show what the user types
-
-    @property
-    def owner(self) -> str:
-        return channel_owner(self.team_id, self.channel_id)
-
-
-@dataclass(frozen=True)
-class CommandPorts:
-    store: MeetingsStore
-    whereby: WherebyClient
-    clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True)
@@ -199,150 +178,10 @@ def team_members(fields: Mapping[str, list[str]]) -> frozenset[str]:
 
 
 def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts) -> Reply:
-    match command:
-        case StartRoom():
-            return start_room(command, caller, ports)
-        case ListRooms():
-            return list_rooms(caller, ports)
-        case EndRoom():
-            return end_room(command, caller, ports)
-        case ShowHelp():
-            return ephemeral(help_text(caller.trigger, limits))
-        case Invalid(problem=problem):
-            return ephemeral(f"{problem} Nothing was changed; `{caller.trigger} help` shows how to use it.")
-    raise AssertionError(f"unhandled command {command!r}")
-
-
-# use-cases ------------------------------------------------------------------------------------------------------
-def start_room(command: StartRoom, caller: Caller, ports: CommandPorts) -> Reply:
-    """Claim the record, create the room at Whereby, complete the record: the sweeper can finish any crash."""
-    now = int(ports.clock())
-    room = Room(
-        room_key=ports.store.new_room_key(),
-        source=SOURCE,
-        owner=caller.owner,
-        creator=caller.user_id,
-        label=command.topic,
-        created_at=now,
-        end_at=now + command.minutes * 60,
-    )
-    try:
-        ports.store.claim_room(room)
-    except Conflict:
-        return ephemeral(STORAGE_TROUBLE)
-    logger.append_keys(room_key=room.room_key)
-    try:
-        meeting = _create_meeting(room, command.slug_source, ports)
-    except BridgeError as exc:
-        count("CommandsBusy" if isinstance(exc, BudgetExhausted) else "WherebyFailures")
-        logger.warning("whereby did not create the room", extra={"reason": str(exc)})
-        return ephemeral(whereby_trouble(exc, "No room was made"))
-    try:
-        done = ports.store.complete_room(_with_meeting(room, meeting))
-    except (Conflict, PeerUnavailable) as exc:
-        _release(room.room_key, ports.store)  # the sweeper deletes the room at Whereby: no live record owns it
-        logger.error("room made but not recorded", extra={"reason": str(exc), "meeting_id": meeting.meeting_id})
-        return ephemeral(
-            "Whereby made the room but the bridge could not record it, so it will be removed. Please try again."
-        )
-    count("RoomsCreated")
-    logger.info("mattermost room created", extra={"meeting_id": done.meeting_id})
-    return room_post(done, command, caller)
-
-
-def list_rooms(caller: Caller, ports: CommandPorts) -> Reply:
-    rooms = _open_rooms(caller, ports)[:LIST_LIMIT]
-    if not rooms:
-        return ephemeral(
-            f"No Whereby room is open in this channel. Start one with `{caller.trigger} [topic] [duration]`."
-        )
-    lines = ["**Open Whereby rooms in this channel**, newest first:"]
-    for room in rooms:
-        line = f"- **{literal(room.label)}** · [{_name(room)}]({room.room_url}) · until {utc(room.end_at)}"
-        if room.creator == caller.user_id:
-            line += f" · yours ([host link]({room.host_room_url}))"
-        lines.append(line)
-    return ephemeral("\n".join(lines))
-
-
-def end_room(command: EndRoom, caller: Caller, ports: CommandPorts) -> Reply:
-    found = _room_to_end(command, caller, ports)
-    if isinstance(found, str):
-        return ephemeral(found)
-    logger.append_keys(room_key=found.room_key, meeting_id=found.meeting_id)
-    try:
-        ports.whereby.delete_meeting(found.meeting_id)
-    except BridgeError as exc:
-        count("WherebyFailures")
-        logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
-        return ephemeral(whereby_trouble(exc, "The room is still open"))
-    ports.store.mark_deleted(found.room_key)
-    count("RoomsEnded")
-    text = f":white_check_mark: The Whereby room **{literal(found.label)}** has ended; its link no longer works."
-    # Ending a room of another channel (named by its link) must not post into this one.
-    return {**ephemeral(text), "response_type": "in_channel" if found.owner == caller.owner else "ephemeral"}
-
-
-def _room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts) -> Room | str:
-    """The room to end, or why there is none (a sentence for the caller)."""
-    if command.room_key is None:
-        mine = [room for room in _open_rooms(caller, ports) if room.creator == caller.user_id]
-        return mine[0] if mine else f"You have no open room in this channel. `{caller.trigger} list` shows them all."
-    room = ports.store.get_room(command.room_key)
-    if room is None or room.source != SOURCE or (room.owner != caller.owner and room.creator != caller.user_id):
-        return (
-            f"No room “{literal(command.reference)}” was started in this channel."
-            f" `{caller.trigger} list` shows them all."
-        )
-    label = literal(room.label)
-    if room.creator != caller.user_id:
-        return f"Only the person who started **{label}** can end it."
-    if room.state == DELETED:
-        return f"**{label}** has already ended."
-    if room.state == CREATING or not room.meeting_id:
-        return f"**{label}** is still being created; try again in a few seconds."
-    return room
-
-
-def _open_rooms(caller: Caller, ports: CommandPorts) -> list[Room]:
-    now = ports.clock()
-    return [
-        room for room in ports.store.rooms_of(caller.owner, limit=100) if room.state == ACTIVE and room.end_at > now
-    ]
-
-
-def _create_meeting(room: Room, slug_source: str, ports: CommandPorts) -> Meeting:
-    request = RoomRequest(
-        end_date=datetime.fromtimestamp(room.end_at, UTC), prefix=prefix_for(slug_source, room.room_key)
-    )
-    try:
-        return ports.whereby.create_meeting(request)
-    except Exception:
-        # Give the claim up: if Whereby made the room before failing, no live record owns it and the sweeper
-        # deletes it.
-        _release(room.room_key, ports.store)
-        raise
-
-
-def prefix_for(slug_source: str, room_key: str) -> str:
-    """The room-name prefix: slugged topic (or "meeting") and our key."""
-    return room_prefix(slug_source if slug(slug_source, PREFIX_MAX) else SLUG_FALLBACK, room_key)
-
-
-def _with_meeting(room: Room, meeting: Meeting) -> Room:
-    return replace(
-        room,
-        meeting_id=meeting.meeting_id,
-        room_url=meeting.room_url,
-        host_room_url=meeting.host_room_url,
-        room_name=meeting.room_name,
-    )
-
-
-def _release(room_key: str, store: MeetingsStore) -> None:
-    """Best effort: a claim left behind is still found by the sweeper."""
-    with suppress(PeerUnavailable, ClientError):
-        store.mark_deleted(room_key)
+    outcome = rooms.run(command, caller, limits, ports, SOURCE, VOICE)
+    if isinstance(outcome, RoomMade):
+        return room_post(outcome.room, outcome.command, caller)
+    return {**ephemeral(outcome.text), "response_type": "in_channel" if outcome.in_channel else "ephemeral"}
 
 
 # answers --------------------------------------------------------------------------------------------------------
@@ -365,7 +204,7 @@ def room_post(room: Room, command: StartRoom, caller: Caller) -> Reply:
         props["meeting_creator_username"] = caller.user_name
     host = (
         f"Only you can see this. Your host link for **{label}**: {room.host_room_url}\n"
-        f"To close the room before {utc(room.end_at)}: `{caller.trigger} end {_name(room)}`"
+        f"To close the room before {utc(room.end_at)}: `{caller.trigger} end {room_name(room)}`"
     )
     if command.not_invited:
         host += (
@@ -379,54 +218,6 @@ def room_post(room: Room, command: StartRoom, caller: Caller) -> Reply:
         "props": props,
         "extra_responses": [ephemeral(host)],
     }
-
-
-def help_text(trigger: str, limits: Limits) -> str:
-    return "\n".join(
-        [
-            f"**{trigger}** makes Whereby video rooms for this channel.",
-            f"- `{trigger} [topic] [duration]` starts a room: the link goes to the channel, the host link to you"
-            f" only. The duration is the last word, like `30m`, `2h` or `1h30m` (default"
-            f" {human_minutes(limits.default_minutes)}, at least {human_minutes(MIN_MINUTES)} and at most"
-            f" {human_minutes(limits.max_minutes)}). People of this team you @mention are invited.",
-            f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end or"
-            " start.",
-            f"- `{trigger} list` shows the open rooms of this channel.",
-            f"- `{trigger} end [room]` ends your latest room here, or the room you name by its name or link. Only"
-            " the person who started a room can end it.",
-            f"Example: `{trigger} Sprint review @alice 45m`",
-        ]
-    )
-
-
-def whereby_trouble(exc: BridgeError, outcome: str) -> str:
-    """A human sentence for a Whereby failure; ``outcome`` says what that means for the room."""
-    if isinstance(exc, Throttled):
-        return f"Whereby is busy and asked us to wait {wait_phrase(exc.retry_after)}. {outcome}; please try again then."
-    if isinstance(exc, PeerUnavailable):
-        return f"Whereby did not answer in time. {outcome}; please try again in a minute."
-    if isinstance(exc, Unauthorized):
-        return f"Whereby refused the bridge's API key. {outcome}; please tell your Mattermost administrator."
-    status = getattr(exc, "status", None)
-    code = f" (HTTP {status})" if status else ""
-    return f"Whereby refused the request{code}. {outcome}; please tell your Mattermost administrator."
-
-
-def wait_phrase(seconds: float | None) -> str:
-    if seconds is None:
-        return "a minute"
-    whole = max(1, math.ceil(seconds))
-    if whole <= 90:
-        return f"{whole} second{'s' if whole != 1 else ''}"
-    return f"{math.ceil(whole / 60)} minutes"
-
-
-def utc(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _name(room: Room) -> str:
-    return room.room_name.lstrip("/")
 
 
 def _first(fields: Mapping[str, list[str]], name: str) -> str:

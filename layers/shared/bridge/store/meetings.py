@@ -98,6 +98,10 @@ class Room:
     task_due: int = 0  # the due time last written on that task
     task_attempted: bool = False  # set before the post: a retry then looks for the task before posting again
     leave: str = ""  # closing because the deal left the stage (close_on_leave): deleting, noting, done
+    # Chat rooms made from a queued request (Slack): the request's id (``trigger_id``), and which of the answers
+    # went out through its ``response_url`` ("room", "room,host"), so a retried job repeats neither room nor post.
+    request_id: str = ""
+    posted: str = ""
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
@@ -199,6 +203,11 @@ class MeetingsStore:
 
     def new_room_key(self) -> str:
         return new_room_key(self.tag)
+
+    def request_room_key(self, request_id: str) -> str:
+        """The room key a request's room gets: the same on every run of the request, so a retry finds its record."""
+        digest = hashlib.sha256(f"request|{request_id}".encode()).digest()
+        return "z" + self.tag + "".join(_KEY_ALPHABET[b % 32] for b in digest[:7])
 
     def owns_key(self, room_key: str) -> bool:
         return room_key.startswith("z" + self.tag)

@@ -1,0 +1,330 @@
+"""The chat core: what ``/whereby`` does, whatever platform it was typed in.
+
+The use-cases (start, list, end, help) and their rules live here: the limits, the room record, the Whereby points
+the ports are paid from, and "only the person who started a room can end it". The adapters (``bridge.chat.mattermost``,
+``bridge.chat.slack``) authenticate the request, read its fields and shape the answer; the sentences are the same on
+every platform, marked up in the platform's own way (``Voice``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from botocore.exceptions import ClientError
+
+from bridge.chat.grammar import (
+    MIN_MINUTES,
+    SLUG_FALLBACK,
+    Command,
+    EndRoom,
+    Invalid,
+    Limits,
+    ListRooms,
+    ShowHelp,
+    StartRoom,
+    human_minutes,
+)
+from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
+from bridge.core.observability import count, logger
+from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
+from bridge.whereby.client import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
+
+LIST_LIMIT = 20
+STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
+
+
+@dataclass(frozen=True)
+class Voice:
+    """How one platform marks text up; ``literal`` shows what a person typed as plain text, nothing more."""
+
+    platform: str  # named in sentences that send the caller to their administrator
+    literal: Callable[[str], str]
+    bold: Callable[[str], str]
+    link: Callable[[str, str], str]  # (text, url)
+
+
+@dataclass(frozen=True)
+class Caller:
+    team_id: str
+    channel_id: str
+    user_id: str
+    user_name: str = ""
+    trigger: str = "/whereby"  # as the admin named the command, so hints show what the user types
+
+    @property
+    def owner(self) -> str:
+        return channel_owner(self.team_id, self.channel_id)
+
+
+@dataclass(frozen=True)
+class CommandPorts:
+    store: MeetingsStore
+    whereby: WherebyClient
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class Said:
+    """A sentence for the caller (``in_channel``: for the whole channel)."""
+
+    text: str
+    in_channel: bool = False
+
+
+@dataclass(frozen=True)
+class RoomMade:
+    """A room was made (or, for a retried request, had been): each adapter shapes the channel post and host link."""
+
+    room: Room
+    command: StartRoom
+
+
+Outcome = Said | RoomMade
+
+
+def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, source: str, voice: Voice) -> Outcome:
+    match command:
+        case StartRoom():
+            return start_room(command, caller, ports, source, voice)
+        case ListRooms():
+            return list_rooms(caller, ports, source, voice)
+        case EndRoom():
+            return end_room(command, caller, ports, source, voice)
+        case ShowHelp():
+            return Said(help_text(caller.trigger, limits, voice))
+        case Invalid(problem=problem):
+            return Said(invalid_text(problem, caller.trigger))
+    raise AssertionError(f"unhandled command {command!r}")
+
+
+def invalid_text(problem: str, trigger: str) -> str:
+    return f"{problem} Nothing was changed; `{trigger} help` shows how to use it."
+
+
+# use-cases ------------------------------------------------------------------------------------------------------
+def start_room(
+    command: StartRoom,
+    caller: Caller,
+    ports: CommandPorts,
+    source: str,
+    voice: Voice,
+    room_key: str | None = None,
+    request_id: str = "",
+) -> Outcome:
+    """Claim the record, create the room at Whereby, complete the record: the sweeper can finish any crash.
+
+    ``room_key`` and ``request_id`` make a retried request idempotent: the key is derived from the request, so a
+    second run finds the first run's record instead of claiming another (``start_once``).
+    """
+    now = int(ports.clock())
+    room = Room(
+        room_key=room_key or ports.store.new_room_key(),
+        source=source,
+        owner=caller.owner,
+        creator=caller.user_id,
+        label=command.topic,
+        created_at=now,
+        end_at=now + command.minutes * 60,
+        request_id=request_id,
+    )
+    try:
+        ports.store.claim_room(room)
+    except Conflict:
+        return Said(STORAGE_TROUBLE)
+    return _make(room, command, ports, voice)
+
+
+def start_once(
+    command: StartRoom, caller: Caller, ports: CommandPorts, source: str, voice: Voice, request_id: str
+) -> Outcome | None:
+    """``start_room`` for a request that may run again (a queue's redelivery): one room per ``request_id``.
+
+    None when an earlier run settled the request without a room (Whereby refused; the caller was told then).
+    """
+    key = ports.store.request_room_key(request_id)
+    found = ports.store.get_room(key)
+    if found is None:
+        return start_room(command, caller, ports, source, voice, room_key=key, request_id=request_id)
+    if found.request_id != request_id:
+        # Another request's key (a 35-bit collision): a fresh random key, and no idempotency for this rare one.
+        return start_room(command, caller, ports, source, voice)
+    logger.append_keys(room_key=found.room_key)
+    if found.state == ACTIVE:
+        return RoomMade(found, command)
+    if found.state == CREATING:
+        # The earlier run died between the claim and the record: make the room now (the sweeper deletes a room
+        # the earlier run may have made, as no record owns it).
+        return _make(found, command, ports, voice)
+    return None
+
+
+def _make(room: Room, command: StartRoom, ports: CommandPorts, voice: Voice) -> Outcome:
+    logger.append_keys(room_key=room.room_key)
+    try:
+        meeting = _create_meeting(room, command.slug_source, ports)
+    except BridgeError as exc:
+        count("CommandsBusy" if isinstance(exc, BudgetExhausted) else "WherebyFailures")
+        logger.warning("whereby did not create the room", extra={"reason": str(exc)})
+        return Said(whereby_trouble(exc, "No room was made", voice.platform))
+    try:
+        done = ports.store.complete_room(_with_meeting(room, meeting))
+    except (Conflict, PeerUnavailable) as exc:
+        _release(room.room_key, ports.store)  # the sweeper deletes the room at Whereby: no live record owns it
+        logger.error("room made but not recorded", extra={"reason": str(exc), "meeting_id": meeting.meeting_id})
+        return Said(
+            "Whereby made the room but the bridge could not record it, so it will be removed. Please try again."
+        )
+    count("RoomsCreated")
+    logger.info(f"{room.source} room created", extra={"meeting_id": done.meeting_id})
+    return RoomMade(done, command)
+
+
+def list_rooms(caller: Caller, ports: CommandPorts, source: str, voice: Voice) -> Said:
+    rooms = open_rooms(caller, ports)[:LIST_LIMIT]
+    if not rooms:
+        return Said(f"No Whereby room is open in this channel. Start one with `{caller.trigger} [topic] [duration]`.")
+    lines = [f"{voice.bold('Open Whereby rooms in this channel')}, newest first:"]
+    for room in rooms:
+        line = (
+            f"- {voice.bold(voice.literal(room.label))} · {voice.link(room_name(room), room.room_url)}"
+            f" · until {utc(room.end_at)}"
+        )
+        if room.creator == caller.user_id:
+            line += f" · yours ({voice.link('host link', room.host_room_url)})"
+        lines.append(line)
+    return Said("\n".join(lines))
+
+
+def end_room(command: EndRoom, caller: Caller, ports: CommandPorts, source: str, voice: Voice) -> Said:
+    found = room_to_end(command, caller, ports, source, voice)
+    if isinstance(found, str):
+        return Said(found)
+    logger.append_keys(room_key=found.room_key, meeting_id=found.meeting_id)
+    try:
+        ports.whereby.delete_meeting(found.meeting_id)
+    except BridgeError as exc:
+        count("WherebyFailures")
+        logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
+        return Said(whereby_trouble(exc, "The room is still open", voice.platform))
+    ports.store.mark_deleted(found.room_key)
+    count("RoomsEnded")
+    label = voice.bold(voice.literal(found.label))
+    text = f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
+    # Ending a room of another channel (named by its link) must not post into this one.
+    return Said(text, in_channel=found.owner == caller.owner)
+
+
+def room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts, source: str, voice: Voice) -> Room | str:
+    """The room to end, or why there is none (a sentence for the caller)."""
+    if command.room_key is None:
+        mine = [room for room in open_rooms(caller, ports) if room.creator == caller.user_id]
+        return mine[0] if mine else f"You have no open room in this channel. `{caller.trigger} list` shows them all."
+    room = ports.store.get_room(command.room_key)
+    if room is None or room.source != source or (room.owner != caller.owner and room.creator != caller.user_id):
+        return (
+            f"No room “{voice.literal(command.reference)}” was started in this channel."
+            f" `{caller.trigger} list` shows them all."
+        )
+    label = voice.bold(voice.literal(room.label))
+    if room.creator != caller.user_id:
+        return f"Only the person who started {label} can end it."
+    if room.state == DELETED:
+        return f"{label} has already ended."
+    if room.state == CREATING or not room.meeting_id:
+        return f"{label} is still being created; try again in a few seconds."
+    return room
+
+
+def open_rooms(caller: Caller, ports: CommandPorts) -> list[Room]:
+    now = ports.clock()
+    return [
+        room for room in ports.store.rooms_of(caller.owner, limit=100) if room.state == ACTIVE and room.end_at > now
+    ]
+
+
+def _create_meeting(room: Room, slug_source: str, ports: CommandPorts) -> Meeting:
+    request = RoomRequest(
+        end_date=datetime.fromtimestamp(room.end_at, UTC), prefix=prefix_for(slug_source, room.room_key)
+    )
+    try:
+        return ports.whereby.create_meeting(request)
+    except Exception:
+        # Give the claim up: if Whereby made the room before failing, no live record owns it and the sweeper
+        # deletes it.
+        _release(room.room_key, ports.store)
+        raise
+
+
+def prefix_for(slug_source: str, room_key: str) -> str:
+    """The room-name prefix: slugged topic (or "meeting") and our key."""
+    return room_prefix(slug_source if slug(slug_source, PREFIX_MAX) else SLUG_FALLBACK, room_key)
+
+
+def _with_meeting(room: Room, meeting: Meeting) -> Room:
+    return replace(
+        room,
+        meeting_id=meeting.meeting_id,
+        room_url=meeting.room_url,
+        host_room_url=meeting.host_room_url,
+        room_name=meeting.room_name,
+    )
+
+
+def _release(room_key: str, store: MeetingsStore) -> None:
+    """Best effort: a claim left behind is still found by the sweeper."""
+    with suppress(PeerUnavailable, ClientError):
+        store.mark_deleted(room_key)
+
+
+# sentences ------------------------------------------------------------------------------------------------------
+def help_text(trigger: str, limits: Limits, voice: Voice) -> str:
+    return "\n".join(
+        [
+            f"{voice.bold(trigger)} makes Whereby video rooms for this channel.",
+            f"- `{trigger} [topic] [duration]` starts a room: the link goes to the channel, the host link to you"
+            f" only. The duration is the last word, like `30m`, `2h` or `1h30m` (default"
+            f" {human_minutes(limits.default_minutes)}, at least {human_minutes(MIN_MINUTES)} and at most"
+            f" {human_minutes(limits.max_minutes)}). People of this team you @mention are invited.",
+            f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end or"
+            " start.",
+            f"- `{trigger} list` shows the open rooms of this channel.",
+            f"- `{trigger} end [room]` ends your latest room here, or the room you name by its name or link. Only"
+            " the person who started a room can end it.",
+            f"Example: `{trigger} Sprint review @alice 45m`",
+        ]
+    )
+
+
+def whereby_trouble(exc: BridgeError, outcome: str, platform: str = "Mattermost") -> str:
+    """A human sentence for a Whereby failure; ``outcome`` says what that means for the room."""
+    if isinstance(exc, Throttled):
+        return f"Whereby is busy and asked us to wait {wait_phrase(exc.retry_after)}. {outcome}; please try again then."
+    if isinstance(exc, PeerUnavailable):
+        return f"Whereby did not answer in time. {outcome}; please try again in a minute."
+    if isinstance(exc, Unauthorized):
+        return f"Whereby refused the bridge's API key. {outcome}; please tell your {platform} administrator."
+    status = getattr(exc, "status", None)
+    code = f" (HTTP {status})" if status else ""
+    return f"Whereby refused the request{code}. {outcome}; please tell your {platform} administrator."
+
+
+def wait_phrase(seconds: float | None) -> str:
+    if seconds is None:
+        return "a minute"
+    whole = max(1, math.ceil(seconds))
+    if whole <= 90:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    return f"{math.ceil(whole / 60)} minutes"
+
+
+def utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def room_name(room: Room) -> str:
+    return room.room_name.lstrip("/")
