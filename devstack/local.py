@@ -31,6 +31,7 @@ from devstack.gateway import DEFAULT_HOST, DEFAULT_PORT, Gateway, load_error
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
 from devstack.lifecycle import StartStop
+from devstack.slack_sim import DEFAULT_SIGNING_SECRET, DEFAULT_TEAM, SlackSimulator
 from devstack.template import ROOT, Stack, create_resources, load_template, redrive_policy, resolve, resources_of
 from devstack.whereby_sim import WherebySimulator
 
@@ -54,6 +55,8 @@ LOCAL_SECRET: dict[str, Any] = {
     "whereby_webhook_secret": "local-whereby-signing-secret",
     # Bound to the team of the sample command (events/mattermost-command.body); each token acts for its own team.
     "mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["local-mattermost-token"]},
+    # The Slack simulator's workspace and the secret it signs with.
+    "slack_signing_secret": {DEFAULT_TEAM: DEFAULT_SIGNING_SECRET},
 }
 KOMMO_SIM_REQUESTS_PER_SECOND = 7.0  # Kommo's documented limit per integration
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(second|minute|hour|day)s?\s*\)")
@@ -293,6 +296,7 @@ class LocalStack(StartStop):
         self.moto_url = ""
         self.whereby_sim: WherebySimulator | None = None
         self.kommo_sim: KommoSimulator | None = None
+        self.slack_sim: SlackSimulator | None = None
         self.resources = Stack()
         self.functions: LocalFunctions | None = None
         self.gateway: Gateway | None = None
@@ -328,7 +332,8 @@ class LocalStack(StartStop):
         self._stopping.set()
         if self.gateway is not None:
             self.gateway.stop()
-        for sim in (self.whereby_sim, self.kommo_sim):  # first: a worker waiting on a slow peer gives up at once
+        # First: a worker waiting on a slow peer gives up at once.
+        for sim in (self.whereby_sim, self.kommo_sim, self.slack_sim):
             if sim is not None:
                 sim.stop()
         for thread in self._threads:
@@ -413,6 +418,7 @@ class LocalStack(StartStop):
             self.kommo_sim = KommoSimulator(
                 access_token=self.config.kommo_access_token, rate_limit_per_second=KOMMO_SIM_REQUESTS_PER_SECOND
             ).start()
+        self.slack_sim = SlackSimulator().start()  # Slack has no sandbox: the workspace is always simulated
 
     def _client(self, service: str) -> Any:
         return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.moto_url)
@@ -524,6 +530,8 @@ class LocalStack(StartStop):
             elif path.startswith("/mattermost/"):
                 team = next(iter(LOCAL_SECRET["mattermost_tokens"]))
                 url += f"  (form fields token={self.mattermost_token}, team_id={team})"
+            elif path.startswith("/slack/"):
+                url += "  (signed by the Slack simulator: slack_sim.command(url, text))"
             reason = load_error(self.functions, function)
             status = f"  [502 until it loads: {reason}]" if reason else ""
             lines.append(f"  {method:<5}{url}  -> {function}{status}")
@@ -558,6 +566,11 @@ class LocalStack(StartStop):
             ]
         else:
             lines.append(f"  Kommo {self.kommo_url}  REAL: notes are written into real deals of this account")
+        if self.slack_sim:
+            lines += [
+                f"  Slack simulator   {self.slack_sim.root_url}  workspace {self.slack_sim.team_id}",
+                f"    {control}; POST /commands/… are the response_urls",
+            ]
         return lines
 
     def _describe_aws(self) -> list[str]:

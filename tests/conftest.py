@@ -15,12 +15,14 @@ from moto import mock_aws
 
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
+from devstack.slack_sim import SlackSimulator
 from devstack.template import create_resources, load_template
 from devstack.whereby_sim import WherebySimulator
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "samples"
 KOMMO_SAMPLES = SAMPLES / "kommo"
 MATTERMOST_SAMPLES = SAMPLES / "mattermost"
+SLACK_SAMPLES = SAMPLES / "slack"
 
 # Values of the test secret. Tests assert none of them ever reaches a log line or a response.
 SECRET = {
@@ -35,6 +37,8 @@ SECRET = {
         "tsb8crrn5tgqtedpkt81b4tcya": ["mm-token-team-tsb8-5e1c"],
         "oybxpfkcrtgk9bz5qbbsccwmxw": ["mm-token-team-oybx-a4f7"],
     },
+    # The workspace of the Slack samples and the secret they are signed with (contracts/slack.md §2).
+    "slack_signing_secret": {"T0A1B2C3D4E": "8f742231b10e8888abcd99yyyzzz85a5"},
 }
 MATTERMOST_TOKENS: list[str] = [token for tokens in SECRET["mattermost_tokens"].values() for token in tokens]
 SUBDOMAIN = "irestoremoldova"  # the account of the 2021 sample
@@ -111,6 +115,13 @@ def whereby_sim() -> Iterator[WherebySimulator]:
 @pytest.fixture
 def kommo_sim() -> Iterator[KommoSimulator]:
     with KommoSimulator(access_token=SECRET["kommo_access_token"], rate_limit_per_second=50) as sim:
+        yield sim
+
+
+@pytest.fixture
+def slack_sim() -> Iterator[SlackSimulator]:
+    """Slack's side: it takes the response_url posts (tests sign the commands themselves)."""
+    with SlackSimulator("8f742231b10e8888abcd99yyyzzz85a5", "T0A1B2C3D4E") as sim:
         yield sim
 
 

@@ -218,6 +218,7 @@ def test_a_line_naming_a_metric_the_code_never_publishes_or_with_other_dimension
 
 
 def test_the_refusal_graphs_draw_one_line_for_each_reason_the_code_gives():
+    from bridge.chat import slack
     from bridge.chat.mattermost import REFUSAL_KINDS
     from bridge.kommo.intake import REJECT_KINDS
     from bridge.whereby import events
@@ -230,6 +231,7 @@ def test_the_refusal_graphs_draw_one_line_for_each_reason_the_code_gives():
         "WebhooksRejected": set(REJECT_KINDS),
         "CommandsRefused": set(REFUSAL_KINDS),
         "WherebyEventsRejected": set(events.REJECT_KINDS),
+        "SlackCommandsRefused": set(slack.REFUSAL_KINDS),
     }
 
 

@@ -361,6 +361,7 @@ def _environment_secrets(function: dict) -> set[str]:
         ("KommoReconcileFunction", {"BridgeSecret"}),
         ("RecordingsFunction", {"WherebySecret"}),
         ("WherebyEventsFunction", {"WherebyWebhookSecret"}),
+        ("SlackCommandFunction", {"SlackSecret"}),
     ],
 )
 def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):

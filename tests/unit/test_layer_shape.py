@@ -102,3 +102,13 @@ def test_the_slash_command_loads_no_kommo_wing():
     loaded = loaded_by("mattermost_command")
     assert "bridge.chat.mattermost" in loaded
     assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
+
+
+def test_the_slack_command_loads_no_http_client_no_whereby_client_and_no_kommo_wing():
+    # Slack waits 3 s: the route verifies, parses and enqueues; the room is made in the worker.
+    loaded = loaded_by("slack_command")
+    assert "bridge.chat.slack" in loaded
+    # slack_sdk's package loads its web and webhook clients with the signature verifier (urllib, no requests).
+    heavy = {"requests", "bridge.whereby.client", "bridge.chat.slack_worker"}
+    assert heavy & loaded == set()
+    assert {m for m in loaded if m.startswith("bridge.kommo")} == set()

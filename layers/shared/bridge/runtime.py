@@ -21,6 +21,8 @@ from bridge.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from bridge.chat.mattermost import CommandRuntime
+    from bridge.chat.slack import SlackRuntime
+    from bridge.chat.slack_worker import SlackWorkerPorts
     from bridge.kommo.auth import KommoTokens
     from bridge.kommo.client import KommoClient
     from bridge.kommo.intake import IntakeRuntime
@@ -150,19 +152,42 @@ def worker() -> WorkerRuntime:
     def deal_ports(points: Spender | None) -> DealPorts:
         return DealPorts(store=store(), whereby=whereby(points=points), kommo=kommo())
 
+    def chat_job(body: str) -> Callable[[], str] | None:
+        if '"slack_command"' not in body:
+            return None  # a Kommo job or a Whereby event: the chat wing is never loaded for them
+        from bridge.chat.slack_worker import runner_for
+
+        return runner_for(body, slack_worker_ports)
+
     return WorkerRuntime(
         settings=settings,
         deal_ports=deal_ports,
         job_queue=job_queue,
         dead_letter_queue=dead_letter_queue,
         background_points=background_points,
+        chat_job=chat_job,
+    )
+
+
+def slack_worker_ports() -> SlackWorkerPorts:
+    """A Slack command in the worker: someone is waiting, so Whereby is paid from the chat reserve."""
+    from bridge.chat.grammar import Limits
+    from bridge.chat.rooms import CommandPorts
+    from bridge.chat.slack_worker import SlackWorkerPorts, webhook_post
+
+    s = settings().require("mattermost", "whereby")
+    return SlackWorkerPorts(
+        rooms=CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points())),
+        post=webhook_post,
+        limits=Limits(s.mattermost_default_minutes, s.mattermost_max_minutes),
     )
 
 
 @lru_cache(maxsize=1)
 def mattermost() -> CommandRuntime:
     """The slash command; its token gate lives as long as the container, so a rotated token is read once."""
-    from bridge.chat.mattermost import CommandPorts, CommandRuntime, TokenGate
+    from bridge.chat.mattermost import CommandRuntime, TokenGate
+    from bridge.chat.rooms import CommandPorts
     from bridge.store.credentials import mattermost_team_tokens
 
     def ports() -> CommandPorts:
@@ -171,6 +196,20 @@ def mattermost() -> CommandRuntime:
 
     gate = TokenGate(lambda fresh: mattermost_team_tokens(settings(), force_fetch=fresh))
     return CommandRuntime(settings=settings, token_gate=gate, ports=ports)
+
+
+@lru_cache(maxsize=1)
+def slack() -> SlackRuntime:
+    """The Slack slash command: the signing secrets, the job queue and the channel's rooms; no HTTP client."""
+    from bridge.chat.rooms import ShelfPorts
+    from bridge.chat.slack import SignatureGate, SlackJob, SlackRuntime
+    from bridge.store.credentials import slack_team_secrets
+
+    def enqueue(job: SlackJob) -> None:
+        job_queue().send_message(job.to_json(), job.group_id, job.dedup_id)
+
+    gate = SignatureGate(lambda fresh: slack_team_secrets(settings(), force_fetch=fresh))
+    return SlackRuntime(settings=settings, gate=gate, enqueue=enqueue, shelf=lambda: ShelfPorts(store=store()))
 
 
 @lru_cache(maxsize=1)
@@ -235,6 +274,7 @@ def reset() -> None:
         intake,
         worker,
         mattermost,
+        slack,
         recording_links,
         whereby_events,
     ):

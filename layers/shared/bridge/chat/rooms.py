@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -32,7 +33,10 @@ from bridge.chat.grammar import (
 from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
-from bridge.whereby.client import PREFIX_MAX, Meeting, RoomRequest, WherebyClient, room_prefix, slug
+
+if TYPE_CHECKING:
+    # Imported where a room is made: the Slack route answers without loading an HTTP client (Slack waits 3 s).
+    from bridge.whereby.client import Meeting, WherebyClient
 
 LIST_LIMIT = 20
 STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
@@ -59,6 +63,22 @@ class Caller:
     @property
     def owner(self) -> str:
         return channel_owner(self.team_id, self.channel_id)
+
+
+class Shelf(Protocol):
+    """What listing a channel's rooms reads: the records, and the time."""
+
+    @property
+    def store(self) -> MeetingsStore: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+
+@dataclass(frozen=True)
+class ShelfPorts:
+    store: MeetingsStore
+    clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True)
@@ -115,6 +135,7 @@ def start_room(
     voice: Voice,
     room_key: str | None = None,
     request_id: str = "",
+    response_url: str = "",
 ) -> Outcome:
     """Claim the record, create the room at Whereby, complete the record: the sweeper can finish any crash.
 
@@ -131,6 +152,7 @@ def start_room(
         created_at=now,
         end_at=now + command.minutes * 60,
         request_id=request_id,
+        response_url=response_url,
     )
     try:
         ports.store.claim_room(room)
@@ -140,7 +162,13 @@ def start_room(
 
 
 def start_once(
-    command: StartRoom, caller: Caller, ports: CommandPorts, source: str, voice: Voice, request_id: str
+    command: StartRoom,
+    caller: Caller,
+    ports: CommandPorts,
+    source: str,
+    voice: Voice,
+    request_id: str,
+    response_url: str = "",
 ) -> Outcome | None:
     """``start_room`` for a request that may run again (a queue's redelivery): one room per ``request_id``.
 
@@ -149,10 +177,10 @@ def start_once(
     key = ports.store.request_room_key(request_id)
     found = ports.store.get_room(key)
     if found is None:
-        return start_room(command, caller, ports, source, voice, room_key=key, request_id=request_id)
+        return start_room(command, caller, ports, source, voice, key, request_id, response_url)
     if found.request_id != request_id:
         # Another request's key (a 35-bit collision): a fresh random key, and no idempotency for this rare one.
-        return start_room(command, caller, ports, source, voice)
+        return start_room(command, caller, ports, source, voice, response_url=response_url)
     logger.append_keys(room_key=found.room_key)
     if found.state == ACTIVE:
         return RoomMade(found, command)
@@ -184,7 +212,7 @@ def _make(room: Room, command: StartRoom, ports: CommandPorts, voice: Voice) -> 
     return RoomMade(done, command)
 
 
-def list_rooms(caller: Caller, ports: CommandPorts, source: str, voice: Voice) -> Said:
+def list_rooms(caller: Caller, ports: Shelf, source: str, voice: Voice) -> Said:
     rooms = open_rooms(caller, ports)[:LIST_LIMIT]
     if not rooms:
         return Said(f"No Whereby room is open in this channel. Start one with `{caller.trigger} [topic] [duration]`.")
@@ -240,7 +268,7 @@ def room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts, source: s
     return room
 
 
-def open_rooms(caller: Caller, ports: CommandPorts) -> list[Room]:
+def open_rooms(caller: Caller, ports: Shelf) -> list[Room]:
     now = ports.clock()
     return [
         room for room in ports.store.rooms_of(caller.owner, limit=100) if room.state == ACTIVE and room.end_at > now
@@ -248,6 +276,8 @@ def open_rooms(caller: Caller, ports: CommandPorts) -> list[Room]:
 
 
 def _create_meeting(room: Room, slug_source: str, ports: CommandPorts) -> Meeting:
+    from bridge.whereby.client import RoomRequest
+
     request = RoomRequest(
         end_date=datetime.fromtimestamp(room.end_at, UTC), prefix=prefix_for(slug_source, room.room_key)
     )
@@ -262,6 +292,8 @@ def _create_meeting(room: Room, slug_source: str, ports: CommandPorts) -> Meetin
 
 def prefix_for(slug_source: str, room_key: str) -> str:
     """The room-name prefix: slugged topic (or "meeting") and our key."""
+    from bridge.whereby.client import PREFIX_MAX, room_prefix, slug
+
     return room_prefix(slug_source if slug(slug_source, PREFIX_MAX) else SLUG_FALLBACK, room_key)
 
 

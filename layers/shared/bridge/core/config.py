@@ -58,6 +58,7 @@ class Settings:
     kommo_secret_id: str = ""
     webhook_secret_id: str = ""
     mattermost_secret_id: str = ""
+    slack_secret_id: str = ""
     jobs_queue_url: str = ""
     dead_letter_queue_url: str = ""
     whereby_base_url: str = DEFAULT_WHEREBY_BASE_URL
@@ -277,6 +278,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         kommo_secret_id=_text(env, "KOMMO_SECRET_ID", ""),
         webhook_secret_id=_text(env, "WEBHOOK_SECRET_ID", ""),
         mattermost_secret_id=_text(env, "MATTERMOST_SECRET_ID", ""),
+        slack_secret_id=_text(env, "SLACK_SECRET_ID", ""),
         jobs_queue_url=_text(env, "JOBS_QUEUE_URL", ""),
         dead_letter_queue_url=_text(env, "DEAD_LETTER_QUEUE_URL", ""),
         whereby_base_url=area("whereby", lambda: _url(env, "WHEREBY_BASE_URL", DEFAULT_WHEREBY_BASE_URL), ""),

@@ -43,14 +43,21 @@ class WorkerRuntime:
     job_queue: Callable[[], JobQueue]
     dead_letter_queue: Callable[[], JobQueue]
     background_points: Callable[[float], Spender | None]
+    # A chat platform's job (a Slack /whereby), ready to run; None for any other message. Raises ValueError for a
+    # message that says it is one and cannot be read. Wired in bridge.runtime: this wing never imports the chat one.
+    chat_job: Callable[[str], Callable[[], str] | None] = lambda body: None
 
 
 def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | None = None) -> str:
     try:
-        event = event_message(record.body)  # a Whereby event carries its own field; anything else is a Kommo job
-        job = Job.from_json(record.body) if event is None else None
-    except (MalformedJob, MalformedEvent) as exc:
+        chat = runtime.chat_job(record.body)
+        # A Whereby event and a chat job carry their own fields; anything else is a Kommo job.
+        event = event_message(record.body) if chat is None else None
+        job = Job.from_json(record.body) if event is None and chat is None else None
+    except (MalformedJob, MalformedEvent, ValueError) as exc:
         return dead_letter(record, runtime, str(exc))
+    if chat is not None:
+        return _chat_job(chat, record)
     ports = runtime.deal_ports(points)
     try:
         if event is not None:
@@ -84,6 +91,24 @@ def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | N
         # webhook is disabled (MissedWebhooksAlarm).
         count("MissedWebhooksRecovered")
     logger.info("job done", extra={"outcome": outcome, "source": job.source})
+    return outcome
+
+
+def _chat_job(run: Callable[[], str], record: SQSRecord) -> str:
+    """A chat command: its failures are retried by SQS (the job keeps its own record of what it did)."""
+    try:
+        outcome = run()
+    except Exception as exc:
+        count("JobsFailed")
+        logger.warning(
+            "chat job failed, SQS will retry it or move it to the dead-letter queue",
+            extra={
+                "reason": f"{type(exc).__name__}: {exc}",
+                "receive_count": record.attributes.approximate_receive_count,
+            },
+        )
+        raise
+    logger.info("chat job done", extra={"outcome": outcome})
     return outcome
 
 

@@ -1,9 +1,9 @@
 """The secrets, one per peer, read through Powertools parameters with a cache.
 
 Each function may read only the secrets it needs (IAM in template.yaml): the Kommo webhook routes read the webhook
-token and nothing else, the slash command reads the Whereby key and the Mattermost tokens, the worker and the
-sweeper read the Whereby key and the Kommo API keys. Values from here are never logged, echoed in a response or
-written into a note.
+token and nothing else, the Mattermost slash command reads the Whereby key and the Mattermost tokens, the Slack one
+only its signing secrets, the worker and the sweeper read the Whereby key and the Kommo API keys. Values from here
+are never logged, echoed in a response or written into a note.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ KOMMO_SECRET = "KOMMO_SECRET_ID"
 WEBHOOK_SECRET = "WEBHOOK_SECRET_ID"
 MATTERMOST_SECRET = "MATTERMOST_SECRET_ID"
 WHEREBY_WEBHOOK_SECRET = "WHEREBY_WEBHOOK_SECRET_ID"
+SLACK_SECRET = "SLACK_SECRET_ID"
 _TEAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PLACEHOLDER = re.compile(r"[\s<>…]|\.\.\.")
 
@@ -184,3 +185,32 @@ def whereby_webhook_secrets(settings: Settings, *, force_fetch: bool = False) ->
     if not secrets:
         raise SecretError("secret key 'whereby_webhook_secret' is empty: paste the secret Whereby's dashboard shows")
     return secrets
+
+
+def slack_team_secrets_from(data: object) -> dict[str, tuple[str, ...]]:
+    """``slack_signing_secret`` as workspace (team) id → the app's signing secret there (two during a rotation).
+
+    A request's ``team_id`` is only a form field: binding each secret to its workspace is what lets a request
+    signed with one workspace's app secret be refused when it names another workspace.
+    """
+    if not isinstance(data, Mapping):
+        raise SecretError("the Slack secret must be a JSON object")
+    value = data.get("slack_signing_secret", {})
+    if not isinstance(value, Mapping):
+        raise SecretError(
+            "secret key 'slack_signing_secret' must map workspace ids to signing secrets:"
+            ' {"<team id, T…>": "<signing secret>"}, or a list of two during a rotation'
+        )
+    teams: dict[str, tuple[str, ...]] = {}
+    for team, secrets in value.items():
+        if not isinstance(team, str) or not _TEAM_ID.fullmatch(team):
+            raise SecretError("secret key 'slack_signing_secret' has a key that is not a Slack workspace id")
+        teams[team] = _strings([secrets] if isinstance(secrets, str) else secrets, f"slack_signing_secret.{team}")
+    if not any(teams.values()):
+        raise SecretError("secret key 'slack_signing_secret' holds no signing secret: paste the app's Signing Secret")
+    return teams
+
+
+def slack_team_secrets(settings: Settings, *, force_fetch: bool = False) -> dict[str, tuple[str, ...]]:
+    data = _read(settings.slack_secret_id, SLACK_SECRET, force_fetch, settings.secret_max_age_seconds)
+    return slack_team_secrets_from(_object(data, SLACK_SECRET))

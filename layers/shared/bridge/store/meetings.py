@@ -102,6 +102,7 @@ class Room:
     # went out through its ``response_url`` ("room", "room,host"), so a retried job repeats neither room nor post.
     request_id: str = ""
     posted: str = ""
+    response_url: str = ""  # where the request's answers went (Slack: 5 posts within 30 minutes of the command)
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
