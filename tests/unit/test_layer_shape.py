@@ -102,3 +102,12 @@ def test_the_slash_command_loads_no_kommo_wing():
     loaded = loaded_by("mattermost_command")
     assert "bridge.chat.mattermost" in loaded
     assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
+
+
+def test_the_worker_loads_the_whereby_events_path_only_when_an_event_comes():
+    # Its cold start carries every Kommo job's code; the events' parsing, notes and recordings wait for an event.
+    loaded = loaded_by("worker")
+    assert "bridge.kommo.deal_rooms" in loaded
+    events_path = {"bridge.whereby.events", "bridge.kommo.meeting_story", "bridge.kommo.recordings"}
+    assert events_path & loaded == set()
+    assert "bridge.kommo.webhook" not in loaded  # the hooks' parser is the intake's
