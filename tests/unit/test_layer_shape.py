@@ -112,3 +112,12 @@ def test_the_slack_command_loads_no_http_client_no_whereby_client_and_no_kommo_w
     heavy = {"requests", "bridge.whereby.client", "bridge.chat.slack_worker"}
     assert heavy & loaded == set()
     assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
+
+
+def test_the_worker_loads_the_whereby_events_path_only_when_an_event_comes():
+    # Its cold start carries every Kommo job's code; the events' parsing, notes and recordings wait for an event.
+    loaded = loaded_by("worker")
+    assert "bridge.kommo.deal_rooms" in loaded
+    events_path = {"bridge.whereby.events", "bridge.kommo.meeting_story", "bridge.kommo.recordings"}
+    assert events_path & loaded == set()
+    assert "bridge.kommo.webhook" not in loaded  # the hooks' parser is the intake's

@@ -23,7 +23,6 @@ from bridge.core.errors import PeerUnavailable, Rejected, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, MEETING_TIME, RESTORE_LEAD, Job, meeting_time
-from bridge.kommo.recordings import schedule_deal_recordings
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
 from bridge.whereby.client import RoomRequest, WherebyClient, room_prefix
 
@@ -278,6 +277,9 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
         _once("clearing the meeting field", lambda: ports.kommo.set_text_field(job.lead_id, field_id, None))
         ports.store.mark_closing(owner, closing.at, field=True)
     ports.store.finish_close(owner, closing.at)
+    # Imported here: most closes have no recording, and the worker's cold start need not load that path.
+    from bridge.kommo.recordings import schedule_deal_recordings
+
     schedule_deal_recordings(owner, ports.store, settings)
     count("RoomsClosed", closed)
     return f"closed {closed} room(s)"

@@ -14,10 +14,11 @@ cannot get them in time, or that Whereby throttled anyway, is handed back to the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -29,9 +30,14 @@ from bridge.core.observability import count, logger
 from bridge.kommo.deal_rooms import DealPorts, changed_something, run_job
 from bridge.kommo.job_handback import MAX_HAND_BACKS, ThrottledTooLong, points_wait_seconds, run_or_hand_back
 from bridge.kommo.jobs import Job, JobQueue, MalformedJob
-from bridge.kommo.meeting_story import run_event
 from bridge.whereby.budget import Spender
-from bridge.whereby.events import EventMessage, MalformedEvent, event_message
+
+if TYPE_CHECKING:
+    from bridge.whereby.events import EventMessage
+
+# How a Whereby event's message starts (``bridge.whereby.events.MESSAGE_FIELD``): a Kommo job never holds it. The
+# events path is imported only for such a message, so a worker that runs Kommo jobs alone does not load it.
+EVENT_MARK = re.compile(r'\s*\{\s*"whereby_event"\s*:')
 
 
 @dataclass(frozen=True)
@@ -52,15 +58,17 @@ def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | N
     try:
         chat = runtime.chat_job(record.body)
         # A Whereby event and a chat job carry their own fields; anything else is a Kommo job.
-        event = event_message(record.body) if chat is None else None
+        event = _event_of(record.body) if chat is None else None
         job = Job.from_json(record.body) if event is None and chat is None else None
-    except (MalformedJob, MalformedEvent, ValueError) as exc:
+    except ValueError as exc:  # MalformedJob, or a chat or event message that cannot be read
         return dead_letter(record, runtime, str(exc))
     if chat is not None:
         return _chat_job(chat, record)
     ports = runtime.deal_ports(points)
     try:
         if event is not None:
+            from bridge.kommo.meeting_story import run_event
+
             run = partial(run_event, event, runtime.settings().require("whereby"), ports)
             outcome = event_or_hand_back(event, run, runtime.job_queue) if points else run()
             logger.info("whereby event done", extra={"outcome": outcome, "event_type": event.event.type})
@@ -110,6 +118,17 @@ def _chat_job(run: Callable[[], str], record: SQSRecord) -> str:
         raise
     logger.info("chat job done", extra={"outcome": outcome})
     return outcome
+
+
+def _event_of(body: str) -> EventMessage | None:
+    if not EVENT_MARK.match(body):
+        return None
+    from bridge.whereby.events import MalformedEvent, event_message
+
+    try:
+        return event_message(body)
+    except MalformedEvent as exc:
+        raise MalformedJob(str(exc)) from None
 
 
 def event_or_hand_back(message: EventMessage, run: Callable[[], str], queue: Callable[[], JobQueue]) -> str:

@@ -18,11 +18,13 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.core.errors import PeerUnavailable
-from bridge.kommo.webhook import LeadEvent
 
 if TYPE_CHECKING:
     from types_boto3_sqs.client import SQSClient
     from types_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+    # The intake builds jobs from parsed hooks; the worker only reads jobs and never loads the parser.
+    from bridge.kommo.webhook import LeadEvent
 
 ENSURE_ROOM = "ensure_room"
 CLOSE_ROOMS = "close_rooms"
