@@ -25,6 +25,7 @@ BENCHES = [
     ("Bulk move of 500 deals on the Build plan", ["bench/bulk_move.py", "--deals", "500", "--scale", "20"]),
     ("AWS cost per room at eu-west-1 list prices", ["bench/cost.py", "--rooms", "20"]),
     ("Whereby events answer time and points per held meeting", ["bench/whereby_events.py", "--runs", "200"]),
+    ("Slack `/whereby`: acknowledgement time", ["bench/slack_ack.py", "--samples", "100"]),
 ]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
