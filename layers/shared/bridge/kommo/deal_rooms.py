@@ -138,19 +138,7 @@ def ensure_room(job: Job, rule: StageRule, settings: Settings, ports: DealPorts,
         # A reschedule's claim that was abandoned, or whose room Whereby refused, hands on what it had to finish:
         # the room it replaces (still live) and the task.
         heir = current if current and (current.state == CREATING or current.replaces) else None
-        room = Room(
-            room_key=ports.store.new_room_key(),
-            source="kommo",
-            owner=owner,
-            slot=slot,
-            label=rule.name,
-            created_at=int(now),
-            end_at=room_end(rule, meeting_at, now),
-            meeting_at=meeting_at,
-            replaces=heir.replaces if heir else "",
-            task_id=heir.task_id if heir else 0,
-            task_due=heir.task_due if heir else 0,
-        )
+        room = _new_room(ports, owner, rule, now, meeting_at, replaces=heir.replaces if heir else "", task_of=heir)
         retire = current is not None and current.state != DELETED
         try:
             ports.store.claim_lead_room(room, job.event_at, replaces=current_key, retire=retire)
@@ -335,6 +323,25 @@ def room_end(rule: StageRule, meeting_at: int, now: float) -> int:
     return int(now) + rule.duration_minutes * 60
 
 
+def _new_room(
+    ports: DealPorts, owner: str, rule: StageRule, now: float, meeting_at: int, replaces: str, task_of: Room | None
+) -> Room:
+    """The record of a deal's next room in the rule's stage; it takes over the task of ``task_of``, if any."""
+    return Room(
+        room_key=ports.store.new_room_key(),
+        source="kommo",
+        owner=owner,
+        slot=str(rule.status_id),
+        label=rule.name,
+        created_at=int(now),
+        end_at=room_end(rule, meeting_at, now),
+        meeting_at=meeting_at,
+        replaces=replaces,
+        task_id=task_of.task_id if task_of else 0,
+        task_due=task_of.task_due if task_of else 0,
+    )
+
+
 def covers(room: Room, rule: StageRule, meeting_at: int) -> bool:
     return room.end_at >= meeting_at + rule.duration_minutes * 60
 
@@ -491,19 +498,7 @@ def follow_meeting(job: Job, rule: StageRule, settings: Settings, ports: DealPor
         count("MeetingsMoved")
         kept = replace(current, meeting_at=meeting_at)
         return _finish(job.lead_id, kept, rule, settings, ports, "kept: the room covers the new time")
-    room = Room(
-        room_key=ports.store.new_room_key(),
-        source="kommo",
-        owner=owner,
-        slot=slot,
-        label=rule.name,
-        created_at=int(now),
-        end_at=room_end(rule, meeting_at, now),
-        meeting_at=meeting_at,
-        replaces=current.room_key,
-        task_id=current.task_id,
-        task_due=current.task_due,
-    )
+    room = _new_room(ports, owner, rule, now, meeting_at, replaces=current.room_key, task_of=current)
     try:
         # The old room stays live until the new one exists, so the client's link works until there is another.
         ports.store.claim_lead_room(room, job.event_at, replaces=current.room_key, retire=False)

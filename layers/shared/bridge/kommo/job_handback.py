@@ -17,11 +17,22 @@ still ends in the dead-letter queue with a reason.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bridge.core.errors import PeerUnavailable, Throttled
 from bridge.core.observability import count, logger
-from bridge.kommo.jobs import Job, JobQueue
+
+
+class Resendable(Protocol):
+    """A queue message that can be sent again as its next generation: a Kommo job or a Whereby event."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def handed_back(self: M) -> M: ...
+
+
+M = TypeVar("M", bound=Resendable)
 
 MAX_HAND_BACKS = 100
 # The worker stops waiting for points when this much of its invocation is left (a third of a short one): the job's
@@ -39,15 +50,15 @@ def points_wait_seconds(context: Any) -> float:
     return max(0.0, remaining - min(CALL_ALLOWANCE_SECONDS, remaining / 3))
 
 
-def run_or_hand_back(job: Job, run: Callable[[], str], queue: Callable[[], JobQueue]) -> str:
-    """``run()`` the job; if it is throttled, send it again as the next generation and call this one done."""
+def run_or_hand_back(message: M, run: Callable[[], str], resend: Callable[[M], None]) -> str:
+    """``run()`` the message's work; if it is throttled, ``resend`` it as the next generation and call this one done."""
     try:
         return run()
     except Throttled as exc:
-        if job.generation >= MAX_HAND_BACKS:
-            raise ThrottledTooLong(f"handed back {job.generation} times and still throttled: {exc}") from exc
-        later = job.handed_back()
-        queue().send_all([later])  # raises if SQS refuses: then the job fails and is retried as before
+        if message.generation >= MAX_HAND_BACKS:
+            raise ThrottledTooLong(f"handed back {message.generation} times and still throttled: {exc}") from exc
+        later = message.handed_back()
+        resend(later)  # raises if SQS refuses: then the message fails and is retried as before
         count("JobsDeferred")
         logger.info(
             "job handed back to the queue: Whereby's points are spent for now",

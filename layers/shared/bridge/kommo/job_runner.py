@@ -25,10 +25,10 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bridge.core.config import Settings
-from bridge.core.errors import Rejected, Throttled, Unauthorized
+from bridge.core.errors import Rejected, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.deal_rooms import DealPorts, changed_something, run_job
-from bridge.kommo.job_handback import MAX_HAND_BACKS, ThrottledTooLong, points_wait_seconds, run_or_hand_back
+from bridge.kommo.job_handback import points_wait_seconds, run_or_hand_back
 from bridge.kommo.jobs import Job, JobQueue, MalformedJob
 from bridge.whereby.budget import Spender
 
@@ -70,14 +70,14 @@ def handle_record(record: SQSRecord, runtime: WorkerRuntime, points: Spender | N
             from bridge.kommo.meeting_story import run_event
 
             run = partial(run_event, event, runtime.settings().require("whereby"), ports)
-            outcome = event_or_hand_back(event, run, runtime.job_queue) if points else run()
+            outcome = run_or_hand_back(event, run, partial(_resend_event, runtime.job_queue)) if points else run()
             logger.info("whereby event done", extra={"outcome": outcome, "event_type": event.event.type})
             return outcome
         assert job is not None
         settings = runtime.settings().require("kommo", "whereby")
         run = partial(run_job, job, settings, ports)
         # Without the shared count (WHEREBY_POINTS_PER_MINUTE=0) nothing paces the retries: a 429 fails the job.
-        outcome = run_or_hand_back(job, run, runtime.job_queue) if points else run()
+        outcome = run_or_hand_back(job, run, lambda later: runtime.job_queue().send_all([later])) if points else run()
     except Rejected as exc:
         if isinstance(exc, Unauthorized):  # credentials an operator can fix: retried, then a redrive
             count("JobsFailed")
@@ -131,21 +131,8 @@ def _event_of(body: str) -> EventMessage | None:
         raise MalformedJob(str(exc)) from None
 
 
-def event_or_hand_back(message: EventMessage, run: Callable[[], str], queue: Callable[[], JobQueue]) -> str:
-    """``run()`` the event; if Whereby's points are spent, send it again as the next generation, as jobs are."""
-    try:
-        return run()
-    except Throttled as exc:
-        if message.generation >= MAX_HAND_BACKS:
-            raise ThrottledTooLong(f"handed back {message.generation} times and still throttled: {exc}") from exc
-        later = message.handed_back()
-        queue().send_message(later.to_json(), later.group_id, later.dedup_id)
-        count("JobsDeferred")
-        logger.info(
-            "whereby event handed back to the queue: Whereby's points are spent for now",
-            extra={"reason": f"{type(exc).__name__}: {exc}", "generation": later.generation},
-        )
-        return f"handed back (generation {later.generation})"
+def _resend_event(queue: Callable[[], JobQueue], later: EventMessage) -> None:
+    queue().send_message(later.to_json(), later.group_id, later.dedup_id)
 
 
 def dead_letter(record: SQSRecord, runtime: WorkerRuntime, reason: str) -> str:
