@@ -184,9 +184,17 @@ def stack(
 def log_lines(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]):
     """Every line the package logged (Powertools writes JSON lines to stdout), read when called."""
 
+    # A record's extra fields (Powertools' ``extra={...}``) are where ids and reasons go: read them too, since the
+    # JSON line Powertools prints may go to a stream captured before this test's.
+    standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def extras(record: logging.LogRecord) -> str:
+        return json.dumps({k: v for k, v in record.__dict__.items() if k not in standard}, default=str)
+
     def read() -> list[str]:
         out = capsys.readouterr()
-        return [*out.out.splitlines(), *out.err.splitlines(), *(r.getMessage() for r in caplog.records)]
+        records = [line for r in caplog.records for line in (r.getMessage(), extras(r))]
+        return [*out.out.splitlines(), *out.err.splitlines(), *records]
 
     caplog.set_level(logging.INFO)  # botocore DEBUG dumps raw bodies; Lambda never runs it at that level
     return read
