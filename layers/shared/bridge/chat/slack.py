@@ -33,6 +33,7 @@ from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import MAX_FORM_BYTES, ApiRequest, BadRequest, body_bytes, json_response
 from bridge.core.observability import count, count_reason, logger
+from bridge.core.queue_messages import tagged_message
 from bridge.store.credentials import SecretError
 
 SOURCE = "slack"
@@ -228,11 +229,8 @@ class MalformedSlackJob(ValueError):
 
 def slack_job(body: str) -> SlackJob | None:
     """The Slack command a queue message carries; None when the message is something else."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, Mapping) or MESSAGE_FIELD not in data:
+    data = tagged_message(body, MESSAGE_FIELD)
+    if data is None:
         return None
     try:
         job = data[MESSAGE_FIELD]

@@ -31,6 +31,7 @@ from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import ApiRequest, BadRequest, body_bytes, json_response
 from bridge.core.observability import count, count_reason, logger
+from bridge.core.queue_messages import tagged_message
 from bridge.core.room_keys import room_key_of
 from bridge.store.credentials import SecretError
 
@@ -222,11 +223,8 @@ class EventMessage:
 
 def event_message(body: str) -> EventMessage | None:
     """The event a queue message carries; None when the message is not an event (a Kommo job)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, Mapping) or MESSAGE_FIELD not in data:
+    data = tagged_message(body, MESSAGE_FIELD)
+    if data is None:
         return None
     try:
         event = event_from(data[MESSAGE_FIELD])
