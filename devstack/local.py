@@ -57,6 +57,7 @@ LOCAL_SECRET: dict[str, Any] = {
     "mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["local-mattermost-token"]},
     # The Slack simulator's workspace and the secret it signs with.
     "slack_signing_secret": {DEFAULT_TEAM: DEFAULT_SIGNING_SECRET},
+    "action_signing_key": "local-action-signing-key-for-end-buttons-only",
 }
 KOMMO_SIM_REQUESTS_PER_SECOND = 7.0  # Kommo's documented limit per integration
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(second|minute|hour|day)s?\s*\)")

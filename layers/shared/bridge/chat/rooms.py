@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from botocore.exceptions import ClientError
 
 from bridge.chat.grammar import (
+    DEFAULT_TOPIC,
     MIN_MINUTES,
     SLUG_FALLBACK,
     Command,
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from bridge.whereby.client import Meeting, WherebyClient
 
 LIST_LIMIT = 20
+# A second /whereby with no topic in the same channel this soon after the first is the same meeting (a double
+# submit, or a colleague who had not seen the post): the meeting plugins guard against it the same way.
+RECENT_SECONDS = 30
 STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
 
 
@@ -143,6 +147,11 @@ def start_room(
     second run finds the first run's record instead of claiming another (``start_once``).
     """
     now = int(ports.clock())
+    if command.topic == DEFAULT_TOPIC:
+        recent = recent_room(caller, ports, source, now)
+        if recent is not None:
+            count("RoomsNotDuplicated")
+            return Said(recent_text(recent, caller, now, voice))
     room = Room(
         room_key=room_key or ports.store.new_room_key(),
         source=source,
@@ -266,6 +275,27 @@ def room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts, source: s
     if room.state == CREATING or not room.meeting_id:
         return f"{label} is still being created; try again in a few seconds."
     return room
+
+
+def recent_room(caller: Caller, ports: Shelf, source: str, now: int) -> Room | None:
+    """The channel's room with no topic made in the last ``RECENT_SECONDS``, if any (newest first by index)."""
+    for room in ports.store.rooms_of(caller.owner, limit=5):
+        if now - room.created_at > RECENT_SECONDS:
+            return None
+        if room.source == source and room.state == ACTIVE and room.label == DEFAULT_TOPIC and room.end_at > now:
+            return room
+    return None
+
+
+def recent_text(room: Room, caller: Caller, now: int, voice: Voice) -> str:
+    seconds = max(1, now - room.created_at)
+    text = (
+        f"A room was started in this channel {seconds} second{'s' if seconds != 1 else ''} ago:"
+        f" {voice.link('join it', room.room_url)}."
+    )
+    if room.creator == caller.user_id:
+        text += f" Your host link: {voice.link('host link', room.host_room_url)}."
+    return text + f" To start another one, give it a topic: `{caller.trigger} [topic] [duration]`."
 
 
 def open_rooms(caller: Caller, ports: Shelf) -> list[Room]:

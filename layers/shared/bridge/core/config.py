@@ -86,6 +86,8 @@ class Settings:
     api_base_url: str = ""
     recording_retention_days: int = 90
     whereby_webhook_secret_id: str = ""  # the signing secret(s) of Whereby's webhook: the events route only
+    chat_bot_secret_id: str = ""  # the optional bot tokens that post and edit the chat rooms' posts
+    action_key_secret_id: str = ""  # the key that signs the End buttons' context
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -309,6 +311,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         api_base_url=env.get("API_BASE_URL", "").strip().rstrip("/"),
         recording_retention_days=area("recordings", lambda: _int(env, "RECORDING_RETENTION_DAYS", 90, 1) or 90, 90),
         whereby_webhook_secret_id=_text(env, "WHEREBY_WEBHOOK_SECRET_ID", ""),
+        chat_bot_secret_id=_text(env, "CHAT_BOT_SECRET_ID", ""),
+        action_key_secret_id=_text(env, "ACTION_KEY_SECRET_ID", ""),
     )
 
 

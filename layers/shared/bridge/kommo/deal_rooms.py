@@ -23,7 +23,17 @@ from bridge.core.errors import PeerUnavailable, Rejected, Unauthorized
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, MEETING_TIME, RESTORE_LEAD, Job, meeting_time
-from bridge.store.meetings import ACTIVE, CREATING, DELETED, Closing, Conflict, MeetingsStore, Room, lead_owner
+from bridge.store.meetings import (
+    ACTIVE,
+    CREATING,
+    DELETED,
+    Closing,
+    Conflict,
+    MeetingsStore,
+    Room,
+    SessionRecord,
+    lead_owner,
+)
 from bridge.whereby.client import RoomRequest, WherebyClient, room_prefix
 
 WON, LOST = 142, 143
@@ -46,6 +56,8 @@ class DealPorts:
     whereby: WherebyClient
     kommo: KommoClient
     clock: Callable[[], float] = time.time
+    # A chat room's ended session goes to the chat wing (``bridge.chat.live_posts``); this wing never imports it.
+    chat_session_ended: Callable[[Room, SessionRecord], int] | None = None
 
 
 def room_note(rule: StageRule, room: Room) -> str:

@@ -128,7 +128,8 @@ def _tell(room: Room, session: RoomSession, ended_hint: int, ports: DealPorts) -
         ports.store.save_session(record, ports.clock())
         count("SessionsRecorded")
     if room.source != "kommo":
-        return 0  # a chat room's session is recorded for the chat wing to show; there is no deal to tell
+        # A chat room: its channel's post follows the meeting (edited, or a follow-up), once per session.
+        return ports.chat_session_ended(room, record) if ports.chat_session_ended else 0
     lead_id = lead_of(room)
     marker = session_marker(session.room_session_id)
     if record.note_attempted and ports.kommo.has_note(lead_id, marker):

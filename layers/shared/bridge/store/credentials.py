@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.utilities import parameters
 
@@ -24,6 +25,8 @@ WEBHOOK_SECRET = "WEBHOOK_SECRET_ID"
 MATTERMOST_SECRET = "MATTERMOST_SECRET_ID"
 WHEREBY_WEBHOOK_SECRET = "WHEREBY_WEBHOOK_SECRET_ID"
 SLACK_SECRET = "SLACK_SECRET_ID"
+CHAT_BOT_SECRET = "CHAT_BOT_SECRET_ID"
+ACTION_KEY_SECRET = "ACTION_KEY_SECRET_ID"
 _TEAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PLACEHOLDER = re.compile(r"[\s<>…]|\.\.\.")
 
@@ -214,3 +217,65 @@ def slack_team_secrets_from(data: object) -> dict[str, tuple[str, ...]]:
 def slack_team_secrets(settings: Settings, *, force_fetch: bool = False) -> dict[str, tuple[str, ...]]:
     data = _read(settings.slack_secret_id, SLACK_SECRET, force_fetch, settings.secret_max_age_seconds)
     return slack_team_secrets_from(_object(data, SLACK_SECRET))
+
+
+@dataclass(frozen=True, repr=False)
+class ChatBots:
+    """The optional bot tokens: with one, a room's post is made through the platform's API and can follow the
+    meeting; without, the slash command's own answer is the post (``mattermost_url`` empty: no Mattermost bot)."""
+
+    mattermost_url: str = ""
+    mattermost_token: str = ""
+    slack_tokens: Mapping[str, str] = field(default_factory=dict)  # workspace (team) id → xoxb- token
+
+    def __repr__(self) -> str:  # dataclass repr would print the tokens
+        return "ChatBots(<redacted>)"
+
+    @property
+    def mattermost(self) -> bool:
+        return bool(self.mattermost_url and self.mattermost_token)
+
+
+def chat_bots_from(data: object) -> ChatBots:
+    if not isinstance(data, Mapping):
+        raise SecretError("the chat bot secret must be a JSON object")
+    url = _text(data, "mattermost_url").rstrip("/")
+    token = _text(data, "mattermost_bot_token")
+    if bool(url) != bool(token):
+        raise SecretError("secret keys 'mattermost_url' and 'mattermost_bot_token' go together: set both, or neither")
+    parts = urlsplit(url)
+    local = parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost"}
+    if url and (not (parts.scheme == "https" or local) or not parts.hostname):
+        raise SecretError(
+            "secret key 'mattermost_url' must be the server's https address, like https://chat.example.com"
+        )
+    value = data.get("slack_bot_tokens", {})
+    if not isinstance(value, Mapping):
+        raise SecretError('secret key \'slack_bot_tokens\' must map workspace ids to bot tokens: {"<T…>": "xoxb-…"}')
+    slack: dict[str, str] = {}
+    for team, bot_token in value.items():
+        if not isinstance(team, str) or not _TEAM_ID.fullmatch(team):
+            raise SecretError("secret key 'slack_bot_tokens' has a key that is not a Slack workspace id")
+        if not isinstance(bot_token, str):
+            raise SecretError(f"secret key 'slack_bot_tokens.{team}' must be a string")
+        checked = _checked(bot_token, f"slack_bot_tokens.{team}")
+        if checked:
+            slack[team] = checked
+    return ChatBots(mattermost_url=url, mattermost_token=token, slack_tokens=slack)
+
+
+def chat_bots(settings: Settings, *, force_fetch: bool = False) -> ChatBots:
+    """The bot tokens; none configured (or no secret given to this function) is no bot, not an error."""
+    if not settings.chat_bot_secret_id:
+        return ChatBots()
+    data = _read(settings.chat_bot_secret_id, CHAT_BOT_SECRET, force_fetch, settings.secret_max_age_seconds)
+    return chat_bots_from(_object(data, CHAT_BOT_SECRET))
+
+
+def action_keys(settings: Settings, *, force_fetch: bool = False) -> tuple[str, ...]:
+    """The keys that sign the End buttons: the first signs, every one is accepted (two during a rotation)."""
+    data = _read(settings.action_key_secret_id, ACTION_KEY_SECRET, force_fetch, settings.secret_max_age_seconds)
+    keys = _strings(_object(data, ACTION_KEY_SECRET).get("action_signing_key", ""), "action_signing_key")
+    if not keys or any(len(key) < 32 for key in keys):
+        raise SecretError("secret key 'action_signing_key' must hold a random key of at least 32 characters")
+    return keys

@@ -103,6 +103,9 @@ class Room:
     request_id: str = ""
     posted: str = ""
     response_url: str = ""  # where the request's answers went (Slack: 5 posts within 30 minutes of the command)
+    # The room's post in the channel when a bot made it (a Mattermost post id, a Slack message ts): the post that
+    # the meeting's end and the End button edit. Empty when the slash command's own answer is the post.
+    post_id: str = ""
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
