@@ -22,7 +22,7 @@ from tests.conftest import SAMPLES, SECRET
 from tests.unit.test_close_and_sweep import open_room
 from tests.unit.test_hardening import mattermost
 from tests.unit.test_layer_shape import loaded_by
-from tests.unit.test_whereby_budget import metric, spend_the_background_points
+from tests.unit.test_whereby_budget import metric, spend_the_background_points, waiting_jobs
 
 LEAD = 22890011  # the lead open_room moves into Demo
 WHEREBY_SAMPLES = SAMPLES / "whereby"
@@ -386,3 +386,6 @@ def test_a_session_end_that_finds_no_points_goes_back_to_the_queue_unharmed(
     assert metric(lines, "JobsDeferred") == 1 and metric(lines, "JobsFailed") == 0
     assert notes_saying(kommo_sim, "Meeting held") == []
     assert stack.queue_depth("JobsQueue") == 1 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    # Handed back as its next generation: a new deduplication id, so SQS does not drop it as a copy of itself.
+    (waiting,) = waiting_jobs(stack)
+    assert waiting["generation"] == 1 and waiting["whereby_event"]["type"] == "room.session.ended"
