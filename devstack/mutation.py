@@ -9,6 +9,12 @@ names that the tests hit are the names that mutmut expects. Settings are in pypr
     python -m devstack.mutation --report   # only print the scores of the last run
     python -m devstack.mutation --fresh    # forget the last run's results first
     python -m devstack.mutation core.http_api chat.grammar.x_parse   # only these modules' or functions' mutants
+    python -m devstack.mutation --sample 30  # a seeded random 30 mutants of each module, the score with its interval
+
+A full run is thousands of mutants, and a mutant that survives runs every test that reaches its function (minutes
+each for the shared helpers): hours on two cores. ``--sample`` measures each module's score on a random sample
+instead (the same sample for the same seed and sources, so an interrupted run resumes it), and prints the Wilson 95 %
+interval next to each score, so a reader sees how far the sampled score can be from the full one.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -82,6 +90,40 @@ def run(workers: int, modules: list[str]) -> int:
     return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
 
 
+def mutant_names() -> dict[str, list[str]]:
+    """Every mutant of each module, by name, from the .meta files mutmut writes when it generates them."""
+    found: dict[str, list[str]] = {}
+    for meta in sorted((STAGE / "mutants" / "bridge").rglob("*.py.meta")):
+        module = str(meta.relative_to(STAGE / "mutants"))[: -len(".py.meta")].replace(os.sep, ".")
+        found[module] = sorted(json.loads(meta.read_text())["exit_code_by_key"])
+    return found
+
+
+def sample(size: int, seed: int) -> list[str]:
+    """``size`` mutants of each module (all of a smaller one), drawn with ``seed``: the same list on every run."""
+    chosen: list[str] = []
+    for module, names in mutant_names().items():
+        chosen += random.Random(f"{seed}:{module}").sample(names, min(size, len(names)))
+    return chosen
+
+
+def wilson(killed: int, tested: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: honest at small samples and near 100 %."""
+    if not tested:
+        return 0.0, 1.0
+    p = killed / tested
+    centre = (p + z * z / (2 * tested)) / (1 + z * z / tested)
+    half = z * math.sqrt(p * (1 - p) / tested + z * z / (4 * tested * tested)) / (1 + z * z / tested)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run_names(workers: int, names: list[str]) -> int:
+    mutmut = Path(sys.executable).parent / "mutmut"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("CI", None)
+    return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
+
+
 def verdicts() -> dict[str, dict[str, str]]:
     """Each module's mutants and their verdicts, from the .meta files mutmut writes next to each mutated file."""
     from mutmut.stats import status_by_exit_code
@@ -94,15 +136,21 @@ def verdicts() -> dict[str, dict[str, str]]:
     return found
 
 
-def report() -> bool:
+def report(only: list[str] | None = None) -> bool:
     """Prints the score per module and every mutant not killed; True when every module reaches the target.
 
-    The score counts the mutants tested: an interrupted run leaves some unchecked, and says how many."""
+    The score counts the mutants tested: an interrupted run leaves some unchecked, and says how many. With ``only``
+    (a sample), the other mutants' verdicts are left out, so a score is the sample's alone."""
     found = verdicts()
+    if only is not None:
+        wanted = set(only)
+        found = {module: {n: v for n, v in by.items() if n in wanted} for module, by in found.items()}
     if not found:
         print("No results yet: run make mutation.", file=sys.stderr)
         return False
-    print(f"{'module':28} {'killed':>7} {'tested':>7} {'score':>7} {'unchecked':>10}")
+    if only is not None:
+        print(f"A sample of {len(only)} mutants; 95 % is the Wilson interval of each module's score.")
+    print(f"{'module':28} {'killed':>7} {'tested':>7} {'score':>7} {'unchecked':>10} {'95 %':>14}")
     met = True
     survivors: list[str] = []
     for module, by_name in found.items():
@@ -114,7 +162,9 @@ def report() -> bool:
         met = met and score >= TARGET and not unchecked
         flag = "" if score >= TARGET else "  below target"
         shown = f"{score:.1%}" if tested else "-"
-        print(f"{module:28} {killed:7} {tested:7} {shown:>7} {unchecked:10}{flag}")
+        low, high = wilson(killed, tested)
+        interval = f"{low:.0%} to {high:.0%}" if tested else "-"
+        print(f"{module:28} {killed:7} {tested:7} {shown:>7} {unchecked:10} {interval:>14}{flag}")
         survivors += [f"{name}: {status}" for name, status in by_name.items() if status not in UNCOUNTED]
     print(f"\nNot killed ({len(survivors)}); `.venv/bin/mutmut show <name>` in .mutation/ prints one's diff:")
     for line in survivors:
@@ -130,13 +180,28 @@ def main() -> int:
         "modules", nargs="*", help="only these modules or functions, e.g. core.http_api chat.grammar.x_parse"
     )
     parser.add_argument("--workers", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--sample", type=int, default=0, help="test this many random mutants of each module")
+    parser.add_argument("--seed", type=int, default=2026, help="the sample's seed (default 2026)")
     args = parser.parse_args()
+    chosen: list[str] | None = None
+    if args.sample:
+        if not mutant_names():
+            stage(args.fresh)
+            run(args.workers, ["__generate_only__"])  # mutmut generates every mutant and matches none
+        chosen = sample(args.sample, args.seed)
     if not args.report:
         stage(args.fresh)
-        code = run(args.workers, args.modules)
+        if chosen is None:
+            code = run(args.workers, args.modules)
+        else:
+            # mutmut tests a named mutant again whatever its verdict: name only those not yet checked, so an
+            # interrupted sample resumes.
+            checked = {n for by in verdicts().values() for n, v in by.items() if v != "not checked"}
+            pending = [name for name in chosen if name not in checked]
+            code = run_names(args.workers, pending) if pending else 0
         if code:
             return code
-    return 0 if report() else 1
+    return 0 if report(chosen) else 1
 
 
 if __name__ == "__main__":
