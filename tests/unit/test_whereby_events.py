@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
@@ -306,6 +308,15 @@ def test_a_chat_rooms_session_is_recorded_without_a_note(stack, whereby_sim, kom
     assert not any(r["path"].endswith("/notes") for r in kommo_sim.requests_seen())
 
 
+def shown_in_zone(moment: datetime) -> str:
+    """How a note writes a time: ``Sun 4 Jan, 14:22`` (English day and month names, whatever the locale)."""
+    days, months = (
+        ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+    )
+    return f"{days[moment.weekday()]} {moment.day} {months[moment.month - 1]}, {moment:%H:%M}"
+
+
 def sweep_at(seconds_later: float) -> dict:
     """The scheduled sweep, its clock moved on, with the hand-over of expired rooms it uses in production."""
     from bridge import runtime
@@ -324,8 +335,15 @@ def test_a_deal_room_whose_time_passed_with_nobody_in_it_gets_one_no_show_note(s
     assert sweep_at(2 * 3600)["deleted"] == 1
     assert stack.drain().failed == 0
     [note] = notes_saying(kommo_sim, "No one joined")
-    assert note.startswith("No one joined the meeting planned for ")
-    assert note.endswith(f"No one joined the meeting in room {name}")
+    # The room's whole window (the deal gave no meeting time), in the account's zone and naming it.
+    room_item = items(stack, "ROOM")[0]
+    zone = ZoneInfo(kommo_sim.timezone)
+    start, end = (datetime.fromtimestamp(int(room_item[k]), zone) for k in ("created_at", "end_at"))
+    until = f"{end:%H:%M}" if start.date() == end.date() else shown_in_zone(end)
+    assert note == (
+        f"No one joined the meeting planned for {shown_in_zone(start)}\u2013{until} ({kommo_sim.timezone}).\n"
+        f"No one joined the meeting in room {name}"
+    )
     # The sweep's word again (a retried run): still one note.
     from bridge import runtime
     from bridge.store.meetings import Room
@@ -389,3 +407,57 @@ def test_a_session_end_that_finds_no_points_goes_back_to_the_queue_unharmed(
     # Handed back as its next generation: a new deduplication id, so SQS does not drop it as a copy of itself.
     (waiting,) = waiting_jobs(stack)
     assert waiting["generation"] == 1 and waiting["whereby_event"]["type"] == "room.session.ended"
+
+
+# The notes' text: what the deal's owner reads --------------------------------------------------------------------
+def _session(started: datetime, minutes: int, *people: tuple[str, str]):
+    from bridge.store.meetings import Person, SessionRecord
+
+    begin = int(started.timestamp())
+    return SessionRecord(
+        room_key="zabcdefghij",
+        room_session_id="b3d5f1e0-8f9a-4c2b-9d1e-7a6b5c4d3e2f",
+        started_at=begin,
+        ended_at=begin + minutes * 60,
+        people=tuple(Person(name, role) for name, role in people),
+    )
+
+
+def test_a_meeting_with_one_person_says_one_person_and_a_person_with_no_role_is_a_guest():
+    from bridge.kommo.meeting_story import held_note
+
+    record = _session(datetime(2026, 12, 3, 13, 2, tzinfo=UTC), 34, ("Client", ""))
+    madrid = ZoneInfo("Europe/Madrid")
+    assert held_note(record, madrid, "Europe/Madrid") == (
+        "Meeting held Thu 3 Dec, 14:02\u201314:36 (Europe/Madrid, 34 min) · 1 person: Client (guest)\n"
+        f"Whereby session {record.room_session_id}"
+    )
+
+
+def test_an_evening_meeting_west_of_utc_is_told_on_its_own_day_though_utc_has_moved_to_the_next():
+    from bridge.kommo.meeting_story import held_note
+
+    # 01:00-02:00 UTC on 4 Dec is 20:00-21:00 on 3 Dec in New York: one day, one date.
+    record = _session(datetime(2026, 12, 4, 1, 0, tzinfo=UTC), 60, ("Ana", "host"), ("Bo", "visitor"))
+    note = held_note(record, ZoneInfo("America/New_York"), "America/New_York")
+    assert note.startswith("Meeting held Thu 3 Dec, 20:00\u201321:00 (America/New_York, 60 min) · 2 people: ")
+
+
+def test_a_no_show_note_names_the_booked_meeting_time_in_the_account_zone():
+    from bridge.kommo.meeting_story import noshow_note
+    from bridge.store.meetings import Room
+
+    booked = int(datetime(2026, 12, 4, 13, 0, tzinfo=UTC).timestamp())
+    room = Room(
+        room_key="zabcdefghij",
+        source="kommo",
+        owner="LEAD#16503244#901",
+        created_at=booked - 2 * 86400,
+        end_at=booked + 75 * 60,
+        meeting_at=booked,
+        room_name="/demo-zabcdefghij",
+    )
+    assert noshow_note(room, ZoneInfo("Europe/Madrid"), "Europe/Madrid") == (
+        "No one joined the meeting planned for Fri 4 Dec, 14:00 (Europe/Madrid).\n"
+        "No one joined the meeting in room demo-zabcdefghij"
+    )
