@@ -163,6 +163,8 @@ def test_the_link_answers_a_redirect_to_a_fresh_short_lived_whereby_link_each_ti
     first, second = follow(stack, link_id), follow(stack, link_id)
     assert first["statusCode"] == second["statusCode"] == 302
     assert first["headers"]["Cache-Control"] == "no-store"  # a cached redirect would replay an expired link
+    # The short-lived link must not travel on to the media host's pages as a Referer.
+    assert first["headers"]["Referrer-Policy"] == "no-referrer"
     locations = [first["headers"]["Location"], second["headers"]["Location"]]
     assert locations[0] != locations[1]
     for location in locations:
@@ -217,6 +219,7 @@ def test_a_whereby_outage_gets_a_503_with_retry_after(stack, whereby_sim, kommo_
     whereby_sim.fail_next(5, status=503)
     answer = follow(stack, link_id)
     assert answer["statusCode"] == 503 and int(answer["headers"]["Retry-After"]) >= 1
+    assert json.loads(answer["body"]) == {"error": "Whereby cannot be reached right now; try again shortly"}
 
 
 def test_no_log_line_of_a_link_request_holds_its_id(stack, whereby_sim, kommo_sim, caplog, capfd):

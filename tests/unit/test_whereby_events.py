@@ -320,13 +320,12 @@ def shown_in_zone(moment: datetime) -> str:
 def sweep_at(seconds_later: float) -> dict:
     """The scheduled sweep, its clock moved on, with the hand-over of expired rooms it uses in production."""
     from bridge import runtime
-    from bridge.whereby.sweeper import sweep
+    from bridge.whereby.sweeper import scheduled_run
 
-    store, settings = runtime.store(), runtime.settings()
-    summary = sweep(
-        store, runtime.whereby(), settings, clock=lambda: time.time() + seconds_later, expired=runtime.room_expired()
+    clock = lambda: time.time() + seconds_later  # noqa: E731
+    return scheduled_run(
+        runtime.store(), runtime.whereby, runtime.settings(), clock=clock, expired=runtime.room_expired()
     )
-    return summary.as_dict()
 
 
 def test_a_deal_room_whose_time_passed_with_nobody_in_it_gets_one_no_show_note(stack, whereby_sim, kommo_sim):

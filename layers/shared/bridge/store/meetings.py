@@ -570,15 +570,6 @@ class MeetingsStore:
         item = self._call(self.table.get_item, Key=key, ConsistentRead=True).get("Item")
         return _session(item) if item else None
 
-    def sessions_of(self, room_key: str) -> list[SessionRecord]:
-        """Every session recorded for a room (one query on the room's own key)."""
-        answer = self._call(
-            self.table.query,
-            KeyConditionExpression=Key("pk").eq(f"ROOM#{room_key}") & Key("sk").begins_with("SESSION#"),
-            ConsistentRead=True,
-        )
-        return [_session(item) for item in answer.get("Items", [])]
-
     def session_started(self, room_key: str, room_session_id: str, at: int, now: float | None = None) -> None:
         """A session began (``room.session.started``); what insights say later replaces the time."""
         purge = int(now if now is not None else time.time()) + SESSION_RETENTION_SECONDS
