@@ -14,6 +14,8 @@ from dataclasses import replace
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devstack.gateway import Gateway
 from tests.conftest import SECRET
@@ -332,6 +334,21 @@ def test_an_end_job_run_again_rewrites_the_post_once_and_deletes_once(stack, whe
     assert slack_sim.posts(clicked.response_url) == []
 
 
+def test_ending_with_the_command_also_rewrites_the_bots_post(stack, whereby_sim, slack_sim, gateway, bot):
+    start(slack_sim, gateway, "Board")
+    stack.drain()
+    ended = start(slack_sim, gateway, "end")
+    assert stack.drain().failed == 0
+    assert whereby_sim.meetings() == []
+    post, said = slack_sim.messages(CHANNEL)  # the bot's post, and the command's answer to the channel
+    assert [edit["text"] for edit in post["edits"]] == [
+        ":white_check_mark: The Whereby room *Board* has ended; its link no longer works."
+    ]
+    assert buttons(post) == {}
+    assert said["by"] == "response_url" and "has ended" in said["text"]
+    assert [p["response_type"] for p in slack_sim.posts(ended.response_url)] == ["in_channel"]
+
+
 def test_a_click_that_is_unsigned_or_not_a_block_actions_payload_is_refused_and_nothing_is_queued(
     stack, slack_sim, gateway
 ):
@@ -380,3 +397,60 @@ def test_a_second_whereby_with_no_topic_within_30_seconds_gets_the_first_rooms_l
     later = lambda: replace(runtime.slack_worker_ports(), clock=lambda: time.time() + 31)  # noqa: E731
     assert slack_worker.run_job(slack_job(body), later) == "room made and posted"
     assert len(whereby_sim.meetings()) == 2
+
+
+# Whatever a signed click carries ---------------------------------------------------------------------------------
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+PAYLOAD_KEYS = ["type", "team", "user", "channel", "container", "actions", "trigger_id", "response_url"]
+ROUTE_SECRET = "route-test-signing-secret"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.one_of(
+        st.dictionaries(st.sampled_from(PAYLOAD_KEYS), JSON, max_size=8),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("block_actions"),
+                "team": st.fixed_dictionaries({"id": st.sampled_from([TEAM, "T0OTHERTEAM", ""])}),
+                "user": st.fixed_dictionaries({"id": st.sampled_from([CREATOR, "bad id", 7])}),
+                "channel": st.one_of(st.none(), st.fixed_dictionaries({"id": st.sampled_from([CHANNEL, ""])})),
+                "actions": st.lists(
+                    st.fixed_dictionaries(
+                        {"action_id": st.sampled_from(["end_room", "join_room", "x"]), "value": JSON}
+                    ),
+                    max_size=2,
+                ),
+                "trigger_id": st.sampled_from(["1.2.abc", "", None]),
+                "response_url": st.sampled_from(["https://hooks.slack.com/actions/T/1/x", "ftp://x", None]),
+            }
+        ),
+        JSON,
+    )
+)
+def test_a_signed_click_of_any_shape_gets_200_400_or_403_and_only_a_signed_end_value_is_queued(payload):
+    from urllib.parse import urlencode
+
+    from bridge.chat import slack_action
+    from bridge.chat.slack import SignatureGate
+    from bridge.core.http_api import ApiRequest
+    from devstack.lambda_events import http_api_event
+    from devstack.slack_sim import signed
+
+    queued: list = []
+    runtime = slack_action.ActionRuntime(
+        gate=SignatureGate(lambda fresh: {TEAM: (ROUTE_SECRET,)}),
+        keys=lambda fresh: ("k" * 48,),
+        enqueue=queued.append,
+    )
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded", **signed(body, ROUTE_SECRET, int(time.time()))}
+    answer = slack_action.answer(
+        ApiRequest.of(http_api_event("POST", "/slack/action", headers=headers, body=body)), runtime
+    )
+    assert answer["statusCode"] in (200, 400, 403)
+    assert queued == []  # nothing random carries a value signed with the key

@@ -41,6 +41,7 @@ from bridge.chat.rooms import (
     Said,
     end_room,
     room_name,
+    room_to_end,
     run,
     start_once,
     utc,
@@ -125,7 +126,15 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             p.post(job.response_url, ephemeral(outcome.text))
             return "refused"
         case EndRoom():
+            found = room_to_end(command, caller, p.rooms, SOURCE, VOICE)
             ended = end_room(command, caller, p.rooms, SOURCE, VOICE)
+            if isinstance(found, Room) and ended.in_channel and found.post_id:
+                # The bot's post must not keep a Join link and an End button that no longer work. Best effort: a
+                # retry would find the room ended and never tell the channel (a later End click still rewrites it).
+                try:
+                    edit_post(found, ended_text(found), p)
+                except PeerUnavailable as exc:
+                    logger.warning("slack bot could not update the room's post", extra={"reason": str(exc)})
             p.post(job.response_url, said(ended))
             return "ended" if ended.in_channel else "answered"
     # The route answers the rest itself; a message that carries one anyway is answered the same way.
@@ -310,12 +319,16 @@ def tell(click: SlackAction, text: str, p: SlackWorkerPorts) -> str:
 
 def show_ended(room: Room, response_url: str, p: SlackWorkerPorts) -> str:
     """The room's post says it ended, without buttons: the bot's own message by its ts, else the clicked message."""
-    label = VOICE.bold(slack_literal(room.label))
-    text = f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
+    text = ended_text(room)
     if edit_post(room, text, p):
         return "ended; post updated"
     p.post(response_url, {"replace_original": True, "text": text, "blocks": [section(text)]})
     return "ended; clicked message replaced"
+
+
+def ended_text(room: Room) -> str:
+    label = VOICE.bold(slack_literal(room.label))
+    return f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
 
 
 def edit_post(room: Room, text: str, p: SlackWorkerPorts) -> bool:
