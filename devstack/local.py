@@ -534,6 +534,8 @@ class LocalStack(StartStop):
             elif path.startswith("/mattermost/"):
                 team = next(iter(LOCAL_SECRET["mattermost_tokens"]))
                 url += f"  (form fields token={self.mattermost_token}, team_id={team})"
+            elif path == "/slack/action":
+                url += "  (a button of a held message, by the Slack simulator: slack_sim.click(url, ts, action_id))"
             elif path.startswith("/slack/"):
                 url += "  (signed by the Slack simulator: slack_sim.command(url, text))"
             reason = load_error(self.functions, function)
