@@ -31,7 +31,7 @@ from devstack.gateway import DEFAULT_HOST, DEFAULT_PORT, Gateway, load_error
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
 from devstack.lifecycle import StartStop
-from devstack.slack_sim import DEFAULT_SIGNING_SECRET, DEFAULT_TEAM, SlackSimulator
+from devstack.slack_sim import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, DEFAULT_TEAM, SlackSimulator
 from devstack.template import ROOT, Stack, create_resources, load_template, redrive_policy, resolve, resources_of
 from devstack.whereby_sim import WherebySimulator
 
@@ -58,6 +58,8 @@ LOCAL_SECRET: dict[str, Any] = {
     # The Slack simulator's workspace and the secret it signs with.
     "slack_signing_secret": {DEFAULT_TEAM: DEFAULT_SIGNING_SECRET},
     "action_signing_key": "local-action-signing-key-for-end-buttons-only",
+    # The simulator's bot: the rooms' posts follow the meeting (its Web API is SlackApiUrl).
+    "slack_bot_tokens": {DEFAULT_TEAM: DEFAULT_BOT_TOKEN},
 }
 KOMMO_SIM_REQUESTS_PER_SECOND = 7.0  # Kommo's documented limit per integration
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(second|minute|hour|day)s?\s*\)")
@@ -454,6 +456,7 @@ class LocalStack(StartStop):
             "WherebyBaseUrl": self.whereby_url,
             "KommoBaseUrl": self.kommo_url,
             "LogLevel": self.config.log_level,
+            **({"SlackApiUrl": self.slack_sim.api_url} if self.slack_sim else {}),
             **self.config.extra_parameters,
         }
 
@@ -531,6 +534,8 @@ class LocalStack(StartStop):
             elif path.startswith("/mattermost/"):
                 team = next(iter(LOCAL_SECRET["mattermost_tokens"]))
                 url += f"  (form fields token={self.mattermost_token}, team_id={team})"
+            elif path == "/slack/action":
+                url += "  (a button of a held message, by the Slack simulator: slack_sim.click(url, ts, action_id))"
             elif path.startswith("/slack/"):
                 url += "  (signed by the Slack simulator: slack_sim.command(url, text))"
             reason = load_error(self.functions, function)

@@ -39,6 +39,8 @@ SECRET = {
     },
     # The workspace of the Slack samples and the secret they are signed with (contracts/slack.md §2).
     "slack_signing_secret": {"T0A1B2C3D4E": "8f742231b10e8888abcd99yyyzzz85a5"},
+    # Signs the chat End buttons (generated on AWS).
+    "action_signing_key": "action-key-3c9f0e1b7a5d42e8b6c1f0a9d8e7c6b5",
 }
 MATTERMOST_TOKENS: list[str] = [token for tokens in SECRET["mattermost_tokens"].values() for token in tokens]
 SUBDOMAIN = "irestoremoldova"  # the account of the 2021 sample

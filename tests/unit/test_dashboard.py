@@ -218,7 +218,7 @@ def test_a_line_naming_a_metric_the_code_never_publishes_or_with_other_dimension
 
 
 def test_the_refusal_graphs_draw_one_line_for_each_reason_the_code_gives():
-    from bridge.chat import slack
+    from bridge.chat import slack, slack_action
     from bridge.chat.mattermost import REFUSAL_KINDS
     from bridge.kommo.intake import REJECT_KINDS
     from bridge.whereby import events
@@ -232,6 +232,7 @@ def test_the_refusal_graphs_draw_one_line_for_each_reason_the_code_gives():
         "CommandsRefused": set(REFUSAL_KINDS),
         "WherebyEventsRejected": set(events.REJECT_KINDS),
         "SlackCommandsRefused": set(slack.REFUSAL_KINDS),
+        "SlackActionsRefused": set(slack_action.REFUSAL_KINDS),
     }
 
 

@@ -356,12 +356,13 @@ def _environment_secrets(function: dict) -> set[str]:
         ("KommoStageFunction", {"KommoWebhookSecret"}),
         ("KommoCloseFunction", {"KommoWebhookSecret"}),
         ("MattermostCommandFunction", {"WherebySecret", "MattermostSecret"}),
-        ("WorkerFunction", {"WherebySecret", "BridgeSecret"}),
+        ("WorkerFunction", {"WherebySecret", "BridgeSecret", "ChatBotSecret", "ActionKeySecret"}),
         ("SweeperFunction", {"WherebySecret", "BridgeSecret"}),
         ("KommoReconcileFunction", {"BridgeSecret"}),
         ("RecordingsFunction", {"WherebySecret"}),
         ("WherebyEventsFunction", {"WherebyWebhookSecret"}),
         ("SlackCommandFunction", {"SlackSecret"}),
+        ("SlackActionFunction", {"SlackSecret", "ActionKeySecret"}),
     ],
 )
 def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
@@ -392,7 +393,9 @@ def test_table_access_is_narrowed_to_the_items_each_function_touches(function, p
         assert sorted(keys) == sorted(prefixes)
 
 
-@pytest.mark.parametrize("function", ["KommoStageFunction", "KommoCloseFunction", "WherebyEventsFunction"])
+@pytest.mark.parametrize(
+    "function", ["KommoStageFunction", "KommoCloseFunction", "WherebyEventsFunction", "SlackActionFunction"]
+)
 def test_the_internet_facing_kommo_routes_cannot_touch_the_table(function):
     spec = load_template()["Resources"][function]
     text = json.dumps(spec["Properties"]["Policies"])

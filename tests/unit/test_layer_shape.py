@@ -114,6 +114,15 @@ def test_the_slack_command_loads_no_http_client_no_whereby_client_and_no_kommo_w
     assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
 
 
+def test_the_slack_buttons_route_loads_no_http_client_no_whereby_client_and_no_kommo_wing():
+    # Slack waits 3 s for a click too: the route verifies, checks the End button's value and enqueues.
+    loaded = loaded_by("slack_action")
+    assert "bridge.chat.slack_action" in loaded
+    heavy = {"requests", "bridge.whereby.client", "bridge.chat.slack_worker", "bridge.chat.slack_bot"}
+    assert heavy & loaded == set()
+    assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
+
+
 def test_the_worker_loads_the_whereby_events_path_only_when_an_event_comes():
     # Its cold start carries every Kommo job's code; the events' parsing, notes and recordings wait for an event.
     loaded = loaded_by("worker")

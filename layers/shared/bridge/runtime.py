@@ -20,8 +20,11 @@ from bridge.core.config import Settings, load_settings
 from bridge.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from bridge.chat.live_posts import Teller
     from bridge.chat.mattermost import CommandRuntime
     from bridge.chat.slack import SlackRuntime
+    from bridge.chat.slack_action import ActionRuntime
+    from bridge.chat.slack_bot import SlackBot
     from bridge.chat.slack_worker import SlackWorkerPorts
     from bridge.kommo.auth import KommoTokens
     from bridge.kommo.client import KommoClient
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from bridge.kommo.job_runner import WorkerRuntime
     from bridge.kommo.jobs import JobQueue
     from bridge.kommo.recordings import ReadyPorts
-    from bridge.store.meetings import MeetingsStore, Room
+    from bridge.store.meetings import MeetingsStore, Room, SessionRecord
     from bridge.whereby.budget import PointsBudget, Spender
     from bridge.whereby.client import WherebyClient
     from bridge.whereby.events import EventsRuntime
@@ -150,10 +153,12 @@ def worker() -> WorkerRuntime:
     from bridge.kommo.job_runner import WorkerRuntime
 
     def deal_ports(points: Spender | None) -> DealPorts:
-        return DealPorts(store=store(), whereby=whereby(points=points), kommo=kommo())
+        return DealPorts(
+            store=store(), whereby=whereby(points=points), kommo=kommo(), chat_session_ended=chat_session_ended
+        )
 
     def chat_job(body: str) -> Callable[[], str] | None:
-        if '"slack_command"' not in body:
+        if '"slack_command"' not in body and '"slack_action"' not in body:
             return None  # a Kommo job or a Whereby event: the chat wing is never loaded for them
         from bridge.chat.slack_worker import runner_for
 
@@ -174,13 +179,49 @@ def slack_worker_ports() -> SlackWorkerPorts:
     from bridge.chat.grammar import Limits
     from bridge.chat.rooms import CommandPorts
     from bridge.chat.slack_worker import SlackWorkerPorts, webhook_post
+    from bridge.store.credentials import action_keys
 
-    s = settings().require("mattermost", "whereby")
+    s = settings().require("mattermost", "whereby", "slack")
     return SlackWorkerPorts(
         rooms=CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points())),
         post=webhook_post,
         limits=Limits(s.mattermost_default_minutes, s.mattermost_max_minutes),
+        bot=slack_bot,
+        action_keys=lambda: action_keys(settings()),
     )
+
+
+def slack_bot(team_id: str) -> SlackBot | None:
+    """The workspace's Slack bot, or None without a token for it. A bot secret that cannot be read is logged and
+    treated as no bot: the optional live post must never fail a command."""
+    from bridge.chat.slack_bot import SlackBot
+    from bridge.core.observability import count, logger
+    from bridge.store.credentials import SecretError, chat_bots
+
+    try:
+        token = chat_bots(settings()).slack_tokens.get(team_id)
+    except SecretError as exc:
+        count("ChatBotFallbacks")
+        logger.error("chat bot secret unreadable: rooms are posted without the bot", extra={"reason": str(exc)})
+        return None
+    return SlackBot(settings().slack_api_url, token) if token else None
+
+
+def chat_session_ended(room: Room, record: SessionRecord) -> int:
+    """A chat room's session ended: its channel's post follows (``bridge.chat.live_posts``)."""
+    from bridge.chat.live_posts import LivePorts, session_ended
+
+    return session_ended(room, record, LivePorts(store=store(), tellers=chat_tellers()))
+
+
+def chat_tellers() -> dict[str, Teller]:
+    """How each chat platform tells a channel that its meeting ended, by the room's source."""
+    tellers: dict[str, Teller] = {}
+    # Slack: the bot's post edited, or a follow-up through the command's response_url.
+    from bridge.chat.slack_worker import tell_session_ended
+
+    tellers["slack"] = lambda room, record, repeat: tell_session_ended(room, record, repeat, slack_worker_ports)
+    return tellers
 
 
 @lru_cache(maxsize=1)
@@ -210,6 +251,20 @@ def slack() -> SlackRuntime:
 
     gate = SignatureGate(lambda fresh: slack_team_secrets(settings(), force_fetch=fresh))
     return SlackRuntime(settings=settings, gate=gate, enqueue=enqueue, shelf=lambda: ShelfPorts(store=store()))
+
+
+@lru_cache(maxsize=1)
+def slack_action() -> ActionRuntime:
+    """The Slack buttons' route: the signing secrets, the End buttons' keys and the job queue; no HTTP client."""
+    from bridge.chat.slack import SignatureGate
+    from bridge.chat.slack_action import ActionRuntime, SlackAction
+    from bridge.store.credentials import action_keys, slack_team_secrets
+
+    def enqueue(action: SlackAction) -> None:
+        job_queue().send_message(action.to_json(), action.group_id, action.dedup_id)
+
+    gate = SignatureGate(lambda fresh: slack_team_secrets(settings(), force_fetch=fresh))
+    return ActionRuntime(gate=gate, keys=lambda fresh: action_keys(settings(), force_fetch=fresh), enqueue=enqueue)
 
 
 @lru_cache(maxsize=1)
@@ -275,6 +330,7 @@ def reset() -> None:
         worker,
         mattermost,
         slack,
+        slack_action,
         recording_links,
         whereby_events,
     ):

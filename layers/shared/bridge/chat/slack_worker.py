@@ -10,37 +10,74 @@ the room is still one.
 ``response_url`` takes five posts within 30 minutes: a job older than ``TOO_LATE_SECONDS`` makes no room, since
 nobody could be told of it.
 
-Posts go through ``slack_sdk``'s ``WebhookClient`` (the standard library's HTTP, nothing more to load).
+With the workspace's bot token (``ChatBots.slack_tokens``) the room's post is the bot's own message
+(``chat.postMessage``; its ``ts`` is kept as ``Room.post_id``), so that it can follow the meeting: the End button and
+the session's end rewrite it (``chat.update``). A channel the bot cannot post in (a private channel it was not
+invited to) or any other refusal of the bot falls back to the ``response_url`` post (the same blocks, End button
+included), is counted (``ChatBotFallbacks``) and the caller's host message says how to get the live post; Slack
+answering 429 or 5xx, or not at all, fails the job, which the queue retries. A bot post whose answer is lost is
+posted again on the retry, like a ``response_url`` post.
+
+The End button (``bridge.chat.slack_action`` checks its signature) comes here as a job: only the room's creator
+ends it; the post then says the room ended and has no button any more.
+
+Posts go through ``slack_sdk``'s ``WebhookClient`` and ``WebClient`` (the standard library's HTTP).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
+from bridge.chat import actions
 from bridge.chat.grammar import EndRoom, Limits, StartRoom, human_minutes, parse
+from bridge.chat.live_posts import ended_line, follow_up_open
 from bridge.chat.rooms import (
     CommandPorts,
     RoomMade,
     Said,
     end_room,
     room_name,
+    room_to_end,
     run,
     start_once,
     utc,
+    whereby_trouble,
 )
 from bridge.chat.slack import SOURCE, VOICE, SlackJob, ephemeral, said, slack_job, slack_literal
-from bridge.core.errors import PeerUnavailable
+from bridge.chat.slack_action import END, JOIN, SlackAction, slack_action
+from bridge.chat.slack_bot import NOT_IN_CHANNEL, BotRefused
+from bridge.core.errors import BridgeError, PeerUnavailable
 from bridge.core.observability import count, logger
-from bridge.store.meetings import Room
+from bridge.store.meetings import CREATING, DELETED, Room, SessionRecord, channel_owner
 
 TOO_LATE_SECONDS = 25 * 60  # response_url lives 30 minutes; the room's post must still reach the channel
 POST_TIMEOUT_SECONDS = 10
 
 Post = Callable[[str, Mapping[str, Any]], bool]  # (response_url, message) → delivered; raises PeerUnavailable
+Blocks = list[dict[str, Any]]
+ROOM, HOST = "room", "host"  # the parts of ``Room.posted``
+FELL_BACK = "fallback:"  # + Slack's code: the bot could not post the room, the command's response_url did
+ENDED = "ended:"  # + the click's trigger_id: that End click rewrote the post
+
+
+class Bot(Protocol):
+    """A workspace's bot (``bridge.chat.slack_bot.SlackBot``)."""
+
+    def post(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> str: ...
+
+    def update(self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+def _no_bot(team_id: str) -> Bot | None:
+    return None
+
+
+def _no_keys() -> Sequence[str]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -48,18 +85,29 @@ class SlackWorkerPorts:
     rooms: CommandPorts  # Whereby paid from the chat reserve of the points budget: a person is waiting
     post: Post
     limits: Limits
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # the jobs' clock, the records of the rooms they make included
+    bot: Callable[[str], Bot | None] = _no_bot  # the workspace's bot; None: no token for it
+    action_keys: Callable[[], Sequence[str]] = _no_keys  # the End buttons' keys; none: the posts carry no End button
 
 
 def runner_for(body: str, ports: Callable[[], SlackWorkerPorts]) -> Callable[[], str] | None:
-    """The job a queue message carries, ready to run; None when it is no Slack command (``MalformedSlackJob``, a
-    ``ValueError``, when it says it is one and cannot be read)."""
+    """The job a queue message carries (a command or an End click), ready to run; None when it is neither
+    (``MalformedSlackJob`` or ``MalformedSlackAction``, ``ValueError``s, when it says it is one and cannot be
+    read)."""
     job = slack_job(body)
-    return None if job is None else partial(run_job, job, ports)
+    if job is not None:
+        return partial(run_job, job, ports)
+    click = slack_action(body)
+    return None if click is None else partial(run_action, click, ports)
+
+
+def _ports(ports: Callable[[], SlackWorkerPorts]) -> SlackWorkerPorts:
+    p = ports()
+    return replace(p, rooms=replace(p.rooms, clock=p.clock))  # one clock for the job and the room it makes
 
 
 def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
-    p = ports()
+    p = _ports(ports)
     caller = job.caller
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
     command = parse(job.text, p.limits, caller.trigger, job.members.keys(), quote=slack_literal)
@@ -78,7 +126,15 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             p.post(job.response_url, ephemeral(outcome.text))
             return "refused"
         case EndRoom():
+            found = room_to_end(command, caller, p.rooms, SOURCE, VOICE)
             ended = end_room(command, caller, p.rooms, SOURCE, VOICE)
+            if isinstance(found, Room) and ended.in_channel and found.post_id:
+                # The bot's post must not keep a Join link and an End button that no longer work. Best effort: a
+                # retry would find the room ended and never tell the channel (a later End click still rewrites it).
+                try:
+                    edit_post(found, ended_text(found), p)
+                except PeerUnavailable as exc:
+                    logger.warning("slack bot could not update the room's post", extra={"reason": str(exc)})
             p.post(job.response_url, said(ended))
             return "ended" if ended.in_channel else "answered"
     # The route answers the rest itself; a message that carries one anyway is answered the same way.
@@ -90,20 +146,53 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
 
 def announce(room: Room, command: StartRoom, job: SlackJob, p: SlackWorkerPorts) -> str:
     """The room to the channel, then the host link to the caller: each once, whatever the retries."""
-    posted = [part for part in room.posted.split(",") if part]
-    for part, message in (("room", room_message(room, command, job)), ("host", host_message(room, command, job))):
-        if part in posted:
-            continue
-        delivered = p.post(job.response_url, message)
-        posted.append(part)
+    posted = parts(room.posted)
+    if ROOM not in posted:
+        message = room_message(room, command, job, p.action_keys())
+        post_id, refusal = bot_post(job, message, p)
+        posted.append(ROOM)
+        if post_id:
+            p.rooms.store.mark(room.room_key, posted=",".join(posted), post_id=post_id)
+        else:
+            delivered = p.post(job.response_url, message)
+            posted.extend([FELL_BACK + refusal] if refusal else [])
+            p.rooms.store.mark(room.room_key, posted=",".join(posted))
+            if not delivered:
+                return "room made; Slack refused the room post"
+    if HOST not in posted:
+        delivered = p.post(job.response_url, host_message(room, command, job, fallback_of(posted)))
+        posted.append(HOST)
         p.rooms.store.mark(room.room_key, posted=",".join(posted))
         if not delivered:
-            return f"room made; Slack refused the {part} post"
+            return "room made; Slack refused the host post"
     count("SlackRoomsPosted")
     return "room made and posted"
 
 
-def room_message(room: Room, command: StartRoom, job: SlackJob) -> dict[str, Any]:
+def bot_post(job: SlackJob, message: Mapping[str, Any], p: SlackWorkerPorts) -> tuple[str, str]:
+    """(the bot's message ts, "") when the bot posted the room; ("", Slack's code) when it could not; ("", "")
+    without a bot. 429, 5xx and no answer raise ``PeerUnavailable``: the job runs again."""
+    bot = p.bot(job.caller.team_id)
+    if bot is None:
+        return "", ""
+    try:
+        return bot.post(job.caller.channel_id, message["text"], message["blocks"]), ""
+    except BotRefused as exc:
+        count("ChatBotFallbacks")
+        logger.warning("slack bot could not post the room: response_url carries it", extra={"reason": exc.error})
+        return "", exc.error
+
+
+def parts(posted: str) -> list[str]:
+    return [part for part in posted.split(",") if part]
+
+
+def fallback_of(posted: Sequence[str]) -> str:
+    """Slack's code when the bot could not post the room, else ""."""
+    return next((part.removeprefix(FELL_BACK) for part in posted if part.startswith(FELL_BACK)), "")
+
+
+def room_message(room: Room, command: StartRoom, job: SlackJob, keys: Sequence[str] = ()) -> dict[str, Any]:
     """For the channel. The only live mentions are the users Slack resolved; the topic is shown literally."""
     label = slack_literal(room.label)
     lines = [f":video_camera: *{label}* · <{room.room_url}|Join the Whereby room>"]
@@ -111,10 +200,47 @@ def room_message(room: Room, command: StartRoom, job: SlackJob) -> dict[str, Any
     if invited:
         lines.append("Invited: " + " ".join(invited))
     lines.append(f"Open until {utc(room.end_at)} ({human_minutes(command.minutes)}).")
-    return {"response_type": "in_channel", "text": "\n".join(lines)}
+    text = "\n".join(lines)
+    return {"response_type": "in_channel", "text": text, "blocks": room_blocks(room, text, keys)}
 
 
-def host_message(room: Room, command: StartRoom, job: SlackJob) -> dict[str, Any]:
+def room_blocks(room: Room, text: str, keys: Sequence[str]) -> Blocks:
+    """The post's text, a Join button and (with a key to sign it) an End button bound to this room and channel."""
+    buttons: Blocks = [
+        {
+            "type": "button",
+            "action_id": JOIN,
+            "style": "primary",
+            "text": {"type": "plain_text", "text": "Join room"},
+            "url": room.room_url,
+        }
+    ]
+    if keys:
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": END,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "End room"},
+                "value": actions.slack_value(keys, room.room_key, room.owner),
+                # Ending removes everyone from the call: a slip of the mouse must not do it.
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "End this room?"},
+                    "text": {"type": "plain_text", "text": "Everyone in the call leaves and the link stops working."},
+                    "confirm": {"type": "plain_text", "text": "End room"},
+                    "deny": {"type": "plain_text", "text": "Keep it"},
+                    "style": "danger",
+                },
+            }
+        )
+    return [section(text), {"type": "actions", "block_id": "whereby_room", "elements": buttons}]
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def host_message(room: Room, command: StartRoom, job: SlackJob, fallback: str = "") -> dict[str, Any]:
     label = slack_literal(room.label)
     trigger = job.caller.trigger
     text = (
@@ -126,7 +252,124 @@ def host_message(room: Room, command: StartRoom, job: SlackJob) -> dict[str, Any
             f"\nNot invited: {slack_literal(', '.join(command.not_invited))}. Only people of this workspace, named"
             " one by one, are invited; the whole channel is never notified."
         )
+    if fallback:
+        text += "\n" + fallback_hint(fallback)
     return ephemeral(text)
+
+
+def fallback_hint(error: str) -> str:
+    """How the caller gets the live post the bot could not make."""
+    if error in NOT_IN_CHANNEL:
+        return (
+            "The Whereby app is not a member of this channel, so this post will not show when the meeting ends."
+            " To get live posts here, add the app to the channel (`/invite @` and the app's name, or the channel's"
+            " details → Integrations → Add apps)."
+        )
+    return (
+        f"The Whereby app could not post here (Slack said `{error}`), so this post will not show when the meeting"
+        " ends; please tell your Slack administrator."
+    )
+
+
+# the End button --------------------------------------------------------------------------------------------------
+def run_action(click: SlackAction, ports: Callable[[], SlackWorkerPorts]) -> str:
+    """A checked End click: only the room's creator ends it, and the post then says it ended (no buttons).
+
+    Each End click's rewrite is noted on the room (``ended:<trigger_id>``), so a retried job rewrites at most once
+    more (the same content) and never sends a second message. A click on a room a click already ended gets a
+    sentence; a room ended another way (``/whereby end``, the sweep) has its post rewritten by the click.
+    """
+    p = _ports(ports)
+    logger.append_keys(team_id=click.team_id, channel_id=click.channel_id, user_id=click.user_id)
+    logger.append_keys(room_key=click.room_key)
+    store = p.rooms.store
+    room = store.get_room(click.room_key)
+    if room is None or room.source != SOURCE or room.owner != channel_owner(click.team_id, click.channel_id):
+        return tell(click, "This button's room was not started in this channel, so nothing was changed.", p)
+    label = VOICE.bold(slack_literal(room.label))
+    if room.creator != click.user_id:
+        return tell(click, f"Only the person who started {label} can end it.", p)
+    done = parts(room.posted)
+    if ENDED + click.trigger_id in done:
+        return "already done"  # this job ran before and rewrote the post; only its answer was lost
+    if room.state == DELETED and any(part.startswith(ENDED) for part in done):
+        return tell(click, f"{label} has already ended.", p)
+    if room.state == CREATING or not room.meeting_id:
+        return tell(click, f"{label} is still being created; try again in a few seconds.", p)
+    if room.state != DELETED:
+        logger.append_keys(meeting_id=room.meeting_id)
+        try:
+            p.rooms.whereby.delete_meeting(room.meeting_id)
+        except BridgeError as exc:
+            count("WherebyFailures")
+            logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
+            return tell(click, whereby_trouble(exc, "The room is still open", VOICE.platform), p)
+        store.mark_deleted(room.room_key)
+        count("RoomsEnded")
+    outcome = show_ended(room, click.response_url, p)
+    store.mark(room.room_key, posted=",".join([*done, ENDED + click.trigger_id]))
+    return outcome
+
+
+def tell(click: SlackAction, text: str, p: SlackWorkerPorts) -> str:
+    """A sentence for the clicker only, below the message they clicked."""
+    p.post(click.response_url, {"response_type": "ephemeral", "replace_original": False, "text": text})
+    return "answered"
+
+
+def show_ended(room: Room, response_url: str, p: SlackWorkerPorts) -> str:
+    """The room's post says it ended, without buttons: the bot's own message by its ts, else the clicked message."""
+    text = ended_text(room)
+    if edit_post(room, text, p):
+        return "ended; post updated"
+    p.post(response_url, {"replace_original": True, "text": text, "blocks": [section(text)]})
+    return "ended; clicked message replaced"
+
+
+def ended_text(room: Room) -> str:
+    label = VOICE.bold(slack_literal(room.label))
+    return f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
+
+
+def edit_post(room: Room, text: str, p: SlackWorkerPorts) -> bool:
+    """Rewrite the bot's post of the room (no buttons); False when there is none or the bot cannot.
+
+    The ts is only ever the one stored on this room's record: no other message can be edited.
+    """
+    if not room.post_id:
+        return False
+    team_id, channel_id = team_and_channel(room.owner)
+    bot = p.bot(team_id)
+    if bot is None:
+        return False
+    try:
+        bot.update(channel_id, room.post_id, text, [section(text)])
+    except BotRefused as exc:
+        count("ChatBotFallbacks")
+        logger.warning("slack bot could not update the room's post", extra={"reason": exc.error})
+        return False
+    return True
+
+
+def team_and_channel(owner: str) -> tuple[str, str]:
+    """(team, channel) of a chat room's owner, ``CHANNEL#<team>#<channel>``."""
+    _, team_id, channel_id = owner.split("#", 2)
+    return team_id, channel_id
+
+
+# the meeting's end -----------------------------------------------------------------------------------------------
+def tell_session_ended(room: Room, record: SessionRecord, repeat: bool, ports: Callable[[], SlackWorkerPorts]) -> str:
+    """``bridge.chat.live_posts``'s teller for Slack: the bot's post edited to say the meeting ended (the same text
+    again on a repeat changes nothing); without one, a follow-up through the command's ``response_url`` while it
+    takes posts (30 minutes; the command used two of its five), never twice."""
+    p = ports()
+    text = f"{VOICE.bold(slack_literal(room.label))} · {ended_line(record)}"
+    if edit_post(room, text, p):
+        return "post edited"
+    if repeat or not follow_up_open(room, p.clock()):
+        return "nothing: no bot post, and no follow-up possible"
+    delivered = p.post(room.response_url, {"response_type": "in_channel", "replace_original": False, "text": text})
+    return "follow-up posted" if delivered else "follow-up refused by Slack"
 
 
 def webhook_post(url: str, message: Mapping[str, Any]) -> bool:

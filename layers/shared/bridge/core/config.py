@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TypeVar
 
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_WHEREBY_BASE_URL = "https://api.whereby.dev/v1"
 DEFAULT_KOMMO_BASE_URL = "https://{subdomain}.kommo.com"
 WHEREBY_CREATE_POINTS = 3  # the dearest call: background callers must be able to afford it above the reserve
@@ -88,6 +89,7 @@ class Settings:
     whereby_webhook_secret_id: str = ""  # the signing secret(s) of Whereby's webhook: the events route only
     chat_bot_secret_id: str = ""  # the optional bot tokens that post and edit the chat rooms' posts
     action_key_secret_id: str = ""  # the key that signs the End buttons' context
+    slack_api_url: str = DEFAULT_SLACK_API_URL  # Slack's Web API, ending in "/" (a local stack's simulator)
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -244,6 +246,7 @@ PARAMETERS = {
     "WHEREBY_POINTS_PER_MINUTE": "WherebyPointsPerMinute",
     "WHEREBY_CHAT_RESERVE_POINTS": "WherebyChatReservePoints",
     "RECORDING_RETENTION_DAYS": "RecordingRetentionDays",
+    "SLACK_API_URL": "SlackApiUrl",
 }
 _VARIABLE = re.compile(r"\b(" + "|".join(PARAMETERS) + r")\b")
 
@@ -313,6 +316,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         whereby_webhook_secret_id=_text(env, "WHEREBY_WEBHOOK_SECRET_ID", ""),
         chat_bot_secret_id=_text(env, "CHAT_BOT_SECRET_ID", ""),
         action_key_secret_id=_text(env, "ACTION_KEY_SECRET_ID", ""),
+        slack_api_url=area("slack", lambda: _url(env, "SLACK_API_URL", DEFAULT_SLACK_API_URL) + "/", ""),
     )
 
 
