@@ -20,7 +20,11 @@ from bridge.core.config import Settings, load_settings
 from bridge.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from bridge.chat.live_posts import Teller
     from bridge.chat.mattermost import CommandRuntime
+    from bridge.chat.mattermost_action import ActionRuntime
+    from bridge.chat.mattermost_bot import MattermostBot
+    from bridge.chat.rooms import CommandPorts
     from bridge.chat.slack import SlackRuntime
     from bridge.chat.slack_worker import SlackWorkerPorts
     from bridge.kommo.auth import KommoTokens
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
     from bridge.kommo.job_runner import WorkerRuntime
     from bridge.kommo.jobs import JobQueue
     from bridge.kommo.recordings import ReadyPorts
-    from bridge.store.meetings import MeetingsStore, Room
+    from bridge.store.meetings import MeetingsStore, Room, SessionRecord
     from bridge.whereby.budget import PointsBudget, Spender
     from bridge.whereby.client import WherebyClient
     from bridge.whereby.events import EventsRuntime
@@ -150,7 +154,9 @@ def worker() -> WorkerRuntime:
     from bridge.kommo.job_runner import WorkerRuntime
 
     def deal_ports(points: Spender | None) -> DealPorts:
-        return DealPorts(store=store(), whereby=whereby(points=points), kommo=kommo())
+        return DealPorts(
+            store=store(), whereby=whereby(points=points), kommo=kommo(), chat_session_ended=chat_session_ended
+        )
 
     def chat_job(body: str) -> Callable[[], str] | None:
         if '"slack_command"' not in body:
@@ -183,19 +189,75 @@ def slack_worker_ports() -> SlackWorkerPorts:
     )
 
 
+def chat_session_ended(room: Room, record: SessionRecord) -> int:
+    """A chat room's session ended (called by the Kommo wing's meeting story): its channel's post follows."""
+    from bridge.chat.live_posts import LivePorts, session_ended
+
+    return session_ended(room, record, LivePorts(store=store(), tellers=chat_tellers()))
+
+
+def chat_tellers() -> dict[str, Teller]:
+    """How each platform tells a channel that a session ended, by the room's source."""
+    tellers: dict[str, Teller] = {}
+    tellers["mattermost"] = mattermost_teller()
+    return tellers
+
+
+def mattermost_teller() -> Teller:
+    from functools import partial
+
+    from bridge.chat.mattermost_bot import post_response_url
+    from bridge.chat.mattermost_live import MattermostLivePorts, tell
+
+    return partial(tell, ports=MattermostLivePorts(bot=mattermost_bot, follow_up=post_response_url))
+
+
+def mattermost_bot() -> MattermostBot | None:
+    """The Mattermost bot, or None when ``ChatBotSecret`` holds none (or this function may not read it)."""
+    from bridge.store.credentials import chat_bots
+
+    bots = chat_bots(settings())
+    return _mattermost_bot(bots.mattermost_url, bots.mattermost_token) if bots.mattermost else None
+
+
+@lru_cache(maxsize=2)
+def _mattermost_bot(url: str, token: str) -> MattermostBot:
+    from bridge.chat.mattermost_bot import MattermostBot
+
+    return MattermostBot(url, token)
+
+
+def action_keys() -> tuple[str, ...]:
+    from bridge.store.credentials import action_keys as read
+
+    return read(settings())
+
+
 @lru_cache(maxsize=1)
 def mattermost() -> CommandRuntime:
     """The slash command; its token gate lives as long as the container, so a rotated token is read once."""
     from bridge.chat.mattermost import CommandRuntime, TokenGate
-    from bridge.chat.rooms import CommandPorts
     from bridge.store.credentials import mattermost_team_tokens
 
-    def ports() -> CommandPorts:
-        # A person is waiting: the command may spend the points the background leaves in reserve.
-        return CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points()))
-
     gate = TokenGate(lambda fresh: mattermost_team_tokens(settings(), force_fetch=fresh))
-    return CommandRuntime(settings=settings, token_gate=gate, ports=ports)
+    return CommandRuntime(
+        settings=settings, token_gate=gate, ports=chat_command_ports, action_keys=action_keys, bot=mattermost_bot
+    )
+
+
+def chat_command_ports() -> CommandPorts:
+    """A person is waiting: the command may spend the points the background leaves in reserve."""
+    from bridge.chat.rooms import CommandPorts
+
+    return CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points()))
+
+
+@lru_cache(maxsize=1)
+def mattermost_action() -> ActionRuntime:
+    """The End button's clicks: the signing keys and the command's ports (a person is waiting on the click)."""
+    from bridge.chat.mattermost_action import ActionRuntime
+
+    return ActionRuntime(settings=settings, keys=action_keys, ports=chat_command_ports)
 
 
 @lru_cache(maxsize=1)
@@ -274,6 +336,8 @@ def reset() -> None:
         intake,
         worker,
         mattermost,
+        mattermost_action,
+        _mattermost_bot,
         slack,
         recording_links,
         whereby_events,
