@@ -355,8 +355,9 @@ def _environment_secrets(function: dict) -> set[str]:
     [
         ("KommoStageFunction", {"KommoWebhookSecret"}),
         ("KommoCloseFunction", {"KommoWebhookSecret"}),
-        ("MattermostCommandFunction", {"WherebySecret", "MattermostSecret"}),
-        ("WorkerFunction", {"WherebySecret", "BridgeSecret"}),
+        ("MattermostCommandFunction", {"WherebySecret", "MattermostSecret", "ChatBotSecret", "ActionKeySecret"}),
+        ("MattermostActionFunction", {"WherebySecret", "ActionKeySecret"}),
+        ("WorkerFunction", {"WherebySecret", "BridgeSecret", "ChatBotSecret"}),
         ("SweeperFunction", {"WherebySecret", "BridgeSecret"}),
         ("KommoReconcileFunction", {"BridgeSecret"}),
         ("RecordingsFunction", {"WherebySecret"}),
@@ -377,6 +378,7 @@ def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
     ("function", "prefixes"),
     [
         ("MattermostCommandFunction", ["ROOM#*", "BUDGET#whereby"]),
+        ("MattermostActionFunction", ["ROOM#*", "BUDGET#whereby"]),
         ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
         ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
         ("KommoReconcileFunction", ["RECONCILE", "LEASE#kommo-oauth"]),
