@@ -433,3 +433,35 @@ def test_no_secret_reaches_a_post_a_reply_or_a_log(stack, whereby_sim, bot, gate
     shown = json.dumps([bot.posts(), clicked.body, bot.requests_seen()[0]["json"]]) + "\n".join(log_lines())
     for secret in (MATTERMOST_BOT_TOKEN, SECRET["action_signing_key"], SECRET["whereby_api_key"]):
         assert secret not in shown
+
+
+# the simulator the tests above stand on --------------------------------------------------------------------------
+def test_the_simulated_response_url_takes_five_posts_within_30_minutes_then_refuses(mattermost_sim):
+    import requests
+
+    fresh = mattermost_sim.new_response_url(CHANNEL, CREATOR)
+    answers = [requests.post(fresh, json={"text": f"{n}"}, timeout=5) for n in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [400]
+    assert answers[5].json()["message"] == "Invalid webhook."
+    expired = mattermost_sim.new_response_url(CHANNEL, CREATOR, age_seconds=30 * 60 + 1)
+    assert requests.post(expired, json={"text": "late"}, timeout=5).status_code == 404
+    assert len(mattermost_sim.follow_ups(fresh)) == 5 and mattermost_sim.follow_ups(expired) == []
+
+
+def test_the_simulated_bot_posts_only_where_it_is_a_member_and_a_patch_replaces_all_props(mattermost_sim):
+    import requests
+
+    api = f"{mattermost_sim.root_url}/api/v4/posts"
+    auth = {"Authorization": f"Bearer {MATTERMOST_BOT_TOKEN}"}
+    button = {"id": "endroom", "name": "End", "integration": {"url": "https://x.invalid", "context": {"k": "v"}}}
+    body = {"channel_id": CHANNEL, "message": "hi", "props": {"a": 1, "attachments": [{"actions": [button]}]}}
+    refused = requests.post(api, json=body, headers=auth, timeout=5)
+    assert (refused.status_code, refused.json()["id"]) == (403, "api.context.permissions.app_error")
+    assert requests.post(api, json=body, headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+    mattermost_sim.add_member(CHANNEL)
+    post_id = requests.post(api, json=body, headers=auth, timeout=5).json()["id"]
+    shown = requests.get(f"{api}/{post_id}", headers=auth, timeout=5).json()
+    assert "integration" not in shown["props"]["attachments"][0]["actions"][0]  # the context stays on the server
+    requests.put(f"{api}/{post_id}/patch", json={"props": {"b": 2}}, headers=auth, timeout=5).raise_for_status()
+    assert mattermost_sim.post(post_id)["props"] == {"b": 2} and mattermost_sim.post(post_id)["message"] == "hi"
+    assert mattermost_sim.edits(post_id) == 1
