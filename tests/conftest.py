@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
+from devstack.mattermost_sim import MattermostSimulator
 from devstack.slack_sim import SlackSimulator
 from devstack.template import create_resources, load_template
 from devstack.whereby_sim import WherebySimulator
@@ -42,6 +43,8 @@ SECRET = {
     # Signs the chat End buttons (generated on AWS).
     "action_signing_key": "action-key-3c9f0e1b7a5d42e8b6c1f0a9d8e7c6b5",
 }
+# The Mattermost bot's token (ChatBotSecret): tests that want a bot put it into the secret with the server's address.
+MATTERMOST_BOT_TOKEN = "mm-bot-token-3c7e91d2a4"
 MATTERMOST_TOKENS: list[str] = [token for tokens in SECRET["mattermost_tokens"].values() for token in tokens]
 SUBDOMAIN = "irestoremoldova"  # the account of the 2021 sample
 DEMO_STATUS = 16525558  # the status the 2021 sample moves its lead into
@@ -124,6 +127,13 @@ def kommo_sim() -> Iterator[KommoSimulator]:
 def slack_sim() -> Iterator[SlackSimulator]:
     """Slack's side: it takes the response_url posts (tests sign the commands themselves)."""
     with SlackSimulator("8f742231b10e8888abcd99yyyzzz85a5", "T0A1B2C3D4E") as sim:
+        yield sim
+
+
+@pytest.fixture
+def mattermost_sim() -> Iterator[MattermostSimulator]:
+    """Mattermost's side: the bot's API, the commands' response_url and the End button's clicks."""
+    with MattermostSimulator(bot_token=MATTERMOST_BOT_TOKEN) as sim:
         yield sim
 
 

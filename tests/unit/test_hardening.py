@@ -355,7 +355,8 @@ def _environment_secrets(function: dict) -> set[str]:
     [
         ("KommoStageFunction", {"KommoWebhookSecret"}),
         ("KommoCloseFunction", {"KommoWebhookSecret"}),
-        ("MattermostCommandFunction", {"WherebySecret", "MattermostSecret"}),
+        ("MattermostCommandFunction", {"WherebySecret", "MattermostSecret", "ChatBotSecret", "ActionKeySecret"}),
+        ("MattermostActionFunction", {"WherebySecret", "ActionKeySecret"}),
         ("WorkerFunction", {"WherebySecret", "BridgeSecret", "ChatBotSecret", "ActionKeySecret"}),
         ("SweeperFunction", {"WherebySecret", "BridgeSecret"}),
         ("KommoReconcileFunction", {"BridgeSecret"}),
@@ -378,6 +379,7 @@ def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
     ("function", "prefixes"),
     [
         ("MattermostCommandFunction", ["ROOM#*", "BUDGET#whereby"]),
+        ("MattermostActionFunction", ["ROOM#*", "BUDGET#whereby"]),
         ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
         ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
         ("KommoReconcileFunction", ["RECONCILE", "LEASE#kommo-oauth"]),

@@ -27,7 +27,7 @@ MAY_IMPORT = {
     "chat": {"core", "store", "whereby"},
 }
 # A peer's client speaks to its peer; it never reaches into a use-case.
-CLIENTS = {"whereby/client.py", "kommo/client.py", "kommo/auth.py"}
+CLIENTS = {"whereby/client.py", "kommo/client.py", "kommo/auth.py", "chat/mattermost_bot.py"}
 CLIENT_MAY_IMPORT = {"bridge.core", "bridge.store.credentials"}
 
 
@@ -101,6 +101,14 @@ def test_the_kommo_intake_loads_no_http_client_no_peer_and_no_powertools_event_c
 def test_the_slash_command_loads_no_kommo_wing():
     loaded = loaded_by("mattermost_command")
     assert "bridge.chat.mattermost" in loaded
+    assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
+
+
+def test_the_end_button_route_loads_no_kommo_wing_and_no_bot_client():
+    # A click deletes a room at Whereby and answers the post's update: Mattermost's API is never called.
+    loaded = loaded_by("mattermost_action")
+    assert "bridge.chat.mattermost_action" in loaded
+    assert "bridge.chat.mattermost_bot" not in loaded
     assert {m for m in loaded if m.startswith("bridge.kommo")} == set()
 
 

@@ -170,6 +170,7 @@ def test_a_real_request_posts_the_link_in_the_channel_and_the_host_link_to_the_c
         "meeting_link": meeting["roomUrl"],
         "meeting_topic": "toronto week",
         "meeting_creator_username": "alan",
+        "meeting_status": "STARTED",
     }
     [host] = answer["extra_responses"]
     assert host["response_type"] == "ephemeral" and meeting["hostRoomUrl"] in host["text"]

@@ -22,8 +22,11 @@ from bridge.core.retry import RetryPolicy
 if TYPE_CHECKING:
     from bridge.chat.live_posts import Teller
     from bridge.chat.mattermost import CommandRuntime
+    from bridge.chat.mattermost_action import ActionRuntime as MattermostActionRuntime
+    from bridge.chat.mattermost_bot import MattermostBot
+    from bridge.chat.rooms import CommandPorts
     from bridge.chat.slack import SlackRuntime
-    from bridge.chat.slack_action import ActionRuntime
+    from bridge.chat.slack_action import ActionRuntime as SlackActionRuntime
     from bridge.chat.slack_bot import SlackBot
     from bridge.chat.slack_worker import SlackWorkerPorts
     from bridge.kommo.auth import KommoTokens
@@ -221,22 +224,65 @@ def chat_tellers() -> dict[str, Teller]:
     from bridge.chat.slack_worker import tell_session_ended
 
     tellers["slack"] = lambda room, record, repeat: tell_session_ended(room, record, repeat, slack_worker_ports)
+    tellers["mattermost"] = mattermost_teller()
     return tellers
+
+
+def mattermost_teller() -> Teller:
+    from functools import partial
+
+    from bridge.chat.mattermost_bot import post_response_url
+    from bridge.chat.mattermost_live import MattermostLivePorts, tell
+
+    return partial(tell, ports=MattermostLivePorts(bot=mattermost_bot, follow_up=post_response_url))
+
+
+def mattermost_bot() -> MattermostBot | None:
+    """The Mattermost bot, or None when ``ChatBotSecret`` holds none (or this function may not read it)."""
+    from bridge.store.credentials import chat_bots
+
+    bots = chat_bots(settings())
+    return _mattermost_bot(bots.mattermost_url, bots.mattermost_token) if bots.mattermost else None
+
+
+@lru_cache(maxsize=2)
+def _mattermost_bot(url: str, token: str) -> MattermostBot:
+    from bridge.chat.mattermost_bot import MattermostBot
+
+    return MattermostBot(url, token)
+
+
+def action_keys() -> tuple[str, ...]:
+    from bridge.store.credentials import action_keys as read
+
+    return read(settings())
 
 
 @lru_cache(maxsize=1)
 def mattermost() -> CommandRuntime:
     """The slash command; its token gate lives as long as the container, so a rotated token is read once."""
     from bridge.chat.mattermost import CommandRuntime, TokenGate
-    from bridge.chat.rooms import CommandPorts
     from bridge.store.credentials import mattermost_team_tokens
 
-    def ports() -> CommandPorts:
-        # A person is waiting: the command may spend the points the background leaves in reserve.
-        return CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points()))
-
     gate = TokenGate(lambda fresh: mattermost_team_tokens(settings(), force_fetch=fresh))
-    return CommandRuntime(settings=settings, token_gate=gate, ports=ports)
+    return CommandRuntime(
+        settings=settings, token_gate=gate, ports=chat_command_ports, action_keys=action_keys, bot=mattermost_bot
+    )
+
+
+def chat_command_ports() -> CommandPorts:
+    """A person is waiting: the command may spend the points the background leaves in reserve."""
+    from bridge.chat.rooms import CommandPorts
+
+    return CommandPorts(store=store(), whereby=whereby(INTERACTIVE, interactive_points()))
+
+
+@lru_cache(maxsize=1)
+def mattermost_action() -> MattermostActionRuntime:
+    """The End button's clicks: the signing keys and the command's ports (a person is waiting on the click)."""
+    from bridge.chat.mattermost_action import ActionRuntime
+
+    return ActionRuntime(settings=settings, keys=action_keys, ports=chat_command_ports)
 
 
 @lru_cache(maxsize=1)
@@ -254,7 +300,7 @@ def slack() -> SlackRuntime:
 
 
 @lru_cache(maxsize=1)
-def slack_action() -> ActionRuntime:
+def slack_action() -> SlackActionRuntime:
     """The Slack buttons' route: the signing secrets, the End buttons' keys and the job queue; no HTTP client."""
     from bridge.chat.slack import SignatureGate
     from bridge.chat.slack_action import ActionRuntime, SlackAction
@@ -329,6 +375,8 @@ def reset() -> None:
         intake,
         worker,
         mattermost,
+        mattermost_action,
+        _mattermost_bot,
         slack,
         slack_action,
         recording_links,

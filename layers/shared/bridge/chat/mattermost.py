@@ -3,17 +3,26 @@
 
 Mattermost waits at most 30 s, never retries, and shows the caller only "command failed" for anything but a 200
 with a JSON body. So every outcome for an authenticated caller is a 200; failures are ephemeral sentences.
+
+A room's post carries an End button (a signed context, ``bridge.chat.actions``; clicks go to
+``bridge.chat.mattermost_action``). With a bot token (``ChatBotSecret``) the bridge makes the post itself through
+Mattermost's API, so that it can be edited when the meeting ends (``bridge.chat.mattermost_live``), and the command
+answers the caller alone; without one, or when the bot cannot post in the channel, the command's own answer is the
+post, as it always was, and the command's ``response_url`` is kept for one follow-up.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
+from urllib.parse import urlsplit
 
-from bridge.chat import rooms
+from botocore.exceptions import ClientError
+
+from bridge.chat import actions, rooms
 from bridge.chat.grammar import Command, Limits, StartRoom, human_minutes, literal, parse
 from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as they were before the core moved out)
     STORAGE_TROUBLE,
@@ -27,17 +36,24 @@ from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as
     whereby_trouble,
 )
 from bridge.core.config import Settings
-from bridge.core.errors import PeerUnavailable
+from bridge.core.errors import BridgeError, PeerUnavailable, Rejected
 from bridge.core.http_api import ApiRequest, BadRequest, form_fields, json_response, token_matches
 from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
-from bridge.store.meetings import Room
+from bridge.store.meetings import MeetingsStore, Room
 
 SOURCE = "mattermost"
 PROVIDER = "whereby"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TRIGGER = re.compile(r"/[a-z0-9._-]{1,64}")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # echoed as a live @mention: nothing Markdown can take
+_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+ACTION_PATH = "/mattermost/action"
+END_BUTTON_ID = "endroom"  # Mattermost routes a click by /actions/{id:[A-Za-z0-9]+}: no dash, no underscore
+STARTED, ENDED = "STARTED", "ENDED"  # props.meeting_status, as the Zoom plugin writes it
+# The bot's post is tried only this early in the request: with its own timeouts (2 s + 4 s) the answer still
+# leaves inside the function's 25 s, and Mattermost's 30 s.
+BOT_POST_BEFORE_SECONDS = 15.0
 # Mattermost Markdown (the web app's marked fork and the apps' CommonMark).
 VOICE = Voice(
     platform="Mattermost",
@@ -51,6 +67,13 @@ RefusalKind = Literal["token", "other-team", "malformed", "team-not-enabled"]
 REFUSAL_KINDS: tuple[RefusalKind, ...] = get_args(RefusalKind)
 
 Reply = dict[str, Any]  # a Mattermost CommandResponse, as sent on the wire
+T = TypeVar("T")
+
+
+class PostMaker(Protocol):
+    """The bot's one call the command makes (``bridge.chat.mattermost_bot.MattermostBot``)."""
+
+    def create_post(self, channel_id: str, message: str, props: Mapping[str, Any]) -> str: ...
 
 
 class TokenGate:
@@ -102,11 +125,26 @@ class CommandRuntime:
     settings: Callable[[], Settings]
     token_gate: TokenGate
     ports: Callable[[], CommandPorts]
+    action_keys: Callable[[], Sequence[str]] = lambda: ()  # the End button's signing keys; none: no button
+    bot: Callable[[], PostMaker | None] = lambda: None  # None: no bot configured
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class LiveRoom:
+    """What one request needs to make its room's post live; the secrets are read only when a room is made."""
+
+    response_url: str = ""  # kept on the room for the no-bot follow-up ("" when missing or not acceptable)
+    action_url: str = ""  # where the End button's clicks go ("" : no button)
+    keys: Callable[[], Sequence[str]] = lambda: ()
+    bot: Callable[[], PostMaker | None] = lambda: None
+    time_left: Callable[[], bool] = lambda: True  # whether a bot post still fits in the request
 
 
 # the route ------------------------------------------------------------------------------------------------------
 def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
     """The whole route: 400 unreadable, 401 bad token, otherwise always 200 with a CommandResponse."""
+    started = runtime.monotonic()
     settings = runtime.settings().require("mattermost", "whereby")  # a bad setting fails here, naming it
     try:
         fields = form_fields(event)
@@ -135,8 +173,15 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
     limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
     command = parse(_first(fields, "text"), limits, caller.trigger, team_members(fields))
     logger.append_keys(subcommand=type(command).__name__)
+    live = LiveRoom(
+        response_url=kept_response_url(_first(fields, "response_url")),
+        action_url=action_url(settings, event),
+        keys=runtime.action_keys,
+        bot=runtime.bot,
+        time_left=lambda: runtime.monotonic() - started < BOT_POST_BEFORE_SECONDS,
+    )
     try:
-        reply = run(command, caller, limits, runtime.ports())
+        reply = run(command, caller, limits, runtime.ports(), live)
     except PeerUnavailable as exc:
         logger.error("mattermost command failed: storage unavailable", extra={"reason": str(exc)})
         reply = ephemeral(STORAGE_TROUBLE)
@@ -177,11 +222,106 @@ def team_members(fields: Mapping[str, list[str]]) -> frozenset[str]:
     )
 
 
-def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts) -> Reply:
-    outcome = rooms.run(command, caller, limits, ports, SOURCE, VOICE)
+def kept_response_url(url: str) -> str:
+    """The command's ``response_url`` if a follow-up may go there (https; plain http to this machine only, for the
+    local stack), else "": a bad one is not kept, and the command runs on without it."""
+    url = url.strip()
+    parts = urlsplit(url)
+    local = parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost"}
+    return url if (parts.scheme == "https" or local) and parts.hostname and len(url) <= 2000 else ""
+
+
+def action_url(settings: Settings, event: ApiRequest) -> str:
+    """Where the End button's clicks go: ``API_BASE_URL``, else the API as Mattermost reached it (a function behind
+    the HTTP API cannot name the API in its own settings: the template would go round in a circle)."""
+    base = settings.api_base_url
+    if not base and _HOST.fullmatch(event.domain_name):
+        base = f"https://{event.domain_name}"
+    return f"{base}{ACTION_PATH}" if base else ""
+
+
+def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, live: LiveRoom | None = None) -> Reply:
+    live = live or LiveRoom()
+    if isinstance(command, StartRoom):
+        outcome = rooms.start_room(command, caller, ports, SOURCE, VOICE, response_url=live.response_url)
+    else:
+        outcome = rooms.run(command, caller, limits, ports, SOURCE, VOICE)
     if isinstance(outcome, RoomMade):
-        return room_post(outcome.room, outcome.command, caller)
+        return announce(outcome.room, outcome.command, caller, ports.store, live)
     return {**ephemeral(outcome.text), "response_type": "in_channel" if outcome.in_channel else "ephemeral"}
+
+
+def announce(room: Room, command: StartRoom, caller: Caller, store: MeetingsStore, live: LiveRoom) -> Reply:
+    """The room's post: made by the bot when there is one (the caller then gets the host link alone), else the
+    command's own in_channel answer. A bot that cannot post here costs the room nothing: the answer falls back."""
+    post = room_post(room, command, caller, end_button(room, live))
+    bot = _optional(live.bot, "the chat bot's token")
+    if bot is None:
+        return post
+    if not live.time_left():
+        return _fallback(post, "late", BOT_TROUBLE_HINT)
+    props = {**post["props"], "attachments": post.get("attachments", [])}
+    try:
+        post_id = bot.create_post(caller.channel_id, post["text"], props)
+    except Rejected as exc:
+        if exc.status == 403:
+            return _fallback(post, "not-member", NOT_A_MEMBER_HINT)
+        return _fallback(post, "refused", BOT_TROUBLE_HINT, str(exc))
+    except BridgeError as exc:
+        return _fallback(post, "unavailable", BOT_TROUBLE_HINT, str(exc))
+    try:
+        store.mark(room.room_key, post_id=post_id)
+    except (PeerUnavailable, ClientError) as exc:
+        # The post is in the channel; it only will not follow the meeting. Nothing else to undo.
+        logger.error("bot post made but not recorded on the room", extra={"reason": str(exc), "post_id": post_id})
+    count("ChatBotPosts")
+    logger.info("mattermost bot posted the room", extra={"post_id": post_id})
+    return ephemeral(host_text(room, command, caller))
+
+
+NOT_A_MEMBER_HINT = (
+    "The bridge's bot is not a member of this channel, so the post above will not show when the meeting ends."
+    " To get posts that follow the meeting here, add the bot to the channel (the channel's menu, Members, Add)."
+)
+BOT_TROUBLE_HINT = (
+    "The bridge's bot could not post here just now, so the post above will not show when the meeting ends."
+)
+
+
+def _fallback(post: Reply, reason: str, hint: str, detail: str = "") -> Reply:
+    count("ChatBotFallbacks")
+    logger.warning(
+        "mattermost bot did not post: the command's answer is the post", extra={"reason": reason, "detail": detail}
+    )
+    [host] = post["extra_responses"]
+    return {**post, "extra_responses": [{**host, "text": f"{host['text']}\n{hint}"}]}
+
+
+def _optional(read: Callable[[], T], what: str) -> T | None:
+    """A secret the post can do without: unreadable, the post is made as if it were not configured."""
+    try:
+        return read()
+    except SecretError as exc:
+        logger.error(f"{what} could not be read: the post is made without it", extra={"reason": str(exc)})
+        return None
+
+
+def end_button(room: Room, live: LiveRoom) -> dict[str, Any] | None:
+    """The End button (contracts: Mattermost interactive message buttons); its context is never shown to clients,
+    and is signed for this room and this channel only."""
+    if not live.action_url:
+        return None
+    keys = _optional(live.keys, "the End button's signing key")
+    if not keys:
+        return None
+    context = {"action": actions.END, "room": room.room_key, "sig": actions.sign(keys, room.room_key, room.owner)}
+    return {
+        "id": END_BUTTON_ID,
+        "type": "button",
+        "name": "End meeting",
+        "style": "danger",
+        "integration": {"url": live.action_url, "context": context},
+    }
 
 
 # answers --------------------------------------------------------------------------------------------------------
@@ -189,19 +329,38 @@ def ephemeral(text: str) -> Reply:
     return {"response_type": "ephemeral", "text": text, "skip_slack_parsing": True}
 
 
-def room_post(room: Room, command: StartRoom, caller: Caller) -> Reply:
+def room_post(room: Room, command: StartRoom, caller: Caller, button: Mapping[str, Any] | None = None) -> Reply:
     """The link for the channel; the host link in an ephemeral extra response, for the caller only.
 
-    The only live mentions are the users Mattermost resolved; the topic is shown literally everywhere.
+    The only live mentions are the users Mattermost resolved; the topic is shown literally everywhere. The End
+    button goes in the answer's ``attachments`` (a command answer's ``props.attachments`` is ignored).
     """
-    label = literal(room.label)
-    lines = [f":video_camera: **{label}** · [Join the Whereby room]({room.room_url})"]
+    lines = [f":video_camera: **{literal(room.label)}** · [Join the Whereby room]({room.room_url})"]
     if command.mentions:
         lines.append("Invited: " + " ".join(command.mentions))
     lines.append(f"Open until {utc(room.end_at)} ({human_minutes(command.minutes)}).")
-    props = {"meeting_provider": PROVIDER, "meeting_link": room.room_url, "meeting_topic": label}
-    if caller.user_name:
-        props["meeting_creator_username"] = caller.user_name
+    reply: Reply = {
+        "response_type": "in_channel",
+        "text": "\n".join(lines),
+        "skip_slack_parsing": True,
+        "props": {**meeting_props(room, caller.user_name), "meeting_status": STARTED},
+        "extra_responses": [ephemeral(host_text(room, command, caller))],
+    }
+    if button:
+        reply["attachments"] = [{"actions": [dict(button)]}]
+    return reply
+
+
+def meeting_props(room: Room, creator_username: str = "") -> dict[str, str]:
+    """The props the meeting plugins share (Zoom, MS Teams), so their 30 s duplicate checks read our posts too."""
+    props = {"meeting_provider": PROVIDER, "meeting_link": room.room_url, "meeting_topic": literal(room.label)}
+    if creator_username:
+        props["meeting_creator_username"] = creator_username
+    return props
+
+
+def host_text(room: Room, command: StartRoom, caller: Caller) -> str:
+    label = literal(room.label)
     host = (
         f"Only you can see this. Your host link for **{label}**: {room.host_room_url}\n"
         f"To close the room before {utc(room.end_at)}: `{caller.trigger} end {room_name(room)}`"
@@ -211,13 +370,7 @@ def room_post(room: Room, command: StartRoom, caller: Caller) -> Reply:
             f"\nNot invited: {literal(', '.join(command.not_invited))}. Only people of this team, named one by one,"
             " are invited; the whole channel is never notified."
         )
-    return {
-        "response_type": "in_channel",
-        "text": "\n".join(lines),
-        "skip_slack_parsing": True,
-        "props": props,
-        "extra_responses": [ephemeral(host)],
-    }
+    return host
 
 
 def _first(fields: Mapping[str, list[str]], name: str) -> str:

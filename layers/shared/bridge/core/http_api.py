@@ -33,6 +33,7 @@ class ApiRequest:
     raw_query_string: str = ""
     query_string_parameters: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # names lower-cased, as HTTP APIs deliver them
+    domain_name: str = ""  # the API's own host name as the caller reached it (requestContext.domainName)
 
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> ApiRequest:
@@ -44,6 +45,7 @@ class ApiRequest:
             raw_query_string=event.get("rawQueryString") or "",
             query_string_parameters=event.get("queryStringParameters") or {},
             headers={str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()},
+            domain_name=str((event.get("requestContext") or {}).get("domainName") or ""),
         )
 
 
