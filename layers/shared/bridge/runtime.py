@@ -20,6 +20,7 @@ from bridge.core.config import Settings, load_settings
 from bridge.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from bridge.chat.export import ExportRuntime
     from bridge.chat.live_posts import Teller
     from bridge.chat.mattermost import CommandRuntime
     from bridge.chat.mattermost_action import ActionRuntime as MattermostActionRuntime
@@ -72,7 +73,10 @@ def dead_letter_queue() -> JobQueue:
 def store() -> MeetingsStore:
     from bridge.store.meetings import MeetingsStore
 
-    return MeetingsStore(settings().table_name, boto3.resource("dynamodb"))
+    s = settings()
+    return MeetingsStore(
+        s.table_name, boto3.resource("dynamodb"), session_retention_seconds=s.session_retention_days * 24 * 3600
+    )
 
 
 def whereby(policy: RetryPolicy | None = None, points: Spender | None = None) -> WherebyClient:
@@ -191,6 +195,7 @@ def slack_worker_ports() -> SlackWorkerPorts:
         limits=Limits(s.mattermost_default_minutes, s.mattermost_max_minutes),
         bot=slack_bot,
         action_keys=lambda: action_keys(settings()),
+        api_base=s.api_base_url,
     )
 
 
@@ -314,6 +319,14 @@ def slack_action() -> SlackActionRuntime:
 
 
 @lru_cache(maxsize=1)
+def chat_export() -> ExportRuntime:
+    """``GET /chat/export``: the signing keys and a channel's meetings; no HTTP client, no peer."""
+    from bridge.chat.export import ExportRuntime
+
+    return ExportRuntime(keys=action_keys, store=store)
+
+
+@lru_cache(maxsize=1)
 def recording_links() -> LinkPorts:
     """``GET /recordings/{id}``: the recording records, and Whereby for a known id only (a person is waiting)."""
     from bridge.store.recordings import RecordingsStore
@@ -380,6 +393,7 @@ def reset() -> None:
         slack,
         slack_action,
         recording_links,
+        chat_export,
         whereby_events,
     ):
         cached.cache_clear()

@@ -8,6 +8,8 @@ Grammar (subcommands case-insensitive, any run of spaces or newlines is one sepa
     /whereby help
     /whereby list
     /whereby end [room name | room link]
+    /whereby stats [7d|30d|90d]        this channel's meetings over the period (default 30d)
+    /whereby export [7d|30d|90d]       a short-lived link to a CSV of them
 
 A bare number is not a duration: topics often end in one ("Sprint 42", "Planning 2025"). A last word shaped like a
 duration that is not one we accept (99999h, 1h-5m, 1.5h, 0m) is refused, never taken into the topic.
@@ -42,6 +44,9 @@ _MENTION = re.compile(r"@([a-z0-9][a-z0-9._-]*)", re.IGNORECASE)
 _PUNCTUATION = "()[]{}<>\"'.,;:!?*"
 # A room key as new_room_key() makes it; the last one in a room name is ours (a topic word may look like a key).
 _ROOM_KEY = re.compile(r"(?<![a-z0-9])(z[a-z2-7]{10})(?=-|$)")
+# The periods ``stats`` and ``export`` take, in days: 90 is the longest, as sessions are kept 90 days by default.
+PERIODS = {"7d": 7, "30d": 30, "90d": 90}
+DEFAULT_PERIOD = "30d"
 CHANNEL_WIDE = frozenset({"channel", "all", "here"})  # no user has these names; they notify everyone
 
 # Markdown literal text. Mattermost's web app parses posts with its fork of marked, the mobile app with CommonMark:
@@ -89,11 +94,21 @@ class EndRoom:
 
 
 @dataclass(frozen=True)
+class ShowStats:
+    days: int = PERIODS[DEFAULT_PERIOD]
+
+
+@dataclass(frozen=True)
+class ExportMeetings:
+    days: int = PERIODS[DEFAULT_PERIOD]
+
+
+@dataclass(frozen=True)
 class Invalid:
     problem: str  # a sentence for the caller, ephemeral
 
 
-Command = StartRoom | ShowHelp | ListRooms | EndRoom | Invalid
+Command = StartRoom | ShowHelp | ListRooms | EndRoom | ShowStats | ExportMeetings | Invalid
 
 
 def parse(
@@ -120,6 +135,8 @@ def parse(
         if len(rest) > 1:
             return _reserved("end", trigger)
         return parse_end(rest[0], trigger, quote) if rest else EndRoom()
+    if head in ("stats", "export"):
+        return parse_period(head, rest, trigger, quote)
     return parse_start(words, limits, trigger, members, quote)
 
 
@@ -156,6 +173,21 @@ def parse_end(reference: str, trigger: str, quote: Callable[[str], str] | None =
             f" `{trigger} list` shows the rooms of this channel."
         )
     return EndRoom(room_key=key, reference=shown)
+
+
+def parse_period(word: str, rest: list[str], trigger: str, quote: Callable[[str], str]) -> Command:
+    """``stats`` / ``export`` and their one optional period (``7d``, ``30d``, ``90d``, any case)."""
+    if len(rest) > 1:
+        return _reserved(word, trigger)
+    period = rest[0].lower() if rest else DEFAULT_PERIOD
+    if period not in PERIODS:
+        return Invalid(
+            f"“{quote(_clip(rest[0], 40))}” is not a period `{trigger} {word}` knows: give 7d, 30d or 90d"
+            f" (default {DEFAULT_PERIOD}). To start a room whose topic begins with “{word}”, type"
+            f" `{trigger} start {word} …`."
+        )
+    days = PERIODS[period]
+    return ShowStats(days) if word == "stats" else ExportMeetings(days)
 
 
 def duration_minutes(word: str) -> int | None:
@@ -272,5 +304,10 @@ def _clip(text: str, limit: int = MAX_TOPIC_CHARS) -> str:
 
 
 def _reserved(word: str, trigger: str) -> Invalid:
-    usage = {"list": f"`{trigger} list` takes nothing after it", "end": f"`{trigger} end` takes one room name or link"}
+    usage = {
+        "list": f"`{trigger} list` takes nothing after it",
+        "end": f"`{trigger} end` takes one room name or link",
+        "stats": f"`{trigger} stats` takes one period: 7d, 30d or 90d",
+        "export": f"`{trigger} export` takes one period: 7d, 30d or 90d",
+    }
     return Invalid(f"{usage[word]}. To start a room whose topic begins with “{word}”, type `{trigger} start {word} …`.")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 
 from bridge.chat import actions, rooms
-from bridge.chat.grammar import Command, Limits, StartRoom, human_minutes, literal, parse
+from bridge.chat.grammar import Command, ExportMeetings, Limits, StartRoom, human_minutes, literal, parse
 from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as they were before the core moved out)
     STORAGE_TROUBLE,
     Caller,
@@ -60,6 +60,8 @@ VOICE = Voice(
     literal=literal,
     bold=lambda text: f"**{text}**",
     link=lambda text, url: f"[{text}]({url})",
+    # "@alice" as plain text: the name shows, nobody is notified (the answers that name people are ephemeral anyway)
+    person=lambda user_id, name: literal(f"@{name}" if name else user_id),
 )
 
 # Why a command was refused, as the ``reason`` dimension of ``CommandsRefused`` (the dashboard draws one line each).
@@ -139,6 +141,7 @@ class LiveRoom:
     keys: Callable[[], Sequence[str]] = lambda: ()
     bot: Callable[[], PostMaker | None] = lambda: None
     time_left: Callable[[], bool] = lambda: True  # whether a bot post still fits in the request
+    api_base: str = ""  # the API's address, for ``/whereby export``'s link ("": no link can be given)
 
 
 # the route ------------------------------------------------------------------------------------------------------
@@ -176,6 +179,7 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
     live = LiveRoom(
         response_url=kept_response_url(_first(fields, "response_url")),
         action_url=action_url(settings, event),
+        api_base=api_base(settings, event),
         keys=runtime.action_keys,
         bot=runtime.bot,
         time_left=lambda: runtime.monotonic() - started < BOT_POST_BEFORE_SECONDS,
@@ -234,16 +238,26 @@ def kept_response_url(url: str) -> str:
 def action_url(settings: Settings, event: ApiRequest) -> str:
     """Where the End button's clicks go: ``API_BASE_URL``, else the API as Mattermost reached it (a function behind
     the HTTP API cannot name the API in its own settings: the template would go round in a circle)."""
-    base = settings.api_base_url
-    if not base and _HOST.fullmatch(event.domain_name):
-        base = f"https://{event.domain_name}"
+    base = api_base(settings, event)
     return f"{base}{ACTION_PATH}" if base else ""
+
+
+def api_base(settings: Settings, event: ApiRequest) -> str:
+    """``API_BASE_URL``, else ``https://`` and the API's host as Mattermost reached it; "" when neither is known."""
+    if settings.api_base_url:
+        return settings.api_base_url
+    return f"https://{event.domain_name}" if _HOST.fullmatch(event.domain_name) else ""
 
 
 def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, live: LiveRoom | None = None) -> Reply:
     live = live or LiveRoom()
     if isinstance(command, StartRoom):
         outcome = rooms.start_room(command, caller, ports, SOURCE, VOICE, response_url=live.response_url)
+    elif isinstance(command, ExportMeetings):
+        from bridge.chat.stats import export_link
+
+        keys = _optional(live.keys, "the export link's signing key") or ()
+        outcome = export_link(command, caller, keys, live.api_base, ports.clock(), VOICE)
     else:
         outcome = rooms.run(command, caller, limits, ports, SOURCE, VOICE)
     if isinstance(outcome, RoomMade):

@@ -28,6 +28,7 @@ from bridge.chat.grammar import (
     Limits,
     ListRooms,
     ShowHelp,
+    ShowStats,
     StartRoom,
     human_minutes,
 )
@@ -54,6 +55,8 @@ class Voice:
     literal: Callable[[str], str]
     bold: Callable[[str], str]
     link: Callable[[str, str], str]  # (text, url)
+    # (user id, name as the platform gave it): a person named in an answer, shown, never notified
+    person: Callable[[str, str], str] = lambda user_id, name: name or user_id
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,13 @@ def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, s
             return end_room(command, caller, ports, source, voice)
         case ShowHelp():
             return Said(help_text(caller.trigger, limits, voice))
+        case ShowStats():
+            from bridge.chat.stats import channel_stats  # the statistics import this module
+
+            return channel_stats(command, caller, ports, voice)
         case Invalid(problem=problem):
             return Said(invalid_text(problem, caller.trigger))
+    # ExportMeetings: its link is signed with a key only the adapters hold (``bridge.chat.stats.export_link``).
     raise AssertionError(f"unhandled command {command!r}")
 
 
@@ -157,6 +165,7 @@ def start_room(
         source=source,
         owner=caller.owner,
         creator=caller.user_id,
+        creator_name=caller.user_name,
         label=command.topic,
         created_at=now,
         end_at=now + command.minutes * 60,
@@ -352,11 +361,14 @@ def help_text(trigger: str, limits: Limits, voice: Voice) -> str:
             f" only. The duration is the last word, like `30m`, `2h` or `1h30m` (default"
             f" {human_minutes(limits.default_minutes)}, at least {human_minutes(MIN_MINUTES)} and at most"
             f" {human_minutes(limits.max_minutes)}). People of this team you @mention are invited.",
-            f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end or"
-            " start.",
+            f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end,"
+            " stats, export or start.",
             f"- `{trigger} list` shows the open rooms of this channel.",
             f"- `{trigger} end [room]` ends your latest room here, or the room you name by its name or link. Only"
             " the person who started a room can end it.",
+            f"- `{trigger} stats [7d|30d|90d]` shows this channel's meetings over the last 7, 30 (the default) or"
+            " 90 days: how many, how long, the no-shows, the busiest hosts and a chart per week. Only you see it.",
+            f"- `{trigger} export [7d|30d|90d]` gives you a link to a CSV of those meetings; it works for 15 minutes.",
             f"Example: `{trigger} Sprint review @alice 45m`",
         ]
     )

@@ -27,7 +27,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from bridge.chat.grammar import ZERO_WIDTH_JOINER, EndRoom, Invalid, Limits, ListRooms, ShowHelp, StartRoom, parse
+from bridge.chat.grammar import (
+    ZERO_WIDTH_JOINER,
+    EndRoom,
+    ExportMeetings,
+    Invalid,
+    Limits,
+    ListRooms,
+    ShowHelp,
+    ShowStats,
+    StartRoom,
+    parse,
+)
 from bridge.chat.rooms import STORAGE_TROUBLE, Caller, Said, Shelf, Voice, help_text, invalid_text, list_rooms
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
@@ -75,6 +86,8 @@ VOICE = Voice(
     literal=slack_literal,
     bold=lambda text: f"*{text}*",
     link=lambda text, url: f"<{url}|{text}>",
+    # <@U…> shows the person's current name; an ephemeral answer notifies nobody
+    person=lambda user_id, name: f"<@{user_id}>" if _ID.fullmatch(user_id) else slack_literal(name or "someone"),
 )
 
 
@@ -319,17 +332,24 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
     logger.append_keys(subcommand=type(command).__name__)
     count("SlackCommands")
     match command:
-        case StartRoom() | EndRoom():
+        case StartRoom() | EndRoom() | ExportMeetings():
+            # The export's link is signed with a key only the worker reads.
             job = SlackJob(caller, text, members, response_url, trigger_id, int(runtime.clock()))
             try:
                 runtime.enqueue(job)
             except PeerUnavailable as exc:
                 logger.error("slack command not queued", extra={"reason": str(exc)})
                 return json_response(200, ephemeral(STORAGE_TROUBLE))
-            waiting = "Making your Whereby room…" if isinstance(command, StartRoom) else "Ending the room…"
+            waiting = {StartRoom: "Making your Whereby room…", EndRoom: "Ending the room…"}.get(
+                type(command), "Making your export link…"
+            )
             return json_response(200, ephemeral(waiting))
-        case ListRooms():
+        case ListRooms() | ShowStats():
             try:
+                if isinstance(command, ShowStats):
+                    from bridge.chat.stats import channel_stats
+
+                    return json_response(200, said(channel_stats(command, caller, runtime.shelf(), VOICE)))
                 return json_response(200, said(list_rooms(caller, runtime.shelf(), SOURCE, VOICE)))
             except PeerUnavailable as exc:
                 logger.error("slack command failed: storage unavailable", extra={"reason": str(exc)})

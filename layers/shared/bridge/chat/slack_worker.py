@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from bridge.chat import actions
-from bridge.chat.grammar import EndRoom, Limits, StartRoom, human_minutes, parse
+from bridge.chat.grammar import EndRoom, ExportMeetings, Limits, StartRoom, human_minutes, parse
 from bridge.chat.live_posts import ended_line, follow_up_open
 from bridge.chat.rooms import (
     CommandPorts,
@@ -88,6 +88,7 @@ class SlackWorkerPorts:
     clock: Callable[[], float] = time.time  # the jobs' clock, the records of the rooms they make included
     bot: Callable[[str], Bot | None] = _no_bot  # the workspace's bot; None: no token for it
     action_keys: Callable[[], Sequence[str]] = _no_keys  # the End buttons' keys; none: the posts carry no End button
+    api_base: str = ""  # the API's address (API_BASE_URL), for ``/whereby export``'s link
 
 
 def runner_for(body: str, ports: Callable[[], SlackWorkerPorts]) -> Callable[[], str] | None:
@@ -137,6 +138,12 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
                     logger.warning("slack bot could not update the room's post", extra={"reason": str(exc)})
             p.post(job.response_url, said(ended))
             return "ended" if ended.in_channel else "answered"
+        case ExportMeetings():
+            from bridge.chat.stats import export_link
+
+            # A retried job gives a second link, for the caller alone: harmless, both expire.
+            p.post(job.response_url, said(export_link(command, caller, p.action_keys(), p.api_base, p.clock(), VOICE)))
+            return "export link given"
     # The route answers the rest itself; a message that carries one anyway is answered the same way.
     outcome = run(command, caller, p.limits, p.rooms, SOURCE, VOICE)
     if isinstance(outcome, Said):

@@ -86,6 +86,8 @@ class Settings:
     # The API's own URL: the recording links our notes carry point there.
     api_base_url: str = ""
     recording_retention_days: int = 90
+    # Days a meeting's session record (times, minutes, people's names) is kept: /whereby stats and export read them.
+    session_retention_days: int = 90
     whereby_webhook_secret_id: str = ""  # the signing secret(s) of Whereby's webhook: the events route only
     chat_bot_secret_id: str = ""  # the optional bot tokens that post and edit the chat rooms' posts
     action_key_secret_id: str = ""  # the key that signs the End buttons' context
@@ -246,6 +248,7 @@ PARAMETERS = {
     "WHEREBY_POINTS_PER_MINUTE": "WherebyPointsPerMinute",
     "WHEREBY_CHAT_RESERVE_POINTS": "WherebyChatReservePoints",
     "RECORDING_RETENTION_DAYS": "RecordingRetentionDays",
+    "SESSION_RETENTION_DAYS": "SessionRetentionDays",
     "SLACK_API_URL": "SlackApiUrl",
 }
 _VARIABLE = re.compile(r"\b(" + "|".join(PARAMETERS) + r")\b")
@@ -313,6 +316,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         problems=problems,
         api_base_url=env.get("API_BASE_URL", "").strip().rstrip("/"),
         recording_retention_days=area("recordings", lambda: _int(env, "RECORDING_RETENTION_DAYS", 90, 1) or 90, 90),
+        session_retention_days=area("sessions", lambda: _int(env, "SESSION_RETENTION_DAYS", 90, 1) or 90, 90),
         whereby_webhook_secret_id=_text(env, "WHEREBY_WEBHOOK_SECRET_ID", ""),
         chat_bot_secret_id=_text(env, "CHAT_BOT_SECRET_ID", ""),
         action_key_secret_id=_text(env, "ACTION_KEY_SECRET_ID", ""),

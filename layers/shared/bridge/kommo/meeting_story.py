@@ -78,7 +78,7 @@ def _apply(event: WherebyEvent, room: Room, settings: Settings, ports: DealPorts
             ports.store.note_activity(room.room_key, at)
         session_id = str(event.data.get("roomSessionId") or "")
         if event.type == SESSION_STARTED and session_id:
-            ports.store.session_started(room.room_key, session_id, at, ports.clock())
+            ports.store.session_started(room.room_key, session_id, at, ports.clock(), room)
         return "recorded"
     if event.type == SESSION_ENDED:
         ports.store.note_activity(room.room_key, at)
@@ -125,7 +125,7 @@ def _tell(room: Room, session: RoomSession, ended_hint: int, ports: DealPorts) -
             summarised=True,
             note_attempted=record.note_attempted if record else False,
         )
-        ports.store.save_session(record, ports.clock())
+        ports.store.save_session(record, ports.clock(), room)
         count("SessionsRecorded")
     if room.source != "kommo":
         # A chat room: its channel's post follows the meeting (edited, or a follow-up), once per session.

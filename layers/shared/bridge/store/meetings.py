@@ -8,17 +8,24 @@ Keys (single table, ``pk``/``sk``):
 - ``SWEEP`` / ``STATE``: where the sweeper's walk through Whereby's room list stopped.
 - ``RECONCILE`` / ``STATE``: how far the reading of Kommo's event log got (``bridge.kommo.reconcile``).
 - ``ROOM#<room key>`` / ``SESSION#<room session id>``: one session held in the room (times, minutes, people, and
-  whether the deal was told), from Whereby's events and insights; kept ``SESSION_RETENTION_SECONDS``.
+  whether the deal was told), from Whereby's events and insights; kept ``session_retention_seconds``. It carries
+  the room's ``owner`` and, as ``created_at``, the session's start, so that ``by_owner`` holds a channel's sessions
+  beside its rooms, and the room's topic and creator, so that it can be told and counted after the room's record
+  is gone.
 - ``ROOM#<room key>`` / ``EVENT#<event id>``: a Whereby event the worker handled, so a copy delivered after SQS's
   five-minute deduplication is dropped too; purged after ``DELETED_RETENTION_SECONDS``.
 
-Indexes: ``by_owner`` (owner, created_at) lists a channel's rooms; ``by_expiry`` (expiry_bucket, end_at) holds
-only rooms not yet deleted, so the sweeper reads the expired ones and nothing else.
+Indexes: ``by_owner`` (owner, created_at) holds an owner's rooms (sort key ``ROOM``) and sessions (``SESSION#…``):
+``rooms_of`` takes the rooms alone, ``meetings_of`` both, for one period (``/whereby stats`` and ``export`` read a
+channel's meetings through it, never scanning the table); ``by_expiry`` (expiry_bucket, end_at) holds only rooms not
+yet deleted, so the sweeper reads the expired ones and nothing else.
 
-Records vanish: a room record marked deleted is purged by TTL (``purge_at``) 30 days later; nothing else is ever
-removed. What may still name a purged room, and how it reads the absence: a lead's slot (``ensure_room``: no room,
-claim a new one without retiring the old), a close in progress (``close_rooms``: already gone), the sweeper's walk
-of Whereby's list (no record: a leak, deleted), ``/whereby end <room>`` (no such room), ``mark_deleted`` (done).
+Records vanish: a room record marked deleted is purged by TTL (``purge_at``) 30 days later (a chat room's is kept
+until its ``keep_until``, as long as its sessions, so that a period's no-shows can still be counted), sessions
+after ``session_retention_seconds``; nothing else is ever removed. What may still name a purged room, and how it
+reads the absence: a lead's slot (``ensure_room``: no room, claim a new one without retiring the old), a close in
+progress (``close_rooms``: already gone), the sweeper's walk of Whereby's list (no record: a leak, deleted),
+``/whereby end <room>`` (no such room), ``mark_deleted`` (done).
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ DELETED = "deleted"
 EXPIRY_BUCKET = "live"
 DELETED_RETENTION_SECONDS = 30 * 24 * 3600
 RECONCILE_KEY = {"pk": "RECONCILE", "sk": "STATE"}
-SESSION_RETENTION_SECONDS = 90 * 24 * 3600  # the people's names in it are personal data: kept a quarter
+# The default of the SessionRetentionDays parameter. Long enough for a quarter's statistics (90 days is the longest
+# period /whereby stats and export offer), no longer: the people's names a session holds are personal data.
+SESSION_RETENTION_SECONDS = 90 * 24 * 3600
 _KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -106,6 +115,8 @@ class Room:
     # The room's post in the channel when a bot made it (a Mattermost post id, a Slack message ts): the post that
     # the meeting's end and the End button edit. Empty when the slash command's own answer is the post.
     post_id: str = ""
+    creator_name: str = ""  # the creator's name as the platform gave it (Mattermost username, Slack user name)
+    keep_until: int = 0  # chat rooms: the record, once deleted, is purged then (``MeetingsStore.claim_room``)
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
@@ -123,7 +134,7 @@ class Room:
         return cls(**values)
 
 
-_OPTIONAL_NUMBERS = ("meeting_at", "task_id", "task_due")
+_OPTIONAL_NUMBERS = ("meeting_at", "task_id", "task_due", "keep_until")
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,19 @@ class SessionRecord:
     summarised: bool = False  # times and people were read from Whereby's insights
     note_attempted: bool = False
     note_posted: bool = False
+    # The room's, copied when the session is recorded (``save_session(room=…)``): the session outlives the room.
+    label: str = ""
+    creator: str = ""
+    creator_name: str = ""
+
+
+@dataclass(frozen=True)
+class Meetings:
+    """An owner's rooms made and sessions started in a period (``MeetingsStore.meetings_of``)."""
+
+    rooms: tuple[Room, ...]
+    sessions: tuple[SessionRecord, ...]
+    joined: frozenset[str]  # the keys of the rooms someone joined (``activity_at``), sessions recorded or not
 
 
 @dataclass(frozen=True)
@@ -199,11 +223,17 @@ def _optional_int(value: Any) -> int | None:
 
 
 class MeetingsStore:
-    def __init__(self, table_name: str, resource: DynamoDBServiceResource | None = None) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        resource: DynamoDBServiceResource | None = None,
+        session_retention_seconds: int = SESSION_RETENTION_SECONDS,
+    ) -> None:
         self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self._client = self.table.meta.client
         self.table_name = table_name
         self.tag = stack_tag(table_name)
+        self.session_retention_seconds = session_retention_seconds
 
     def new_room_key(self) -> str:
         return new_room_key(self.tag)
@@ -252,7 +282,8 @@ class MeetingsStore:
         kwargs: dict[str, Any] = {
             "IndexName": "by_owner",
             "KeyConditionExpression": Key("owner").eq(owner),
-            "FilterExpression": Attr("state").ne(DELETED),
+            # The index holds the owner's sessions too: rooms only.
+            "FilterExpression": Attr("sk").eq("ROOM") & Attr("state").ne(DELETED),
             "ScanIndexForward": False,
             "Limit": limit,
         }
@@ -264,6 +295,32 @@ class MeetingsStore:
                 break
             kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         return rooms[:limit]
+
+    def meetings_of(self, owner: str, since: int, until: int) -> Meetings:
+        """The owner's rooms made and sessions started from ``since`` to ``until`` (inclusive), oldest first.
+
+        One range of the ``by_owner`` index, read to its end (a channel's quarter is a few pages at most): no scan.
+        """
+        kwargs: dict[str, Any] = {
+            "IndexName": "by_owner",
+            "KeyConditionExpression": Key("owner").eq(owner) & Key("created_at").between(since, until),
+        }
+        rooms: list[Room] = []
+        sessions: list[SessionRecord] = []
+        joined: set[str] = set()
+        while True:
+            answer = self._call(self.table.query, **kwargs)
+            for item in answer.get("Items", []):
+                sort_key = str(item.get("sk", ""))
+                if sort_key == "ROOM":
+                    rooms.append(Room.from_item(item))
+                    if item.get("activity_at") is not None:
+                        joined.add(rooms[-1].room_key)
+                elif sort_key.startswith("SESSION#"):
+                    sessions.append(_session(item))
+            if "LastEvaluatedKey" not in answer:
+                return Meetings(tuple(rooms), tuple(sessions), frozenset(joined))
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
     def expired(self, now: int, limit: int) -> Iterator[Room]:
         """Rooms not yet deleted whose end has passed, oldest first; reads only those records."""
@@ -321,15 +378,17 @@ class MeetingsStore:
         self._transact(items)
 
     def claim_room(self, room: Room) -> None:
-        """Record a room before it is created at Whereby (rooms with no lead: Mattermost)."""
+        """Record a room before it is created at Whereby (rooms with no lead: the chat platforms)."""
         try:
-            self._call(self.table.put_item, Item=room.item(), ConditionExpression="attribute_not_exists(pk)")
+            self._call(
+                self.table.put_item, Item=self._kept(room).item(), ConditionExpression="attribute_not_exists(pk)"
+            )
         except ClientError:
             raise Conflict(f"room key {room.room_key} is taken") from None
 
     def complete_room(self, room: Room) -> Room:
         """Store what Whereby answered; only a record still being created can be completed."""
-        done = replace(room, state=ACTIVE)
+        done = replace(self._kept(room), state=ACTIVE)
         try:
             self._call(
                 self.table.put_item,
@@ -570,23 +629,34 @@ class MeetingsStore:
         item = self._call(self.table.get_item, Key=key, ConsistentRead=True).get("Item")
         return _session(item) if item else None
 
-    def session_started(self, room_key: str, room_session_id: str, at: int, now: float | None = None) -> None:
+    def session_started(
+        self, room_key: str, room_session_id: str, at: int, now: float | None = None, room: Room | None = None
+    ) -> None:
         """A session began (``room.session.started``); what insights say later replaces the time."""
-        purge = int(now if now is not None else time.time()) + SESSION_RETENTION_SECONDS
+        purge = int(now if now is not None else time.time()) + self.session_retention_seconds
+        update = "SET started_at = if_not_exists(started_at, :at), purge_at = :purge"
+        values: dict[str, Any] = {":at": at, ":purge": purge}
+        names: dict[str, str] = {}
+        if room is not None:
+            update += ", created_at = if_not_exists(started_at, :at)" + _room_fields(room, names, values)
         self._call(
             self.table.update_item,
             Key={"pk": f"ROOM#{room_key}", "sk": f"SESSION#{room_session_id}"},
-            UpdateExpression="SET started_at = if_not_exists(started_at, :at), purge_at = :purge",
-            ExpressionAttributeValues={":at": at, ":purge": purge},
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
+            **({"ExpressionAttributeNames": names} if names else {}),
         )
 
-    def save_session(self, record: SessionRecord, now: float | None = None) -> None:
-        """Store a session's summary; the note flags are left as they are (``mark_session`` sets them)."""
+    def save_session(self, record: SessionRecord, now: float | None = None, room: Room | None = None) -> None:
+        """Store a session's summary; the note flags are left as they are (``mark_session`` sets them).
+
+        With its ``room``, the session joins the owner's meetings in ``by_owner`` (``meetings_of``) at its start.
+        """
         values: dict[str, Any] = {
             ":minutes": record.participant_minutes,
             ":people": [{"name": p.name, "role": p.role} for p in record.people],
             ":summarised": record.summarised,
-            ":purge": int(now if now is not None else time.time()) + SESSION_RETENTION_SECONDS,
+            ":purge": int(now if now is not None else time.time()) + self.session_retention_seconds,
         }
         update = "SET participant_minutes = :minutes, people = :people, summarised = :summarised, purge_at = :purge"
         for name in ("started_at", "ended_at"):
@@ -594,11 +664,19 @@ class MeetingsStore:
             if value is not None:
                 update += f", {name} = :{name}"
                 values[f":{name}"] = value
+        names: dict[str, str] = {}
+        if room is not None:
+            if record.started_at is not None:
+                update += ", created_at = :started_at"
+            elif record.ended_at is not None:
+                update += ", created_at = if_not_exists(created_at, :ended_at)"  # no start known: the end stands in
+            update += _room_fields(room, names, values)
         self._call(
             self.table.update_item,
             Key={"pk": f"ROOM#{record.room_key}", "sk": f"SESSION#{record.room_session_id}"},
             UpdateExpression=update,
             ExpressionAttributeValues=values,
+            **({"ExpressionAttributeNames": names} if names else {}),
         )
 
     def mark_session(self, room_key: str, room_session_id: str, **flags: bool) -> None:
@@ -613,11 +691,22 @@ class MeetingsStore:
         )
 
     # helpers ---------------------------------------------------------------------------------------------------
+    def _kept(self, room: Room) -> Room:
+        """A chat room is kept, once deleted, as long as its sessions (at least the 30 days of every room): its
+        channel's statistics count it as a no-show when nobody came."""
+        if not room.owner.startswith("CHANNEL#"):
+            return room
+        keep = room.created_at + max(self.session_retention_seconds, DELETED_RETENTION_SECONDS)
+        return replace(room, keep_until=keep)
+
     def _deletion(self, room_key: str, now: float) -> UpdateTypeDef:
         return {
             "TableName": self.table_name,
             "Key": {"pk": f"ROOM#{room_key}", "sk": "ROOM"},
-            "UpdateExpression": "SET #state = :deleted, updated_at = :now, purge_at = :purge REMOVE expiry_bucket",
+            "UpdateExpression": (
+                "SET #state = :deleted, updated_at = :now, purge_at = if_not_exists(keep_until, :purge)"
+                " REMOVE expiry_bucket"
+            ),
             "ConditionExpression": "attribute_exists(pk)",
             "ExpressionAttributeNames": {"#state": "state"},
             "ExpressionAttributeValues": {
@@ -651,6 +740,18 @@ class MeetingsStore:
             raise PeerUnavailable(f"dynamodb unreachable: {type(exc).__name__}") from None
 
 
+def _room_fields(room: Room, names: dict[str, str], values: dict[str, Any]) -> str:
+    """`` , owner = …, label = …``: the room's fields a session carries (empty ones are not written)."""
+    fields = {"owner": room.owner, "label": room.label, "creator": room.creator, "creator_name": room.creator_name}
+    written = ""
+    for name, value in fields.items():
+        if value:
+            names[f"#{name}"] = name
+            values[f":room_{name}"] = value
+            written += f", #{name} = :room_{name}"
+    return written
+
+
 def _session(item: Mapping[str, Any]) -> SessionRecord:
     return SessionRecord(
         room_key=str(item["pk"]).removeprefix("ROOM#"),
@@ -662,6 +763,9 @@ def _session(item: Mapping[str, Any]) -> SessionRecord:
         summarised=bool(item.get("summarised", False)),
         note_attempted=bool(item.get("note_attempted", False)),
         note_posted=bool(item.get("note_posted", False)),
+        label=str(item.get("label", "")),
+        creator=str(item.get("creator", "")),
+        creator_name=str(item.get("creator_name", "")),
     )
 
 
