@@ -364,6 +364,7 @@ def _environment_secrets(function: dict) -> set[str]:
         ("WherebyEventsFunction", {"WherebyWebhookSecret"}),
         ("SlackCommandFunction", {"SlackSecret"}),
         ("SlackActionFunction", {"SlackSecret", "ActionKeySecret"}),
+        ("ChatExportFunction", {"ActionKeySecret"}),
     ],
 )
 def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
