@@ -473,6 +473,8 @@ def test_help_explains_the_command_to_the_caller_only(stack, whereby_sim, text):
         ["/weather", "start"],
         ["/weather", "list"],
         ["/weather", "end"],
+        ["/weather", "stats"],
+        ["/weather", "export"],
     ]
     assert whereby_sim.requests_seen() == []
 
