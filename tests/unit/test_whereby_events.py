@@ -289,11 +289,32 @@ def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(sta
     from bridge import runtime
     from bridge.whereby.events import EventMessage, event_from
 
+    points, kommo_calls = whereby_sim.points_used, len(kommo_sim.requests_seen())
     for event in whereby_sim.events():
         late = EventMessage(event_from(event))
         runtime.job_queue().send_message(late.to_json(), late.group_id, late.dedup_id + "-late")
     assert stack.drain().failed == 0
     assert len(notes_saying(kommo_sim, "Meeting held")) == 1
+    # Dropped before anyone is asked: no insights read paid from the points budget again, no call to Kommo.
+    assert (whereby_sim.points_used, len(kommo_sim.requests_seen())) == (points, kommo_calls)
+
+
+def test_a_session_end_that_whereby_insights_have_not_closed_yet_is_told_ending_at_the_events_time(
+    stack, whereby_sim, kommo_sim, gateway
+):
+    open_room(stack)
+    name = room_name(whereby_sim)
+    whereby_sim.join(name, "Ana", "host", at=HELD_AT)
+    whereby_sim.join(name, "Client", "visitor", at=HELD_AT + 60)
+    [started] = [e for e in whereby_sim.events() if e["type"] == "room.session.started"]
+    # Whereby says the session ended, but its insights still show it running with both people in it.
+    whereby_sim.emit("room.session.ended", started["data"], at=HELD_AT + 35 * 60)
+    assert stack.drain().failed == 0
+
+    assert notes_saying(kommo_sim, "Meeting held") == [
+        "Meeting held Sun 4 Jan, 14:22\u201314:57 (Europe/Madrid, 35 min) · 2 people: Ana (host), Client (guest)\n"
+        f"Whereby session {started['data']['roomSessionId']}"
+    ]
 
 
 def test_a_chat_rooms_session_is_recorded_without_a_note(stack, whereby_sim, kommo_sim, gateway):
