@@ -84,10 +84,12 @@ class Figures:
 
 
 def command_body(n: int) -> bytes:
+    # A command token acts only for the team it is listed under.
+    team, tokens = next(iter(LOCAL_SECRET["mattermost_tokens"].items()))
     return urlencode(
         {
-            "token": LOCAL_SECRET["mattermost_tokens"][0],
-            "team_id": "benchteam",
+            "token": tokens[0],
+            "team_id": team,
             "channel_id": "benchchannel",
             "user_id": "benchuser",
             "user_name": "alice",

@@ -1,10 +1,13 @@
-"""``python -m devstack.demo`` (``make demo``): the story of one deal, on this machine alone.
+"""``python -m devstack.demo`` (``make demo``): the story of one deal, then of ``/whereby`` in two chats, on this
+machine alone.
 
 Boots the local stack with a "Demo" rule that follows the deal's meeting-time field and gives the deal owner a task,
 then plays the deal's life as Kommo and Whereby would send it, one step at a time: the deal enters Demo with a
 meeting two days ahead, the meeting moves, people meet in the room, the recording finishes and its link opens it, the
-deal is won and its recording is deleted when the retention ends. Each step prints what was sent and what the
-simulators hold afterwards, and checks that the deal got exactly the note it should. Exits 0, or 1 with the reason.
+deal is won and its recording is deleted when the retention ends. Then ``/whereby`` in Mattermost and in Slack: each
+room's post is the bridge's bot's, it says when the meeting ended, and its End button ends the room for its creator
+only. Each step prints what was sent and what the simulators hold afterwards, and checks it (the deal got exactly the
+note it should, each post was edited once). Exits 0, or 1 with the reason.
 
 A step is a function of the ``Story``, listed in ``STEPS`` with its title; the steps are numbered in that order.
 """
@@ -25,13 +28,17 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from devstack.local import DEMO_STAGE_RULES, DEMO_STATUS, LocalConfig, LocalStack
+from devstack.local import DEMO_STAGE_RULES, DEMO_STATUS, LOCAL_SECRET, LocalConfig, LocalStack
+from devstack.mattermost_sim import BOT_USER_ID
 from devstack.template import ROOT
 
 if TYPE_CHECKING:
     from bridge.store.recordings import Recording
+    from devstack.mattermost_sim import MattermostSimulator
+    from devstack.slack_sim import SlackSimulator
 
 STAGE_EVENT = ROOT / "events" / "kommo-stage-change.form"
+MATTERMOST_COMMAND = ROOT / "events" / "mattermost-command.body"
 WAIT_SECONDS = 20.0
 KOMMO_HEADERS = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
 MEETING_FIELD_ID = 583921  # the deal's "Meeting time" date-time field
@@ -46,6 +53,7 @@ WON = 142
 CUSTOM_FIELD = re.compile(r"leads\[status\]\[0\]\[custom_fields\]\[(\d+)\]")
 RECORDING_LINK = re.compile(r"(\S+)/recordings/([A-Za-z0-9_-]+)")
 TOKEN = re.compile(r"(token=)([^&]+)")
+ROOM_KEY = re.compile(r"(roomKey=)([^&|>)\s]+)")
 DAY = 86400
 MINUTE = 60
 
@@ -54,6 +62,16 @@ T = TypeVar("T")
 
 class DemoFailed(Exception):
     """A step of the story did not happen; the message says which and why."""
+
+
+@dataclass
+class ChatRoom:
+    """A room made by ``/whereby`` in a chat, and its post: a Mattermost post id or a Slack message ts."""
+
+    platform: str  # "Mattermost" or "Slack"
+    meeting: dict[str, Any]  # as the Whereby simulator holds it
+    post: str
+    ended_line: str = ""  # what the post says once the meeting ended
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Story:
     room: dict[str, Any] = field(default_factory=dict)
     notes_seen: int = 0
     link_id: str = ""  # the recording link's id: a credential, shown shortened
+    chat_rooms: dict[str, ChatRoom] = field(default_factory=dict)  # by topic
 
     @property
     def whereby(self) -> Any:
@@ -79,6 +98,16 @@ class Story:
     def kommo(self) -> Any:
         assert self.stack.kommo_sim is not None
         return self.stack.kommo_sim
+
+    @property
+    def mattermost(self) -> MattermostSimulator:
+        assert self.stack.mattermost_sim is not None
+        return self.stack.mattermost_sim
+
+    @property
+    def slack(self) -> SlackSimulator:
+        assert self.stack.slack_sim is not None
+        return self.stack.slack_sim
 
     def sample_value(self, name: str) -> str:
         return next(value for key, value in self.sample if key == f"leads[status][0][{name}]")
@@ -411,6 +440,290 @@ def retain(story: Story) -> None:
         raise DemoFailed(f"the deleted recording's link answered {gone.status_code}, not 410")
 
 
+# ----- the chat steps -----
+
+MATTERMOST_HEADERS = {"content-type": "application/x-www-form-urlencoded", "user-agent": "Mattermost-Bot/1.1"}
+SLACK_CHANNEL = "C0LOCALCHAN"  # the Slack simulator's channel; the app's bot may post there
+SLACK_CREATOR = ("U0LOCALUSER", "anna.petrova")  # the Slack simulator's user
+SLACK_STRANGER = ("U0LOCALBOB1", "bob")  # another member of the channel
+ACK_SECONDS = 3.0  # Slack shows the user an error when a command is not acknowledged this soon
+
+
+def quote(story: Story, text: str) -> None:
+    """A message as the chat shows it; a host link's ``roomKey`` (a credential) shortened."""
+    for line in ROOM_KEY.sub(lambda m: m.group(1) + short(m.group(2)), text).splitlines():
+        story.say(f"     | {line}")
+
+
+def meeting_ids(story: Story) -> set[str]:
+    return {str(m["meetingId"]) for m in story.whereby.meetings()}
+
+
+def new_meeting(story: Story, known: set[str], what: str) -> dict[str, Any]:
+    """The one room Whereby got since ``known``; DemoFailed for none or more."""
+    fresh = wait_until(
+        story,
+        f"no Whereby room for {what}",
+        lambda: [m for m in story.whereby.meetings() if m["meetingId"] not in known],
+    )
+    if len(fresh) != 1:
+        raise DemoFailed(f"{len(fresh)} Whereby rooms for {what} instead of one")
+    meeting = dict(fresh[0])
+    story.say(f"   Whereby: room {meeting['roomName']}, endDate {meeting['endDate']}")
+    return meeting
+
+
+def jobs_done(story: Story) -> bool:
+    pump = next(iter(story.stack.pumps.values()))
+    return story.stack.queue_depth(pump.trigger.queue) == 0
+
+
+def mattermost_command(story: Story, text: str) -> dict[str, Any]:
+    """``/whereby <text>`` as Mattermost sends it (the sample command, with the local command token of its team and a
+    ``response_url`` of the simulator); the answer is then taken as the server takes it (an in-channel answer becomes
+    a post, an ephemeral one is shown to the caller alone)."""
+    fields = dict(parse_qsl(MATTERMOST_COMMAND.read_text().strip(), keep_blank_values=True))
+    team = next(iter(LOCAL_SECRET["mattermost_tokens"]))
+    fields.update(
+        text=text,
+        team_id=team,
+        token=story.stack.mattermost_token,
+        response_url=story.mattermost.new_response_url(fields["channel_id"], fields["user_id"]),
+    )
+    story.say(
+        f"   POST /mattermost/command  text={text!r}, token=<local command token of team {team}>,"
+        f" by {fields['user_name']} in channel {fields['channel_id']}"
+    )
+    response = requests.post(
+        f"{story.stack.gateway_url}/mattermost/command", data=urlencode(fields), headers=MATTERMOST_HEADERS, timeout=30
+    )
+    if response.status_code != 200:
+        raise DemoFailed(f"the gateway answered the Mattermost command with {response.status_code} {response.text}")
+    reply = dict(response.json())
+    shown_to = "the channel" if reply.get("response_type") == "in_channel" else f"{fields['user_name']} only"
+    story.say(f"   -> 200, {reply.get('response_type')} (for {shown_to}):")
+    quote(story, str(reply.get("text", "")))
+    story.mattermost.command_answer(reply, fields["channel_id"], fields["user_id"])
+    return reply
+
+
+def buttons_of_post(post: dict[str, Any]) -> list[str]:
+    attachments = post["props"].get("attachments") or []
+    return [str(action.get("name")) for attachment in attachments for action in attachment.get("actions") or []]
+
+
+def mattermost_room(story: Story) -> None:
+    """``/whereby Sprint review 30m`` in Mattermost: the caller alone gets the host link, and the bot posts the room
+    in the channel with an End button (the post the bridge can edit later)."""
+    known, posts_before = meeting_ids(story), {p["id"] for p in story.mattermost.posts()}
+    reply = mattermost_command(story, "Sprint review 30m")
+    meeting = new_meeting(story, known, "/whereby Sprint review")
+    if reply.get("response_type") != "ephemeral" or meeting["hostRoomUrl"] not in str(reply.get("text")):
+        raise DemoFailed("Mattermost's answer is not the host link, for the caller alone")
+    posts = [p for p in story.mattermost.posts() if p["id"] not in posts_before]
+    if len(posts) != 1 or posts[0]["user_id"] != BOT_USER_ID:
+        raise DemoFailed(f"{len(posts)} new posts in the channel, not the bot's one post")
+    [post] = posts
+    props, buttons = post["props"], buttons_of_post(post)
+    story.say(
+        f"   Mattermost: the bot's post in channel {post['channel_id']} (meeting_status"
+        f" {props.get('meeting_status')}, button {', '.join(buttons) or 'none'}):"
+    )
+    quote(story, post["message"])
+    if props.get("meeting_link") != meeting["roomUrl"] or props.get("meeting_status") != "STARTED":
+        raise DemoFailed("the bot's post is not this room's, or does not say it started")
+    if buttons != ["End meeting"] or meeting["hostRoomUrl"] in json.dumps(post):
+        raise DemoFailed("the bot's post has no End button, or shows the host link to the channel")
+    story.chat_rooms["Sprint review"] = ChatRoom("Mattermost", meeting, post["id"])
+
+
+def slack_command(story: Story, text: str) -> Any:
+    """``/whereby <text>`` through the Slack simulator, signed with the workspace's signing secret."""
+    user, name = SLACK_CREATOR
+    story.say(
+        f"   POST /slack/command  text={text!r}, signed by the Slack simulator (workspace {story.slack.team_id}),"
+        f" by {name} in channel {SLACK_CHANNEL}"
+    )
+    answer = story.slack.command(
+        f"{story.stack.gateway_url}/slack/command", text, channel_id=SLACK_CHANNEL, user_id=user, user_name=name
+    )
+    story.say(f"   -> {answer.status} in {answer.seconds:.2f} s: {json.dumps(answer.body)}")
+    if answer.status != 200 or answer.seconds >= ACK_SECONDS:
+        raise DemoFailed(f"the Slack command was answered {answer.status} in {answer.seconds:.1f} s, not 200 at once")
+    return answer
+
+
+def slack_messages(story: Story) -> dict[str, dict[str, Any]]:
+    return {str(m["ts"]): m for m in story.slack.messages(SLACK_CHANNEL)}
+
+
+def buttons_of_message(message: dict[str, Any]) -> list[str]:
+    return [
+        str(element["text"]["text"])
+        for block in message["blocks"]
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+    ]
+
+
+def slack_room_made(story: Story, text: str, topic: str) -> ChatRoom:
+    """``/whereby <text>`` in Slack: acknowledged at once, then the worker makes the room, the bot posts it in the
+    channel and the caller alone gets the host link through the command's ``response_url``."""
+    known, before = meeting_ids(story), set(slack_messages(story))
+    answer = slack_command(story, text)
+    meeting = new_meeting(story, known, f"/whereby {topic}")
+
+    def posted() -> list[dict[str, Any]] | None:
+        fresh = [m for ts, m in slack_messages(story).items() if ts not in before]
+        hosts = [p for p in story.slack.posts(answer.response_url) if meeting["hostRoomUrl"] in str(p.get("text"))]
+        return fresh if fresh and hosts else None
+
+    fresh = wait_until(story, f"no bot message and host link for {topic} in Slack", posted)
+    if len(fresh) != 1 or fresh[0]["by"] != "bot":
+        raise DemoFailed(f"{len(fresh)} new messages in the Slack channel, not the bot's one message")
+    [message] = fresh
+    buttons = buttons_of_message(message)
+    story.say(f"   Slack: the bot's message in channel {SLACK_CHANNEL} (buttons {', '.join(buttons) or 'none'}):")
+    quote(story, message["text"])
+    if meeting["roomUrl"] not in message["text"] or "End room" not in buttons:
+        raise DemoFailed("the bot's Slack message is not this room's, or has no End button")
+    [host] = [p for p in story.slack.posts(answer.response_url) if meeting["hostRoomUrl"] in str(p.get("text"))]
+    story.say(f"   Slack: through the response_url, {host.get('response_type')} (for {SLACK_CREATOR[1]} only):")
+    quote(story, str(host["text"]))
+    if host.get("response_type") != "ephemeral" or meeting["hostRoomUrl"] in json.dumps(story.slack.messages()):
+        raise DemoFailed("the host link is not for the caller alone")
+    room = ChatRoom("Slack", meeting, str(message["ts"]))
+    story.chat_rooms[topic] = room
+    return room
+
+
+def slack_room(story: Story) -> None:
+    """``/whereby Design sync 30m`` in Slack."""
+    slack_room_made(story, "Design sync 30m", "Design sync")
+
+
+def meet_in(story: Story, room: ChatRoom, people: list[tuple[str, str]], start: int, minutes: int) -> None:
+    """Everyone joins within the first minute from ``start``; they leave a minute apart, the host last. Whereby's
+    session ends when one person is left: ``minutes`` after ``start``, when the last guest leaves."""
+    story.say(f"   {room.platform}'s room {room.meeting['roomName']}:")
+    name_of_room = room.meeting["roomName"]
+    joined = [sim_join(story, name_of_room, name, role, start + i * 20) for i, (name, role) in enumerate(people)]
+    for i, (participant, (name, _)) in reversed(list(enumerate(zip(joined, people, strict=True)))):
+        sim_leave(story, participant, name, start + (minutes + 1 - i) * MINUTE)
+    room.ended_line = f"Meeting ended \u00b7 {minutes} min \u00b7 {len(people)} people"
+
+
+def chat_edits(story: Story, room: ChatRoom) -> tuple[int, str, str]:
+    """How many times the room's post was edited, what it says now, and what else a person sees of it."""
+    if room.platform == "Mattermost":
+        post = story.mattermost.post(room.post)
+        buttons = ", ".join(buttons_of_post(post)) or "none"
+        shown = f"meeting_status {post['props'].get('meeting_status')}, button {buttons}"
+        return story.mattermost.edits(room.post), str(post["message"]), shown
+    message = slack_messages(story)[room.post]
+    return len(message["edits"]), str(message["text"]), f"buttons {', '.join(buttons_of_message(message)) or 'none'}"
+
+
+def meet_in_both(story: Story) -> None:
+    """People meet in each chat's room; Whereby signs each join and leave to ``/whereby/events``; when each meeting
+    ends, the worker edits its room's post once to say so (duplicates and retries edit nothing more)."""
+    rooms = [story.chat_rooms["Sprint review"], story.chat_rooms["Design sync"]]
+    delivered, start = len(story.whereby.deliveries()), int(time.time())
+    meet_in(story, rooms[0], [("Ana", "host"), ("Ben", "visitor")], start, 25)
+    meet_in(story, rooms[1], [("Kim", "host"), ("Lee", "visitor"), ("Max", "visitor")], start, 20)
+    sent = story.whereby.deliveries()[delivered:]
+    answers = sorted({str(d["status"]) for d in sent})
+    story.say(f"   Whereby -> POST /whereby/events: {len(sent)} signed events, answered {', '.join(answers)}")
+    if answers != ["200"]:
+        raise DemoFailed(f"the events route answered {', '.join(answers)} to the Whereby simulator's events")
+    wait_until(
+        story,
+        "no edit of both posts",
+        lambda: all(chat_edits(story, room)[0] for room in rooms) and jobs_done(story),
+    )
+    for room in rooms:
+        edits, text, shown = chat_edits(story, room)
+        story.say(f"   {room.platform}: the bot's post edited {edits} time{'s' if edits != 1 else ''} ({shown}):")
+        quote(story, text)
+        if edits != 1 or room.ended_line not in text:
+            raise DemoFailed(f"the {room.platform} post was edited {edits} times, not once to {room.ended_line!r}")
+    live = meeting_ids(story)
+    if not all(str(room.meeting["meetingId"]) in live for room in rooms):
+        raise DemoFailed("a room was deleted when its meeting ended; it lives until its end")
+    story.say("   Whereby: both rooms stay open until their endDate (people may meet again); the posts tell the")
+    story.say("   meeting that ended and carry no End button any more (the next step clicks one on a fresh room)")
+
+
+def click_end(story: Story, room: ChatRoom, user: str, name: str) -> Any:
+    """``name`` clicks the End button of the room's Slack message; Slack sends the signed click to the gateway."""
+    story.say(f"   POST /slack/action  {name} ({user}) clicks End room (signed by the Slack simulator)")
+    click = story.slack.click(
+        f"{story.stack.gateway_url}/slack/action", room.post, "end_room", user_id=user, user_name=name
+    )
+    story.say(f"   -> {click.status} in {click.seconds:.2f} s")
+    if click.status != 200 or click.seconds >= ACK_SECONDS:
+        raise DemoFailed(f"the gateway answered {name}'s click with {click.status} {click.body}")
+    return click
+
+
+def end_button(story: Story) -> None:
+    """A fresh Slack room; a stranger clicks its End button and is told only its creator can; the creator's click
+    deletes the room at Whereby and the bot's message says it ended."""
+    room = slack_room_made(story, "Retro 15m", "Retro")
+    live = str(room.meeting["meetingId"])
+    user, name = SLACK_STRANGER
+    click = click_end(story, room, user, name)
+    [told] = wait_until(story, f"no answer to {name}'s click", lambda: story.slack.posts(click.response_url))
+    wait_until(story, f"{name}'s click still running", lambda: jobs_done(story))
+    story.say(f"   Slack: through the click's response_url, {told.get('response_type')} (for {name} only):")
+    quote(story, str(told.get("text")))
+    if not str(told.get("text")).startswith("Only the person who started *Retro* can end it."):
+        raise DemoFailed("the stranger was not told that only the room's creator can end it")
+    if live not in meeting_ids(story) or slack_messages(story)[room.post]["edits"]:
+        raise DemoFailed("the stranger's click ended the room or changed its message")
+    story.say(f"   Whereby: room {room.meeting['roomName']} still open; the message unchanged")
+    click_end(story, room, *SLACK_CREATOR)
+    wait_until(
+        story,
+        "the room not deleted after its creator's click",
+        lambda: live not in meeting_ids(story) and jobs_done(story),
+    )
+    story.say(f"   Whereby: room {room.meeting['roomName']} deleted")
+    message = slack_messages(story)[room.post]
+    buttons = buttons_of_message(message)
+    story.say(f"   Slack: the bot's message edited (buttons {', '.join(buttons) or 'none'}):")
+    quote(story, message["text"])
+    if "has ended" not in message["text"] or buttons:
+        raise DemoFailed("the bot's message does not say the room ended, or still has buttons")
+
+
+def end_the_rest(story: Story) -> None:
+    """The two rooms the meetings left open are ended by their creators with ``/whereby end <room>``."""
+    sprint, design = story.chat_rooms["Sprint review"], story.chat_rooms["Design sync"]
+    reply = mattermost_command(story, f"end {sprint.meeting['roomName'].lstrip('/')}")
+    if reply.get("response_type") != "in_channel" or str(sprint.meeting["meetingId"]) in meeting_ids(story):
+        raise DemoFailed("/whereby end did not end the Mattermost room for the channel")
+    story.say(f"   Whereby: room {sprint.meeting['roomName']} deleted")
+    answer = slack_command(story, f"end {design.meeting['roomName'].lstrip('/')}")
+
+    def answered() -> list[dict[str, Any]] | None:
+        if str(design.meeting["meetingId"]) in meeting_ids(story) or not jobs_done(story):
+            return None
+        return story.slack.posts(answer.response_url)
+
+    told = wait_until(story, "no answer to /whereby end in Slack", answered)
+    story.say(f"   Slack: through the response_url, {told[-1].get('response_type')}:")
+    quote(story, str(told[-1].get("text")))
+    story.say(f"   Whereby: room {design.meeting['roomName']} deleted; no room left")
+    _, text, shown = chat_edits(story, design)
+    story.say(f"   Slack: the bot's message edited again ({shown}):")
+    quote(story, text)
+    if "has ended" not in text:
+        raise DemoFailed("the bot's Slack message does not say the room ended")
+    if story.whereby.meetings():
+        raise DemoFailed(f"{len(story.whereby.meetings())} room(s) left at Whereby after /whereby end")
+
+
 Step = Callable[[Story], None]
 STEPS: tuple[tuple[str, Step], ...] = (
     ("The deal enters Demo, with a meeting two days ahead", enter_demo),
@@ -419,6 +732,11 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("A host and a guest join and leave", meet),
     ("The recording finishes; its link opens it", record),
     ("The deal is won; the recording is kept until its retention ends, then swept", win),
+    ("Mattermost: `/whereby Sprint review 30m`", mattermost_room),
+    ("Slack: `/whereby Design sync 30m`", slack_room),
+    ("People meet in both rooms; each post says the meeting ended", meet_in_both),
+    ("Slack: `/whereby Retro 15m`; a stranger and then the creator click End", end_button),
+    ("The creators end the two rooms left open with `/whereby end`", end_the_rest),
 )
 
 
@@ -449,7 +767,7 @@ def run_demo(say: Callable[[str], None] = print) -> None:
     """Play every step; DemoFailed when one does not happen."""
     sample = parse_qsl(STAGE_EVENT.read_bytes().decode(), keep_blank_values=True)
     lead_id, _ = lead_of(STAGE_EVENT.read_bytes())
-    say("Starting the local stack (moto, Whereby and Kommo simulators, gateway, queue pump)...")
+    say("Starting the local stack (moto, Whereby, Kommo, Mattermost and Slack simulators, gateway, queue pump)...")
     started = time.monotonic()
     with LocalStack(demo_config()) as stack:
         assert stack.kommo_sim is not None
@@ -463,10 +781,18 @@ def run_demo(say: Callable[[str], None] = print) -> None:
         if notes != story.notes_seen:  # a late copy of a note would show here
             raise DemoFailed(f"the deal has {notes} notes at the end, not the {story.notes_seen} the steps showed")
         tasks = len(story.kommo.tasks(lead_id))
+        rooms, recordings = story.whereby.meetings(), story.whereby.media.held()
+        if rooms or recordings:
+            raise DemoFailed(f"Whereby holds {len(rooms)} room(s) and {len(recordings)} recording(s) at the end")
+        posts = [room.platform for room in story.chat_rooms.values()]
+        unedited = [topic for topic, room in story.chat_rooms.items() if not chat_edits(story, room)[0]]
+        if unedited:
+            raise DemoFailed(f"the posts of {', '.join(unedited)} were never edited")
     say("")
     say(
-        f"Demo OK in {time.monotonic() - started:.1f} s: {notes} notes and {tasks} task on deal {lead_id}, "
-        "no room and no recording left at Whereby."
+        f"Demo OK in {time.monotonic() - started:.1f} s: {notes} notes and {tasks} task on deal {lead_id}; "
+        f"{len(posts)} chat posts by the bots ({posts.count('Mattermost')} Mattermost, {posts.count('Slack')} Slack), "
+        "each edited when its meeting or its room ended; no room and no recording left at Whereby."
     )
 
 

@@ -2,7 +2,8 @@
 
 - AWS: moto in server mode; the table, queues and secrets are created from the template (``create_resources``),
   the secrets filled with local demo values. The functions reach it through ``AWS_ENDPOINT_URL``.
-- Peers: the Whereby and Kommo simulators, or the real services when their base URLs are given.
+- Peers: the Whereby and Kommo simulators, or the real services when their base URLs are given; the Mattermost and
+  Slack simulators always (a workspace with the bridge's bot in it), so ``/whereby`` posts follow the meeting.
 - API Gateway: ``devstack.gateway`` routes the template's HttpApi events to their handlers.
 - The SQS event source mapping: a pump feeds each queue the template names in an SQS event to its function; SQS's
   redrive policy (moto implements it) moves a message that failed ``maxReceiveCount`` times to the dead-letter queue.
@@ -31,6 +32,8 @@ from devstack.gateway import DEFAULT_HOST, DEFAULT_PORT, Gateway, load_error
 from devstack.harness import LocalFunctions
 from devstack.kommo_sim import KommoSimulator
 from devstack.lifecycle import StartStop
+from devstack.mattermost_sim import DEFAULT_BOT_TOKEN as MATTERMOST_BOT_TOKEN
+from devstack.mattermost_sim import MattermostSimulator
 from devstack.slack_sim import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, DEFAULT_TEAM, SlackSimulator
 from devstack.template import ROOT, Stack, create_resources, load_template, redrive_policy, resolve, resources_of
 from devstack.whereby_sim import WherebySimulator
@@ -47,6 +50,9 @@ DEMO_SUBDOMAIN = "irestoremoldova"
 DEMO_ACCOUNT_ID = "16503244"
 DEMO_STATUS = 16525558
 DEMO_STAGE_RULES = {str(DEMO_STATUS): {"name": "Demo", "duration_minutes": 60, "prefix": "demo", "locked": True}}
+# The team and channel of the sample command (events/mattermost-command.body): the bot is a member of that channel.
+MATTERMOST_TEAM = "wx4zz8t4ttgmtxqiwfohijayzc"
+MATTERMOST_CHANNEL = "fukxanjgjbnp7ng383at53k1sy"
 # Local demo values, not secrets: they only open this stack on 127.0.0.1.
 LOCAL_SECRET: dict[str, Any] = {
     "whereby_api_key": "local-whereby-api-key",
@@ -54,7 +60,9 @@ LOCAL_SECRET: dict[str, Any] = {
     "kommo_access_token": "local-kommo-access-token",
     "whereby_webhook_secret": "local-whereby-signing-secret",
     # Bound to the team of the sample command (events/mattermost-command.body); each token acts for its own team.
-    "mattermost_tokens": {"wx4zz8t4ttgmtxqiwfohijayzc": ["local-mattermost-token"]},
+    "mattermost_tokens": {MATTERMOST_TEAM: ["local-mattermost-token"]},
+    # The Mattermost simulator's bot (the rooms' posts follow the meeting): its address is known only once the
+    # simulator runs, so the stack adds the pair, mattermost_url and mattermost_bot_token (see mattermost_bot).
     # The Slack simulator's workspace and the secret it signs with.
     "slack_signing_secret": {DEFAULT_TEAM: DEFAULT_SIGNING_SECRET},
     "action_signing_key": "local-action-signing-key-for-end-buttons-only",
@@ -300,6 +308,7 @@ class LocalStack(StartStop):
         self.whereby_sim: WherebySimulator | None = None
         self.kommo_sim: KommoSimulator | None = None
         self.slack_sim: SlackSimulator | None = None
+        self.mattermost_sim: MattermostSimulator | None = None
         self.resources = Stack()
         self.functions: LocalFunctions | None = None
         self.gateway: Gateway | None = None
@@ -336,7 +345,7 @@ class LocalStack(StartStop):
         if self.gateway is not None:
             self.gateway.stop()
         # First: a worker waiting on a slow peer gives up at once.
-        for sim in (self.whereby_sim, self.kommo_sim, self.slack_sim):
+        for sim in (self.whereby_sim, self.kommo_sim, self.slack_sim, self.mattermost_sim):
             if sim is not None:
                 sim.stop()
         for thread in self._threads:
@@ -374,6 +383,13 @@ class LocalStack(StartStop):
     @property
     def mattermost_token(self) -> str:
         return next(iter(LOCAL_SECRET["mattermost_tokens"].values()))[0]
+
+    @property
+    def mattermost_bot(self) -> dict[str, str]:
+        """The ChatBotSecret keys of the Mattermost simulator's bot (a pair: both or neither)."""
+        if self.mattermost_sim is None:
+            return {}
+        return {"mattermost_url": self.mattermost_sim.root_url, "mattermost_bot_token": self.mattermost_sim.bot_token}
 
     @property
     def whereby_url(self) -> str:
@@ -422,6 +438,8 @@ class LocalStack(StartStop):
                 access_token=self.config.kommo_access_token, rate_limit_per_second=KOMMO_SIM_REQUESTS_PER_SECOND
             ).start()
         self.slack_sim = SlackSimulator().start()  # Slack has no sandbox: the workspace is always simulated
+        self.mattermost_sim = MattermostSimulator(bot_token=MATTERMOST_BOT_TOKEN).start()
+        self.mattermost_sim.add_member(MATTERMOST_CHANNEL)
 
     def _client(self, service: str) -> Any:
         return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.moto_url)
@@ -432,6 +450,7 @@ class LocalStack(StartStop):
             **LOCAL_SECRET,
             "whereby_api_key": self.config.whereby_api_key,
             "kommo_access_token": self.config.kommo_access_token,
+            **self.mattermost_bot,
         }
         self.resources = create_resources(
             self.template,
@@ -531,6 +550,8 @@ class LocalStack(StartStop):
             url = f"{self.gateway_url}{path}"
             if path.startswith("/kommo/"):
                 url += f"?token={self.webhook_token}"
+            elif path == "/mattermost/action":
+                url += "  (a button of the bot's post, by the Mattermost simulator: mattermost_sim.click(post_id, ...))"
             elif path.startswith("/mattermost/"):
                 team = next(iter(LOCAL_SECRET["mattermost_tokens"]))
                 url += f"  (form fields token={self.mattermost_token}, team_id={team})"
@@ -576,6 +597,13 @@ class LocalStack(StartStop):
             lines += [
                 f"  Slack simulator   {self.slack_sim.root_url}  workspace {self.slack_sim.team_id}",
                 f"    {control}; POST /commands/… are the response_urls",
+            ]
+        if self.mattermost_sim:
+            lines += [
+                f"  Mattermost simulator {self.mattermost_sim.root_url}  the bot posts in channel {MATTERMOST_CHANNEL}"
+                f" of team {MATTERMOST_TEAM}",
+                f"    {control}; /api/v4/posts is the bot's API (bearer {self.mattermost_sim.bot_token}),"
+                " POST /hooks/commands/… are the response_urls",
             ]
         return lines
 

@@ -1,9 +1,13 @@
 """``make demo`` tells one deal's story, step by step, and exits 0: each step shows the one note the deal got, the
 room follows the meeting, the owner's task follows it too, the recording's link opens it, and the won deal has no
-room left and its recording is deleted when the retention ends."""
+room left and its recording is deleted when the retention ends. Then ``/whereby`` in Mattermost and in Slack: the
+bots' posts, each edited once when its meeting ended, the End button refused to a stranger and obeyed for the
+creator, and no room left at Whereby."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 
 import pytest
@@ -14,6 +18,18 @@ pytestmark = pytest.mark.integration
 
 STEP = re.compile(r"^(\d+)\. (.+)$")
 TIME = r"\w{3} \d{1,2} \w{3}, (\d\d:\d\d) \(Europe/Madrid\)"
+
+
+@pytest.fixture(scope="module")
+def demo() -> str:
+    """What ``make demo`` printed, once for the module: it exited 0."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # main() sets line buffering on its stdout
+    with contextlib.redirect_stdout(out):
+        code = main()
+    out.seek(0)
+    printed = out.read()
+    assert code == 0, printed
+    return printed
 
 
 def steps_of(output: str) -> dict[str, list[str]]:
@@ -43,13 +59,11 @@ def notes_in(lines: list[str]) -> list[str]:
     return notes
 
 
-def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(capsys):
-    assert main() == 0
-
-    output = capsys.readouterr().out
+def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(demo):
+    output = demo
     steps = steps_of(output)
     assert list(steps) == [title for title, _ in STEPS]
-    entered, room, moved, met, recorded, won = steps.values()
+    entered, room, moved, met, recorded, won, *chat = steps.values()
     assert [output.count("Kommo: 1 new note"), *(len(notes_in(step)) for step in steps.values())] == [
         5,
         0,
@@ -58,6 +72,7 @@ def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(ca
         1,
         1,
         1,
+        *[0] * len(chat),
     ]
 
     sent = "\n".join(entered)
@@ -97,4 +112,42 @@ def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(ca
     assert closing.count(f"GET /recordings/{link.group(1)}\u2026") == 2
     assert "-> 302 (it opens until then)" in closing and "1 recording deleted; Whereby holds 0" in closing
     assert '-> 410 {"error": "this recording was deleted' in closing
-    assert output.splitlines()[-1].startswith("Demo OK")
+    last = output.splitlines()[-1]
+    assert last.startswith("Demo OK") and "3 chat posts by the bots (1 Mattermost, 2 Slack)" in last
+    assert "no room and no recording left at Whereby" in last
+
+
+def test_make_demo_shows_whereby_in_both_chats_with_posts_that_follow_the_meeting(demo):
+    mattermost, slack, met, clicked, ended = list(steps_of(demo).values())[6:]
+    said = "\n".join(mattermost)
+    assert "-> 200, ephemeral (for alan only):" in said  # the host link, for the caller alone
+    assert re.search(r"Your host link for \*\*Sprint review\*\*: https://\S+\?roomKey=[\w-]{6}\u2026$", said, re.M)
+    post = (
+        "Mattermost: the bot's post in channel fukxanjgjbnp7ng383at53k1sy (meeting_status STARTED, button End meeting)"
+    )
+    assert post in said and "| :video_camera: **Sprint review** \u00b7 [Join the Whereby room](" in said
+
+    said = "\n".join(slack)
+    assert re.search(r"-> 200 in 0\.\d\d s: .+Making your Whereby room", said)  # acknowledged at once
+    assert "Slack: the bot's message in channel C0LOCALCHAN (buttons Join room, End room)" in said
+    assert "Slack: through the response_url, ephemeral (for anna.petrova only):" in said
+    assert re.search(r"\*Design sync\*: <https://\S+\?roomKey=[\w-]{6}\u2026\|host link>$", said, re.M)
+
+    said = "\n".join(met)
+    assert "14 signed events, answered 200" in said
+    assert "Mattermost: the bot's post edited 1 time (meeting_status ENDED, button none):" in said
+    assert "| :video_camera: **Sprint review** \u00b7 Meeting ended \u00b7 25 min \u00b7 2 people" in said
+    assert "Slack: the bot's post edited 1 time (buttons none):" in said
+    assert "| *Design sync* \u00b7 Meeting ended \u00b7 20 min \u00b7 3 people" in said
+
+    said = "\n".join(clicked)
+    stranger, creator = said.split("bob (U0LOCALBOB1) clicks End room")[1].split("anna.petrova (U0LOCALUSER) clicks")
+    assert "(for bob only):\n     | Only the person who started *Retro* can end it." in stranger
+    assert "still open; the message unchanged" in stranger and "deleted" not in stranger
+    assert re.search(r"room /retro-\S+ deleted", creator)
+    assert "edited (buttons none):\n     | :white_check_mark: The Whereby room *Retro* has ended" in creator
+
+    said = "\n".join(ended)
+    assert "The Whereby room **Sprint review** has ended" in said and "*Design sync* has ended" in said
+    assert said.count(" deleted") == 2 and "no room left" in said
+    assert not re.search(r"roomKey=[\w-]{7}", "\n".join([*mattermost, *slack, *clicked])), "a host key in full"

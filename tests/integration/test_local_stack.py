@@ -27,6 +27,7 @@ import requests
 from devstack.gateway import Gateway
 from devstack.harness import LocalFunctions
 from devstack.local import LocalConfig, LocalStack, plan_schedules, schedule_triggers
+from devstack.mattermost_sim import BOT_USER_ID
 from devstack.operations import redrive
 from devstack.template import ROOT, Stack, load_template, redrive_policy
 from tests.conftest import sample
@@ -220,6 +221,26 @@ def test_a_finished_recordings_note_link_opens_a_fresh_whereby_link_through_the_
     answer = requests.get(link, allow_redirects=False, timeout=10)
     assert answer.status_code == 302
     assert answer.headers["Location"].startswith(peers.whereby_sim.root_url + "/_media/")
+
+
+# ----- the chats -----
+
+
+def test_the_sample_mattermost_command_gets_the_host_link_and_the_bots_post_in_the_channel(peers):
+    """The local stack runs with the Mattermost simulator's bot: the room's post is the bot's, not the answer."""
+    body = (EVENTS / "mattermost-command.body").read_bytes()
+    fields = dict(parse_qsl(body.decode()))
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    response = requests.post(f"{peers.gateway_url}/mattermost/command", data=body, headers=headers, timeout=10)
+
+    [room] = meetings(peers)
+    assert response.status_code == 200 and response.json()["response_type"] == "ephemeral"
+    assert room["hostRoomUrl"] in response.json()["text"]
+    [post] = [p for p in peers.mattermost_sim.posts(fields["channel_id"]) if room["roomUrl"] in p["message"]]
+    assert post["user_id"] == BOT_USER_ID and post["props"]["meeting_status"] == "STARTED"
+    assert (
+        post["props"]["attachments"][0]["actions"][0]["integration"]["url"] == f"{peers.gateway_url}/mattermost/action"
+    )
 
 
 # ----- the gateway -----

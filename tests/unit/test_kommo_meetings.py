@@ -306,6 +306,23 @@ def test_a_booking_tool_writing_the_meeting_time_through_the_api_is_followed(mee
     assert len(whereby_sim.meetings()) == 1
 
 
+def test_a_deal_already_in_the_stage_without_a_room_gets_one_when_its_meeting_time_is_set(
+    meetings, whereby_sim, kommo_sim
+):
+    # In Demo before the rule followed a meeting time: the bridge has no record of the deal at all.
+    kommo_sim.add_lead(LEAD, status_id=DEMO_STATUS, responsible_user_id=OWNER)
+    assert post(meetings, lead_body("update", DEMO_STATUS, int(time.time()) - 60, MEETING))["accepted"] == 1
+    assert meetings.drain().failed == 0
+
+    [meeting] = whereby_sim.meetings()
+    [record] = live_rooms(meetings)
+    assert int(record["meeting_at"]) == MEETING and record["meeting_id"] == meeting["meetingId"]
+    [note] = kommo_sim.notes(LEAD)
+    assert "Meeting: Thu 4 Dec, 14:00 (Europe/Madrid)" in note["params"]["text"]
+    [task] = kommo_sim.tasks(LEAD)
+    assert task["complete_till"] == MEETING
+
+
 def test_an_update_hook_of_a_stage_that_follows_no_meeting_time_is_not_enqueued(stack, whereby_sim, kommo_sim):
     assert post(stack, lead_body("update", DEMO_STATUS, int(time.time()), MEETING)) == {"accepted": 0, "ignored": 1}
 

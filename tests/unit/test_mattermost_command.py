@@ -298,6 +298,7 @@ def test_only_users_mattermost_resolved_are_invited(stack, whereby_sim):
         assert live_mentions(text) <= {"@alice", "@bob", "@carol"}, text
     [host] = answer["extra_responses"]
     assert "Not invited: @\u200dnobody." in host["text"]
+    assert whereby_sim.meetings()[0]["hostRoomUrl"] in host["text"]  # told beside the host link, not instead of it
 
 
 @pytest.mark.parametrize("ids", [[], ["k1x4aqdjy3813c84m771eoc9xo"]], ids=["no-ids", "two-names-one-id"])
@@ -477,6 +478,17 @@ def test_help_explains_the_command_to_the_caller_only(stack, whereby_sim, text):
         ["/weather", "export"],
     ]
     assert whereby_sim.requests_seen() == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [("/Meet", "/meet"), ("meet", "/whereby"), ("/meet now", "/whereby"), ("/meet`", "/whereby"), ("", "/whereby")],
+    ids=["capitals", "no-slash", "two-words", "backtick", "empty"],
+)
+def test_the_answers_name_the_callers_command_only_when_it_is_a_plain_slash_word(stack, whereby_sim, sent, shown):
+    # Mattermost sends what the admin configured; anything but a /word could break out of the `code` it is shown in.
+    answer = run(stack, "list everything", command=sent)
+    assert_ephemeral(answer, f"`{shown} list` takes nothing after it")
 
 
 @pytest.mark.parametrize("text", ["list everything", "end of the sprint party", "end nothing-here", "end https://x.y/"])
@@ -711,21 +723,25 @@ def test_whereby_failing_to_end_a_room_keeps_it_open_and_says_so(stack, whereby_
 
 # what never happens ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("body", "status"),
+    ("body", "status", "error"),
     [
-        (b"\xff\xfe not utf-8", 400),
-        (b"a=" + b"x" * (65 * 1024), 400),
-        (b'{"token": "mm-token-current-0d9f", "text": "hi"}', 401),
-        (b"", 401),
-        (f"token={CURRENT}&text=hi".encode(), 400),  # no team, channel or user
-        (f"token={CURRENT}&team_id=t&channel_id=c%23x&user_id=u".encode(), 400),
+        (b"\xff\xfe not utf-8", 400, "body is not UTF-8"),
+        (b"a=" + b"x" * (65 * 1024), 400, "body too large"),
+        (b'{"token": "mm-token-current-0d9f", "text": "hi"}', 401, "missing or wrong token"),
+        (b"", 401, "missing or wrong token"),
+        (f"token={CURRENT}&text=hi".encode(), 400, "missing or malformed field(s): team_id, channel_id, user_id"),
+        (
+            f"token={CURRENT}&team_id=t&channel_id=c%23x&user_id=u".encode(),
+            400,
+            "missing or malformed field(s): channel_id",
+        ),
     ],
     ids=["not-utf8", "too-large", "json", "empty", "no-ids", "malformed-id"],
 )
-def test_unreadable_requests_get_a_4xx_and_change_nothing(stack, whereby_sim, body, status):
+def test_unreadable_requests_get_a_4xx_saying_why_and_change_nothing(stack, whereby_sim, body, status, error):
     response = stack.request("POST", "/mattermost/command", headers=HEADERS, body=body)
     assert response["statusCode"] == status
-    assert json.loads(response["body"])["error"]
+    assert json.loads(response["body"]) == {"error": error}
     assert table_items(stack) == [] and whereby_sim.requests_seen() == []
 
 

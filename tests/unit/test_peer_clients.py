@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from bridge.core.errors import NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
 from bridge.core.retry import RetryPolicy
@@ -78,6 +80,25 @@ def test_whereby_ms_left_beyond_the_wait_budget_hands_the_call_back_with_its_sec
         whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
     assert throttled.value.retry_after == 40
     assert sleeps == [] and len(whereby_sim.requests_seen()) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "seconds"),
+    [({"ms_left": 2500}, 2.5), ({"msLeft": 1500, "ms_left": 9000}, 1.5), ({}, None)],
+    ids=["snake-case-only", "documented-spelling-first", "neither"],
+)
+def test_whereby_wait_spelled_ms_left_is_read_too(data, seconds):
+    # contracts/whereby.md: a Go client decodes the field as ms_left, so both spellings are tried. The simulator sends
+    # only msLeft, so this reads a 429 body directly.
+    from bridge.core.peer_http import retry_after_seconds
+
+    throttled = requests.Response()
+    throttled.status_code = 429
+    throttled.headers["Content-Type"] = "application/json"
+    throttled._content = json.dumps(
+        {"error": "Rate limit active for throttle key: organization:1", "data": data}
+    ).encode()
+    assert retry_after_seconds(throttled) == seconds
 
 
 def test_a_retry_after_given_as_an_http_date_is_waited_out_until_that_time(kommo, kommo_sim, sleeps):

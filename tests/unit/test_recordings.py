@@ -214,6 +214,21 @@ def test_a_recording_whereby_gives_no_link_for_gets_a_502_not_a_4xx(stack, where
     assert any("403" in line for line in log_lines())  # the operator learns why
 
 
+def test_a_recording_deleted_at_whereby_gets_a_410_saying_whereby_no_longer_has_it(stack, whereby_sim, kommo_sim):
+    link_id = deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, 1_767_225_000)
+    # Someone deleted it in Whereby's dashboard: the deal is still open, so it is not our retention that removed it.
+    [held] = whereby_sim.media.held()
+    request = urllib.request.Request(
+        f"{whereby_sim.base_url}/recordings/{held['id']}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {whereby_sim.api_key}"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+    answer = follow(stack, link_id)
+    assert answer["statusCode"] == 410
+    assert json.loads(answer["body"]) == {"error": "Whereby no longer has this recording"}
+
+
 def test_a_whereby_outage_gets_a_503_with_retry_after(stack, whereby_sim, kommo_sim):
     link_id = deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, 1_767_225_000)
     whereby_sim.fail_next(5, status=503)

@@ -93,6 +93,17 @@ def room_name(whereby_sim) -> str:
     return whereby_sim.meetings()[0]["roomName"].lstrip("/")
 
 
+def counted_for(lines: list[str], name: str, reason: str) -> float:
+    """A metric's count on the dashboard's line for one ``reason`` (the EMF records that carry that dimension)."""
+    total = 0.0
+    for line in lines:
+        if line.startswith("{") and '"_aws"' in line:
+            record = json.loads(line)
+            if record.get("reason") == reason:
+                total += sum(record.get(name, []))
+    return total
+
+
 def notes_saying(kommo_sim, words: str, lead: int = LEAD) -> list[str]:
     return [n["params"]["text"] for n in kommo_sim.notes(lead) if words in n["params"]["text"]]
 
@@ -128,17 +139,17 @@ def test_each_signed_sample_passes_the_check_byte_for_byte(stack, body_path):
 
 
 @pytest.mark.parametrize(
-    ("now", "secret", "tamper", "reason"),
+    ("now", "secret", "tamper", "reason", "kind"),
     [
-        (SAMPLE_T, "whsec_other", None, "signature does not match"),
-        (SAMPLE_T, SIGNING_SECRET, b"Client", "signature does not match"),
-        (SAMPLE_T + 301, SIGNING_SECRET, None, "signature timestamp outside the 300 s window"),
-        (SAMPLE_T - 301, SIGNING_SECRET, None, "signature timestamp outside the 300 s window"),
+        (SAMPLE_T, "whsec_other", None, "signature does not match", "signature"),
+        (SAMPLE_T, SIGNING_SECRET, b"Client", "signature does not match", "signature"),
+        (SAMPLE_T + 301, SIGNING_SECRET, None, "signature timestamp outside the 300 s window", "stale"),
+        (SAMPLE_T - 301, SIGNING_SECRET, None, "signature timestamp outside the 300 s window", "stale"),
     ],
     ids=["wrong-secret", "altered-body", "301-s-old", "301-s-ahead"],
 )
 def test_a_bad_signature_or_a_time_outside_the_window_gets_401_and_nothing_is_enqueued(
-    stack, whereby_sim, now, secret, tamper, reason, log_lines
+    stack, whereby_sim, now, secret, tamper, reason, kind, log_lines
 ):
     open_room(stack)
     body = envelope("room.client.joined", room_name(whereby_sim), displayName="Ana", roleName="host")
@@ -147,7 +158,11 @@ def test_a_bad_signature_or_a_time_outside_the_window_gets_401_and_nothing_is_en
         body = body.replace(b"Ana", tamper)
     assert answer_at(now, body, header) == {"status": 401, "error": reason}
     assert stack.queue_depth("JobsQueue") == 0
-    assert not any(SIGNING_SECRET in line for line in log_lines())
+    lines = log_lines()
+    assert not any(SIGNING_SECRET in line for line in lines)
+    # The dashboard's WherebyEventsRejected graph draws a line for each reason.
+    assert counted_for(lines, "WherebyEventsRejected", kind) == 1
+    assert sum(counted_for(lines, "WherebyEventsRejected", other) for other in ("signature", "stale")) == 1
     # The same delivery, signed right and on time (the window's edge included), is taken.
     good = signed(body, SAMPLE_T)
     assert answer_at(SAMPLE_T + 300, body, good) == {"status": 200, "accepted": "room.client.joined"}
@@ -230,6 +245,7 @@ def test_an_empty_signing_secret_answers_503_so_whereby_delivers_again(stack):
         (b"not json", "body is not JSON"),
         (b"[]", "body is not a JSON object"),
         (b'{"type":"room.session.ended","data":{}}', "event has no id"),
+        (b'{"id":"1","type":"","data":{}}', "event has no type"),
         (b'{"id":"1","type":"room.session.ended"}', "event has no data object"),
     ],
 )
@@ -249,6 +265,39 @@ def test_an_event_of_a_foreign_room_gets_200_and_nothing_is_stored(stack, whereb
     assert stack.queue_depth("JobsQueue") == 0
     assert table(stack).scan()["Items"] == before
     assert metric(log_lines(), "WherebyEventsIgnored") == 1
+
+
+def test_a_recording_event_that_names_its_room_only_by_its_filename_is_taken(stack, whereby_sim):
+    # Whereby's older recording payloads carry no roomName (contracts/whereby-events.md): the filename is
+    # the room name, a dash and the recording's start time.
+    open_room(stack)
+    data = {
+        "recordingId": "a56f6ad7-37fe-4a37-9319-3174630ba57a",
+        "filename": f"{room_name(whereby_sim)}-2026-01-01T00:00:00Z.mp4",
+    }
+    body = json.dumps(
+        {"id": "8" * 64, "createdAt": "2026-01-01T00:05:00.000Z", "type": "recording.finished", "data": data}
+    ).encode()
+    assert answer_at(SAMPLE_T, body, signed(body, SAMPLE_T)) == {"status": 200, "accepted": "recording.finished"}
+    assert stack.queue_depth("JobsQueue") == 1
+
+
+@pytest.mark.parametrize(
+    ("written", "name"),
+    [
+        ("/demo-zabcdefghij", "demo-zabcdefghij"),
+        ("demo-zabcdefghij", "demo-zabcdefghij"),
+        ("https://example.whereby.com/demo-zabcdefghij", "demo-zabcdefghij"),
+        ("https://example.whereby.com/demo-zabcdefghij?roomKey=eyJhbGci/x.y", "demo-zabcdefghij"),
+        ("https://example.whereby.com/demo-zabcdefghij/#top", "demo-zabcdefghij"),
+        (" HTTPS://EXAMPLE.WHEREBY.COM/SALES-BOX/ ", "sales-box"),
+    ],
+    ids=["path", "bare", "link", "host-link", "slash-and-fragment", "capitals"],
+)
+def test_a_room_name_reads_the_same_from_a_path_a_bare_name_or_a_link(written, name):
+    from bridge.whereby.events import normalise_room_name
+
+    assert normalise_room_name(written) == name
 
 
 def test_an_event_type_the_bridge_does_not_act_on_gets_200_and_is_ignored(stack, whereby_sim):
@@ -289,11 +338,32 @@ def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(sta
     from bridge import runtime
     from bridge.whereby.events import EventMessage, event_from
 
+    points, kommo_calls = whereby_sim.points_used, len(kommo_sim.requests_seen())
     for event in whereby_sim.events():
         late = EventMessage(event_from(event))
         runtime.job_queue().send_message(late.to_json(), late.group_id, late.dedup_id + "-late")
     assert stack.drain().failed == 0
     assert len(notes_saying(kommo_sim, "Meeting held")) == 1
+    # Dropped before anyone is asked: no insights read paid from the points budget again, no call to Kommo.
+    assert (whereby_sim.points_used, len(kommo_sim.requests_seen())) == (points, kommo_calls)
+
+
+def test_a_session_end_that_whereby_insights_have_not_closed_yet_is_told_ending_at_the_events_time(
+    stack, whereby_sim, kommo_sim, gateway
+):
+    open_room(stack)
+    name = room_name(whereby_sim)
+    whereby_sim.join(name, "Ana", "host", at=HELD_AT)
+    whereby_sim.join(name, "Client", "visitor", at=HELD_AT + 60)
+    [started] = [e for e in whereby_sim.events() if e["type"] == "room.session.started"]
+    # Whereby says the session ended, but its insights still show it running with both people in it.
+    whereby_sim.emit("room.session.ended", started["data"], at=HELD_AT + 35 * 60)
+    assert stack.drain().failed == 0
+
+    assert notes_saying(kommo_sim, "Meeting held") == [
+        "Meeting held Sun 4 Jan, 14:22\u201314:57 (Europe/Madrid, 35 min) · 2 people: Ana (host), Client (guest)\n"
+        f"Whereby session {started['data']['roomSessionId']}"
+    ]
 
 
 def test_a_chat_rooms_session_is_recorded_without_a_note(stack, whereby_sim, kommo_sim, gateway):
