@@ -193,6 +193,44 @@ def _signer(raw: bytes, timestamp: str, signature: str, teams: Mapping[str, tupl
     return found
 
 
+# a signed request ------------------------------------------------------------------------------------------------
+# What can stop a request before it is read: no valid signature, an unreadable body, no secret to check it with.
+UNREAD = (SignatureRefused, BadRequest, ValueError, SecretError)
+
+
+def sized_body(request: ApiRequest) -> bytes:
+    raw = body_bytes(request)
+    if len(raw) > MAX_FORM_BYTES:
+        raise BadRequest("body too large")
+    return raw
+
+
+def signed_form(
+    raw: bytes, request: ApiRequest, gate: SignatureGate, max_fields: int
+) -> tuple[str, dict[str, list[str]]]:
+    """The workspace whose secret signed the body, and the body's form fields; nothing is read of an unsigned body.
+
+    Raises ``SignatureRefused``, ``BadRequest``/``ValueError`` (not a form) or ``SecretError``: see ``refused``.
+    """
+    headers = request.headers
+    team = gate.team_of(raw, headers.get("x-slack-request-timestamp"), headers.get("x-slack-signature"))
+    return team, parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
+
+
+def refused(exc: Exception, metric: str, what: str) -> dict[str, Any]:
+    """The answer to a request stopped before it was read: 401 unsigned or stale, 400 unreadable, 503 when the
+    signing secret cannot be read (Slack shows the user an error; nothing was done)."""
+    if isinstance(exc, SignatureRefused):
+        count_reason(metric, exc.kind)
+        logger.warning(f"slack {what} refused", extra={"reason": exc.reason})
+        return json_response(401, {"error": exc.reason})
+    if isinstance(exc, SecretError):
+        logger.error(f"slack {what} not handled: no credentials", extra={"reason": str(exc)})
+        return json_response(503, {"error": "temporarily unavailable, retry later"})
+    count_reason(metric, "malformed")
+    return json_response(400, {"error": str(exc) if isinstance(exc, BadRequest) else "body is not a form"})
+
+
 # the queue message -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SlackJob:
@@ -295,31 +333,19 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
     """The whole route: 401 unsigned or stale, 400 unreadable, otherwise 200 with a message (or empty)."""
     settings = runtime.settings().require("mattermost")  # the chat limits; a bad one fails here, naming it
     try:
-        raw = body_bytes(request)
-        if len(raw) > MAX_FORM_BYTES:
-            raise BadRequest("body too large")
+        raw = sized_body(request)
         if _ssl_check(raw):
             # Slack checks the URL's certificate with an unsigned ssl_check=1 when the command is saved: an empty
             # 200, and nothing done.
             return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": ""}
-        headers = request.headers
-        team = runtime.gate.team_of(raw, headers.get("x-slack-request-timestamp"), headers.get("x-slack-signature"))
-        fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
+        team, fields = signed_form(raw, request, runtime.gate, max_fields=1000)
         caller = caller_from(fields)
         response_url = checked_response_url(_first(fields, "response_url"))
         trigger_id = _first(fields, "trigger_id").strip()
         if not trigger_id:
             raise BadRequest("missing field: trigger_id")
-    except SignatureRefused as exc:
-        count_reason("SlackCommandsRefused", exc.kind)
-        logger.warning("slack command refused", extra={"reason": exc.reason})
-        return json_response(401, {"error": exc.reason})
-    except (BadRequest, ValueError) as exc:
-        count_reason("SlackCommandsRefused", "malformed")
-        return json_response(400, {"error": str(exc) if isinstance(exc, BadRequest) else "body is not a form"})
-    except SecretError as exc:
-        logger.error("slack command not handled: no credentials", extra={"reason": str(exc)})
-        return json_response(503, {"error": "temporarily unavailable, retry later"})
+    except UNREAD as exc:
+        return refused(exc, "SlackCommandsRefused", "command")
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
     if caller.team_id != team:
         # Signed with the app's secret, but from a workspace the secret is not bound to: the app is installed

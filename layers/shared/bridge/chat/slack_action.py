@@ -30,12 +30,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
-from urllib.parse import parse_qs
 
 from bridge.chat import actions
-from bridge.chat.slack import SignatureGate, SignatureRefused, checked_response_url
+from bridge.chat.slack import UNREAD, SignatureGate, checked_response_url, refused, signed_form, sized_body
 from bridge.core.errors import PeerUnavailable
-from bridge.core.http_api import MAX_FORM_BYTES, ApiRequest, BadRequest, body_bytes, json_response
+from bridge.core.http_api import ApiRequest, BadRequest, json_response
 from bridge.core.observability import count, count_reason, logger
 from bridge.core.queue_messages import tagged_message
 from bridge.store.credentials import SecretError
@@ -137,23 +136,10 @@ class ActionRuntime:
 def answer(request: ApiRequest, runtime: ActionRuntime) -> dict[str, Any]:
     """The whole route: 401 unsigned or stale, 400 unreadable, 403 refused, otherwise an empty 200."""
     try:
-        raw = body_bytes(request)
-        if len(raw) > MAX_FORM_BYTES:
-            raise BadRequest("body too large")
-        headers = request.headers
-        team = runtime.gate.team_of(raw, headers.get("x-slack-request-timestamp"), headers.get("x-slack-signature"))
-        fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
+        team, fields = signed_form(sized_body(request), request, runtime.gate, max_fields=100)
         click = click_from(_payload(fields))
-    except SignatureRefused as exc:
-        count_reason("SlackActionsRefused", exc.kind)
-        logger.warning("slack click refused", extra={"reason": exc.reason})
-        return json_response(401, {"error": exc.reason})
-    except (BadRequest, ValueError) as exc:
-        count_reason("SlackActionsRefused", "malformed")
-        return json_response(400, {"error": str(exc) if isinstance(exc, BadRequest) else "body is not a form"})
-    except SecretError as exc:
-        logger.error("slack click not handled: no credentials", extra={"reason": str(exc)})
-        return json_response(503, {"error": "temporarily unavailable, retry later"})
+    except UNREAD as exc:
+        return refused(exc, "SlackActionsRefused", "click")
     logger.append_keys(team_id=click.team_id, channel_id=click.channel_id, user_id=click.user_id)
     if click.team_id != team:
         count_reason("SlackActionsRefused", "team-not-enabled")
