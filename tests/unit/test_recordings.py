@@ -184,13 +184,7 @@ def test_the_whereby_link_opens_the_recording_without_the_api_key_until_the_reco
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(forged, timeout=5)
     assert refused.value.code == 403
-    [held] = whereby_sim.media.held()
-    request = urllib.request.Request(
-        f"{whereby_sim.base_url}/recordings/{held['id']}",
-        method="DELETE",
-        headers={"Authorization": f"Bearer {whereby_sim.api_key}"},
-    )
-    urllib.request.urlopen(request, timeout=5).close()
+    delete_held_recording_at_whereby(whereby_sim)
     with pytest.raises(urllib.error.HTTPError) as gone:
         urllib.request.urlopen(location, timeout=5)
     assert gone.value.code == 404
@@ -217,13 +211,7 @@ def test_a_recording_whereby_gives_no_link_for_gets_a_502_not_a_4xx(stack, where
 def test_a_recording_deleted_at_whereby_gets_a_410_saying_whereby_no_longer_has_it(stack, whereby_sim, kommo_sim):
     link_id = deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, 1_767_225_000)
     # Someone deleted it in Whereby's dashboard: the deal is still open, so it is not our retention that removed it.
-    [held] = whereby_sim.media.held()
-    request = urllib.request.Request(
-        f"{whereby_sim.base_url}/recordings/{held['id']}",
-        method="DELETE",
-        headers={"Authorization": f"Bearer {whereby_sim.api_key}"},
-    )
-    urllib.request.urlopen(request, timeout=5).close()
+    delete_held_recording_at_whereby(whereby_sim)
     answer = follow(stack, link_id)
     assert answer["statusCode"] == 410
     assert json.loads(answer["body"]) == {"error": "Whereby no longer has this recording"}
@@ -422,3 +410,14 @@ def test_the_worker_is_given_the_apis_url_for_the_links():
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # the Location is Whereby's; the test looks at the 302 itself
         return None
+
+
+def delete_held_recording_at_whereby(whereby_sim) -> None:
+    """Someone deletes the one recording Whereby holds, through Whereby's own API (its dashboard does the same)."""
+    [held] = whereby_sim.media.held()
+    request = urllib.request.Request(
+        f"{whereby_sim.base_url}/recordings/{held['id']}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {whereby_sim.api_key}"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()
