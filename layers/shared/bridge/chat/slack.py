@@ -217,18 +217,17 @@ def signed_form(
     return team, parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
 
 
-def refused(exc: Exception, metric: str, what: str) -> dict[str, Any]:
+def refused(exc: Exception, what: str) -> tuple[str | None, dict[str, Any]]:
     """The answer to a request stopped before it was read: 401 unsigned or stale, 400 unreadable, 503 when the
-    signing secret cannot be read (Slack shows the user an error; nothing was done)."""
+    signing secret cannot be read (Slack shows the user an error; nothing was done). With it, the refusal's kind
+    for the route's metric (None: not the caller's doing)."""
     if isinstance(exc, SignatureRefused):
-        count_reason(metric, exc.kind)
         logger.warning(f"slack {what} refused", extra={"reason": exc.reason})
-        return json_response(401, {"error": exc.reason})
+        return exc.kind, json_response(401, {"error": exc.reason})
     if isinstance(exc, SecretError):
         logger.error(f"slack {what} not handled: no credentials", extra={"reason": str(exc)})
-        return json_response(503, {"error": "temporarily unavailable, retry later"})
-    count_reason(metric, "malformed")
-    return json_response(400, {"error": str(exc) if isinstance(exc, BadRequest) else "body is not a form"})
+        return None, json_response(503, {"error": "temporarily unavailable, retry later"})
+    return "malformed", json_response(400, {"error": str(exc) if isinstance(exc, BadRequest) else "body is not a form"})
 
 
 # the queue message -----------------------------------------------------------------------------------------------
@@ -345,7 +344,10 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
         if not trigger_id:
             raise BadRequest("missing field: trigger_id")
     except UNREAD as exc:
-        return refused(exc, "SlackCommandsRefused", "command")
+        kind, response = refused(exc, "command")
+        if kind:
+            count_reason("SlackCommandsRefused", kind)
+        return response
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
     if caller.team_id != team:
         # Signed with the app's secret, but from a workspace the secret is not bound to: the app is installed

@@ -139,7 +139,10 @@ def answer(request: ApiRequest, runtime: ActionRuntime) -> dict[str, Any]:
         team, fields = signed_form(sized_body(request), request, runtime.gate, max_fields=100)
         click = click_from(_payload(fields))
     except UNREAD as exc:
-        return refused(exc, "SlackActionsRefused", "click")
+        kind, response = refused(exc, "click")
+        if kind:
+            count_reason("SlackActionsRefused", kind)
+        return response
     logger.append_keys(team_id=click.team_id, channel_id=click.channel_id, user_id=click.user_id)
     if click.team_id != team:
         count_reason("SlackActionsRefused", "team-not-enabled")
