@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, get_args
-from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -37,7 +36,7 @@ from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as
 )
 from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, PeerUnavailable, Rejected
-from bridge.core.http_api import ApiRequest, BadRequest, form_fields, json_response, token_matches
+from bridge.core.http_api import ApiRequest, BadRequest, form_fields, is_callback_url, json_response, token_matches
 from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
 from bridge.store.meetings import MeetingsStore, Room
@@ -230,9 +229,7 @@ def kept_response_url(url: str) -> str:
     """The command's ``response_url`` if a follow-up may go there (https; plain http to this machine only, for the
     local stack), else "": a bad one is not kept, and the command runs on without it."""
     url = url.strip()
-    parts = urlsplit(url)
-    local = parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost"}
-    return url if (parts.scheme == "https" or local) and parts.hostname and len(url) <= 2000 else ""
+    return url if is_callback_url(url) and len(url) <= 2000 else ""
 
 
 def action_url(settings: Settings, event: ApiRequest) -> str:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
@@ -42,7 +42,7 @@ from bridge.chat.grammar import (
 from bridge.chat.rooms import STORAGE_TROUBLE, Caller, Said, Shelf, Voice, help_text, invalid_text, list_rooms
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
-from bridge.core.http_api import MAX_FORM_BYTES, ApiRequest, BadRequest, body_bytes, json_response
+from bridge.core.http_api import MAX_FORM_BYTES, ApiRequest, BadRequest, body_bytes, is_callback_url, json_response
 from bridge.core.observability import count, count_reason, logger
 from bridge.core.queue_messages import tagged_message
 from bridge.store.credentials import SecretError
@@ -309,9 +309,7 @@ def slack_job(body: str) -> SlackJob | None:
 
 def checked_response_url(url: str) -> str:
     """Slack's ``response_url``: https (plain http to this machine only, for the local stack)."""
-    parts = urlsplit(url.strip())
-    local = parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost"}
-    if not (parts.scheme == "https" or local) or not parts.hostname:
+    if not is_callback_url(url):
         raise BadRequest("response_url is not an https URL")
     return url.strip()
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -93,3 +93,11 @@ def token_matches(given: str | None, expected: Sequence[str]) -> bool:
         if token:
             matched |= hmac.compare_digest(given_bytes, token.encode())
     return matched
+
+
+def is_callback_url(url: str) -> bool:
+    """Whether a peer's callback address (a slash command's ``response_url``) may be posted to: https, or plain http
+    to this machine only (the local stack's simulators)."""
+    parts = urlsplit(url.strip())
+    local = parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost"}
+    return (parts.scheme == "https" or local) and bool(parts.hostname)
