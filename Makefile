@@ -24,7 +24,7 @@ aws-target:
 	give ENV= one of its environments, or STACK= and REGION=." >&2; exit 2; }
 SINCE ?= 1 hour ago
 
-.PHONY: help venv tools lock test lint format validate build local demo bench cost clean deploy outputs logs why redrive mutation \
+.PHONY: help venv tools lock test lint format validate build local demo bench cost clean deploy outputs logs why redrive mutation messages \
 	close-all migrate-secrets test-alarm delete aws-target
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make test      unit and integration tests (what CI runs)"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict over layers/ and functions/"
 	@echo "make lock      recompile the locks after a requirements change (UPGRADE=1, or UPGRADE='boto3 moto': newest)"
+	@echo "make messages  extract the sentences into the catalogue, merge each language, compile (README: Languages)"
 	@echo "make mutation  mutation score of the core modules (slow; not in CI; docs/testing.md)"
 	@echo "make bench     every benchmark; figures into bench/RESULTS.md"
 	@echo "make cost      AWS calls per room on the local stack, priced at eu-west-1 list prices (in bench/RESULTS.md)"
@@ -146,5 +147,8 @@ clean:
 
 # Mutation score of the layer's core modules (docs/testing.md): slow, so not in CI. Resumes an interrupted run;
 # ARGS=--fresh starts over, ARGS=--report prints the last run's scores again.
+messages: venv
+	$(VENV)/bin/python -m devstack.messages $(ARGS)
+
 mutation: venv
 	$(VENV)/bin/python -m devstack.mutation $(ARGS)

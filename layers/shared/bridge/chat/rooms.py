@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +33,7 @@ from bridge.chat.grammar import (
     human_minutes,
 )
 from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
+from bridge.core.i18n import Speech, speech
 from bridge.core.observability import count, logger
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
 
@@ -57,6 +58,9 @@ class Voice:
     link: Callable[[str, str], str]  # (text, url)
     # (user id, name as the platform gave it): a person named in an answer, shown, never notified
     person: Callable[[str, str], str] = lambda user_id, name: name or user_id
+    # The reader's language: each request's voice is the platform's with the caller's language
+    # (``dataclasses.replace(VOICE, speech=...)``).
+    speech: Speech = field(default_factory=speech)
 
 
 @dataclass(frozen=True)

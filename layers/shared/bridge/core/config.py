@@ -92,6 +92,8 @@ class Settings:
     chat_bot_secret_id: str = ""  # the optional bot tokens that post and edit the chat rooms' posts
     action_key_secret_id: str = ""  # the key that signs the End buttons' context
     slack_api_url: str = DEFAULT_SLACK_API_URL  # Slack's Web API, ending in "/" (a local stack's simulator)
+    # The catalogue language ("en", "es", "pt_BR", "ru") of a reader whose own language is not known
+    language: str = "en"
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -250,6 +252,7 @@ PARAMETERS = {
     "RECORDING_RETENTION_DAYS": "RecordingRetentionDays",
     "SESSION_RETENTION_DAYS": "SessionRetentionDays",
     "SLACK_API_URL": "SlackApiUrl",
+    "DEFAULT_LANGUAGE": "Language",
 }
 _VARIABLE = re.compile(r"\b(" + "|".join(PARAMETERS) + r")\b")
 
@@ -321,7 +324,25 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         chat_bot_secret_id=_text(env, "CHAT_BOT_SECRET_ID", ""),
         action_key_secret_id=_text(env, "ACTION_KEY_SECRET_ID", ""),
         slack_api_url=area("slack", lambda: _url(env, "SLACK_API_URL", DEFAULT_SLACK_API_URL) + "/", ""),
+        language=_language(env, area),
     )
+
+
+def _language(env: Mapping[str, str], area: Callable[[str, Callable[[], str], str], str]) -> str:
+    """A bad ``Language`` stops every function that speaks (Kommo's notes, both chats), each naming it."""
+    from bridge.core.i18n import setting_language
+
+    def parse() -> str:
+        value = env.get("DEFAULT_LANGUAGE", "").strip() or "en"
+        try:
+            return setting_language(value)
+        except ValueError as exc:
+            raise ConfigError(f"DEFAULT_LANGUAGE {exc}") from None
+
+    language = "en"
+    for name in ("kommo", "mattermost", "slack"):
+        language = area(name, parse, "en")
+    return language
 
 
 def _mattermost_minutes(env: Mapping[str, str]) -> tuple[int, int]:
