@@ -175,6 +175,7 @@ def start_room(
         end_at=now + command.minutes * 60,
         request_id=request_id,
         response_url=response_url,
+        language=voice.speech.language,
     )
     try:
         ports.store.claim_room(room)

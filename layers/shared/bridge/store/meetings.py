@@ -117,6 +117,9 @@ class Room:
     post_id: str = ""
     creator_name: str = ""  # the creator's name as the platform gave it (Mattermost username, Slack user name)
     keep_until: int = 0  # chat rooms: the record, once deleted, is purged then (``MeetingsStore.claim_room``)
+    # Chat rooms: the catalogue language of the creator, who typed the command: the room's post is in it, and so is
+    # every later edit of that post, whoever's click or whichever event makes it. Empty: the stack's language.
+    language: str = ""
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {"pk": f"ROOM#{self.room_key}", "sk": "ROOM", **self.__dict__}
