@@ -13,8 +13,13 @@
   click: POST the action request, with the context only the server holds, to the button's ``integration.url``, then
   apply the reply's ``update`` to the post (``message`` replaced, ``props`` replaced when given) and keep the
   ``ephemeral_text`` for the clicker (``ephemerals``).
+- ``GET /api/v4/users/{id}`` (contracts/mattermost-more.md §4), with the bot's token: any id is a user, whose
+  ``locale`` is "en" unless ``set_locale`` said otherwise. ``user_lookups`` counts the calls per user;
+  ``fail_user_lookups`` makes them answer an error, or answer late.
 
-The base simulator's faults apply to the API and to the ``response_url`` posts.
+The base simulator's faults apply to the API and to the ``response_url`` posts. The user lookups are kept out of
+them and of the request log: they have their own count and faults, so that a test of the posts reads the posts'
+calls alone, whatever language their author speaks.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ KEPT_ON_UPDATE = ("from_webhook", "override_username", "override_icon_url")  # D
 _POST = re.compile(r"/api/v4/posts/([a-z0-9]{26})")
 _PATCH = re.compile(r"/api/v4/posts/([a-z0-9]{26})/patch")
 _HOOK = re.compile(r"/hooks/commands/[a-z0-9]{26}")
+_USER = re.compile(r"/api/v4/users/([A-Za-z0-9_-]{1,64})")
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,26 @@ class MattermostSimulator(SimServer):
         self._edits: dict[str, int] = {}
         self._hooks: dict[str, dict[str, Any]] = {}
         self._ephemerals: list[dict[str, str]] = []
+        self._locales: dict[str, str] = {}
+        self._lookups: dict[str, int] = {}
+        self._lookup_fault: Fault | None = None
 
     # ----- the server's side -----
+
+    def set_locale(self, user_id: str, locale: str) -> None:
+        """The ``locale`` the user chose in their settings ("es", "pt-BR", "ru")."""
+        with self._lock:
+            self._locales[user_id] = locale
+
+    def user_lookups(self, user_id: str | None = None) -> int:
+        """How many ``GET /api/v4/users/{id}`` arrived (for one user, or for anyone)."""
+        with self._lock:
+            return self._lookups.get(user_id, 0) if user_id is not None else sum(self._lookups.values())
+
+    def fail_user_lookups(self, status: int = 500, delay: float = 0.0) -> None:
+        """Every user lookup from now on answers ``status`` after ``delay`` seconds (status 200: the user, late)."""
+        with self._lock:
+            self._lookup_fault = Fault(status, delay=delay)
 
     def add_member(self, channel_id: str) -> None:
         """Add the bot to a channel (it can then post there)."""
@@ -186,7 +210,42 @@ class MattermostSimulator(SimServer):
 
     # ----- the simulator -----
 
+    def handle(self, request: Request) -> Response:
+        match = _USER.fullmatch(request.path)
+        if match is None or request.method != "GET":
+            return super().handle(request)
+        with self._lock:
+            self._lookups[match.group(1)] = self._lookups.get(match.group(1), 0) + 1
+            fault = self._lookup_fault
+        if fault is not None:
+            self._sleep(fault.delay)
+            if fault.status != 200:
+                return self._fault_body(fault)
+        with self._lock:
+            if not self._authorized(request):
+                return self._unauthorized()
+            return json_response(200, self._user(match.group(1)))
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        """A user as the bot sees it: sanitized, its locale kept (``Sanitize`` leaves it)."""
+        return {
+            "id": user_id,
+            "username": f"user-{user_id[:8].lower()}",
+            "first_name": "",
+            "last_name": "",
+            "nickname": "",
+            "roles": "system_user",
+            "locale": self._locales.get(user_id, "en"),
+            "timezone": {"useAutomaticTimezone": "true", "automaticTimezone": "", "manualTimezone": ""},
+            "create_at": 0,
+            "update_at": 0,
+            "delete_at": 0,
+        }
+
     def _reset_state(self) -> None:
+        self._locales.clear()
+        self._lookups.clear()
+        self._lookup_fault = None
         self._members.clear()
         self._posts.clear()
         self._edits.clear()

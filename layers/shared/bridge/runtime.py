@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bridge.chat.live_posts import Teller
     from bridge.chat.mattermost import CommandRuntime
     from bridge.chat.mattermost_action import ActionRuntime as MattermostActionRuntime
-    from bridge.chat.mattermost_bot import MattermostBot
+    from bridge.chat.mattermost_bot import MattermostBot, UserLocales
     from bridge.chat.rooms import CommandPorts
     from bridge.chat.slack import SlackRuntime
     from bridge.chat.slack_action import ActionRuntime as SlackActionRuntime
@@ -239,7 +239,8 @@ def mattermost_teller() -> Teller:
     from bridge.chat.mattermost_bot import post_response_url
     from bridge.chat.mattermost_live import MattermostLivePorts, tell
 
-    return partial(tell, ports=MattermostLivePorts(bot=mattermost_bot, follow_up=post_response_url))
+    ports = MattermostLivePorts(bot=mattermost_bot, follow_up=post_response_url, language=lambda: settings().language)
+    return partial(tell, ports=ports)
 
 
 def mattermost_bot() -> MattermostBot | None:
@@ -257,6 +258,14 @@ def _mattermost_bot(url: str, token: str) -> MattermostBot:
     return MattermostBot(url, token)
 
 
+@lru_cache(maxsize=1)
+def mattermost_locales() -> UserLocales:
+    """Each Mattermost user's locale, read through the bot once per user and container."""
+    from bridge.chat.mattermost_bot import UserLocales
+
+    return UserLocales(mattermost_bot)
+
+
 def action_keys() -> tuple[str, ...]:
     from bridge.store.credentials import action_keys as read
 
@@ -271,7 +280,12 @@ def mattermost() -> CommandRuntime:
 
     gate = TokenGate(lambda fresh: mattermost_team_tokens(settings(), force_fetch=fresh))
     return CommandRuntime(
-        settings=settings, token_gate=gate, ports=chat_command_ports, action_keys=action_keys, bot=mattermost_bot
+        settings=settings,
+        token_gate=gate,
+        ports=chat_command_ports,
+        action_keys=action_keys,
+        bot=mattermost_bot,
+        locale=mattermost_locales(),
     )
 
 
@@ -287,7 +301,7 @@ def mattermost_action() -> MattermostActionRuntime:
     """The End button's clicks: the signing keys and the command's ports (a person is waiting on the click)."""
     from bridge.chat.mattermost_action import ActionRuntime
 
-    return ActionRuntime(settings=settings, keys=action_keys, ports=chat_command_ports)
+    return ActionRuntime(settings=settings, keys=action_keys, ports=chat_command_ports, locale=mattermost_locales())
 
 
 @lru_cache(maxsize=1)
@@ -390,6 +404,7 @@ def reset() -> None:
         mattermost,
         mattermost_action,
         _mattermost_bot,
+        mattermost_locales,
         slack,
         slack_action,
         recording_links,

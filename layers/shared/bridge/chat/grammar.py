@@ -15,7 +15,8 @@ A bare number is not a duration: topics often end in one ("Sprint 42", "Planning
 duration that is not one we accept (99999h, 1h-5m, 1.5h, 0m) is refused, never taken into the topic.
 
 Whatever the caller typed is shown back only through ``quote`` (``literal()`` unless told): Mattermost renders
-``literal()`` as plain text; each platform's adapter passes its own.
+``literal()`` as plain text; each platform's adapter passes its own. An ``Invalid`` problem is said in the caller's
+language (``speech``, English unless told).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DEFAULT_TOPIC = "Whereby meeting"
+from bridge.core import i18n
+from bridge.core.i18n import N_, Speech
+
+# The label of a room started without a topic: stored as it is (a second untitled /whereby finds it by it), shown
+# in the reader's language (``topic_shown``).
+DEFAULT_TOPIC = N_("Whereby meeting")
 SLUG_FALLBACK = "meeting"
 MIN_MINUTES = 5  # the same floor as the MATTERMOST_*_MINUTES settings
 MAX_TOPIC_CHARS = 500  # keeps the channel post far below Mattermost's 16383-character post limit
@@ -117,10 +123,13 @@ def parse(
     trigger: str = "/whereby",
     members: Collection[str] = (),
     quote: Callable[[str], str] | None = None,
+    speech: Speech | None = None,
 ) -> Command:
     """``members``: the usernames the platform resolved in the text to users of the team (Mattermost's
-    ``user_mentions``); ``quote``: how the platform shows typed text back as plain text."""
+    ``user_mentions``); ``quote``: how the platform shows typed text back as plain text; ``speech``: the caller's
+    language, for a problem."""
     quote = quote or literal
+    sp = speech or i18n.speech()
     words = text.split()
     if not words:
         return StartRoom(DEFAULT_TOPIC, limits.default_minutes)
@@ -128,16 +137,16 @@ def parse(
     if head == "help":
         return ShowHelp()
     if head == "start":
-        return parse_start(rest, limits, trigger, members, quote)
+        return parse_start(rest, limits, trigger, members, quote, sp)
     if head == "list":
-        return ListRooms() if not rest else _reserved("list", trigger)
+        return ListRooms() if not rest else _reserved("list", trigger, sp)
     if head == "end":
         if len(rest) > 1:
-            return _reserved("end", trigger)
-        return parse_end(rest[0], trigger, quote) if rest else EndRoom()
+            return _reserved("end", trigger, sp)
+        return parse_end(rest[0], trigger, quote, sp) if rest else EndRoom()
     if head in ("stats", "export"):
-        return parse_period(head, rest, trigger, quote)
-    return parse_start(words, limits, trigger, members, quote)
+        return parse_period(head, rest, trigger, quote, sp)
+    return parse_start(words, limits, trigger, members, quote, sp)
 
 
 def parse_start(
@@ -146,13 +155,14 @@ def parse_start(
     trigger: str = "/whereby",
     members: Collection[str] = (),
     quote: Callable[[str], str] | None = None,
+    speech: Speech | None = None,
 ) -> StartRoom | Invalid:
     words, asked = _split_duration(words)
     minutes = limits.default_minutes
     if asked is not None:
         minutes = duration_minutes(asked) or 0
         if not MIN_MINUTES <= minutes <= limits.max_minutes:
-            return Invalid(_duration_problem(asked, limits, trigger, quote or literal))
+            return Invalid(_duration_problem(asked, limits, trigger, quote or literal, speech or i18n.speech()))
     invited = {mention: invitee(mention, members) for mention in map(mention_in, words) if mention}
     topic = " ".join(word for word in words if mention_in(word) is None)
     return StartRoom(
@@ -164,27 +174,41 @@ def parse_start(
     )
 
 
-def parse_end(reference: str, trigger: str, quote: Callable[[str], str] | None = None) -> EndRoom | Invalid:
+def parse_end(
+    reference: str, trigger: str, quote: Callable[[str], str] | None = None, speech: Speech | None = None
+) -> EndRoom | Invalid:
     key = room_key_in(reference)
     shown = _clip(reference, 80)
     if key is None:
         return Invalid(
-            f"“{(quote or literal)(shown)}” is not the name or link of a room made with {trigger}."
-            f" `{trigger} list` shows the rooms of this channel."
+            (speech or i18n.speech()).t(
+                "“{reference}” is not the name or link of a room made with {trigger}."
+                " `{trigger} list` shows the rooms of this channel.",
+                reference=(quote or literal)(shown),
+                trigger=trigger,
+            )
         )
     return EndRoom(room_key=key, reference=shown)
 
 
-def parse_period(word: str, rest: list[str], trigger: str, quote: Callable[[str], str]) -> Command:
+def parse_period(
+    word: str, rest: list[str], trigger: str, quote: Callable[[str], str], speech: Speech | None = None
+) -> Command:
     """``stats`` / ``export`` and their one optional period (``7d``, ``30d``, ``90d``, any case)."""
+    sp = speech or i18n.speech()
     if len(rest) > 1:
-        return _reserved(word, trigger)
+        return _reserved(word, trigger, sp)
     period = rest[0].lower() if rest else DEFAULT_PERIOD
     if period not in PERIODS:
         return Invalid(
-            f"“{quote(_clip(rest[0], 40))}” is not a period `{trigger} {word}` knows: give 7d, 30d or 90d"
-            f" (default {DEFAULT_PERIOD}). To start a room whose topic begins with “{word}”, type"
-            f" `{trigger} start {word} …`."
+            sp.t(
+                "“{given}” is not a period `{trigger} {word}` knows: give 7d, 30d or 90d (default {default})."
+                " To start a room whose topic begins with “{word}”, type `{trigger} start {word} …`.",
+                given=quote(_clip(rest[0], 40)),
+                trigger=trigger,
+                word=word,
+                default=DEFAULT_PERIOD,
+            )
         )
     days = PERIODS[period]
     return ShowStats(days) if word == "stats" else ExportMeetings(days)
@@ -247,11 +271,14 @@ def literal(text: str) -> str:
     return "".join(out)
 
 
-def human_minutes(minutes: int) -> str:
-    hours, rest = divmod(minutes, 60)
-    if not hours:
-        return f"{rest} min"
-    return f"{hours} h {rest} min" if rest else f"{hours} h"
+def human_minutes(minutes: int, speech: Speech | None = None) -> str:
+    """ "45 min", "1 h 30 min", in the reader's language (English unless told)."""
+    return (speech or i18n.speech()).minutes(minutes)
+
+
+def topic_shown(label: str, speech: Speech) -> str:
+    """A room's topic as a reader sees it: a room started without one is "Whereby meeting" in their language."""
+    return speech.t(DEFAULT_TOPIC) if label == DEFAULT_TOPIC else label
 
 
 def mention_in(word: str) -> str | None:
@@ -279,14 +306,20 @@ def _split_duration(words: list[str]) -> tuple[list[str], str | None]:
     return words, None
 
 
-def _duration_problem(word: str, limits: Limits, trigger: str, quote: Callable[[str], str]) -> str:
+def _duration_problem(word: str, limits: Limits, trigger: str, quote: Callable[[str], str], sp: Speech) -> str:
     example = min(90, limits.max_minutes)
     hours, minutes = divmod(example, 60)
     written = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return (
-        f"“{quote(_clip(word, 40))}” is not a duration a room can have: a room is open for at least {MIN_MINUTES}"
-        f" minutes and at most {human_minutes(limits.max_minutes)}. Give the duration as the last word, in whole"
-        f" hours and minutes, for example `{trigger} Review {written}`."
+    return sp.nt(
+        "“{given}” is not a duration a room can have: a room is open for at least {n} minute and at most {most}."
+        " Give the duration as the last word, in whole hours and minutes, for example `{trigger} Review {example}`.",
+        "“{given}” is not a duration a room can have: a room is open for at least {n} minutes and at most {most}."
+        " Give the duration as the last word, in whole hours and minutes, for example `{trigger} Review {example}`.",
+        MIN_MINUTES,
+        given=quote(_clip(word, 40)),
+        most=sp.minutes(limits.max_minutes),
+        trigger=trigger,
+        example=written,
     )
 
 
@@ -303,11 +336,26 @@ def _clip(text: str, limit: int = MAX_TOPIC_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _reserved(word: str, trigger: str) -> Invalid:
-    usage = {
-        "list": f"`{trigger} list` takes nothing after it",
-        "end": f"`{trigger} end` takes one room name or link",
-        "stats": f"`{trigger} stats` takes one period: 7d, 30d or 90d",
-        "export": f"`{trigger} export` takes one period: 7d, 30d or 90d",
-    }
-    return Invalid(f"{usage[word]}. To start a room whose topic begins with “{word}”, type `{trigger} start {word} …`.")
+# Each one whole, so that a translator can order the sentence as the language wants.
+_RESERVED = {
+    "list": N_(
+        "`{trigger} list` takes nothing after it. To start a room whose topic begins with “{word}”, type"
+        " `{trigger} start {word} …`."
+    ),
+    "end": N_(
+        "`{trigger} end` takes one room name or link. To start a room whose topic begins with “{word}”, type"
+        " `{trigger} start {word} …`."
+    ),
+    "stats": N_(
+        "`{trigger} stats` takes one period: 7d, 30d or 90d. To start a room whose topic begins with “{word}”, type"
+        " `{trigger} start {word} …`."
+    ),
+    "export": N_(
+        "`{trigger} export` takes one period: 7d, 30d or 90d. To start a room whose topic begins with “{word}”,"
+        " type `{trigger} start {word} …`."
+    ),
+}
+
+
+def _reserved(word: str, trigger: str, sp: Speech) -> Invalid:
+    return Invalid(sp.t(_RESERVED[word], trigger=trigger, word=word))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bridge.core.i18n import Speech, speech
 from bridge.core.observability import count, logger
 from bridge.store.meetings import MeetingsStore, Room, SessionRecord
 
@@ -23,7 +24,6 @@ from bridge.store.meetings import MeetingsStore, Room, SessionRecord
 Teller = Callable[[Room, SessionRecord, bool], str]
 
 FOLLOW_UP_SECONDS = 29 * 60  # response_url takes posts for 30 minutes after the command
-MIDDLE_DOT = "\u00b7"
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,17 @@ def session_ended(room: Room, record: SessionRecord, ports: LivePorts) -> int:
     return 1
 
 
-def ended_line(record: SessionRecord) -> str:
-    """ "Meeting ended · 34 min · 3 people": what a person scanning the channel wants to know."""
-    minutes = session_minutes(record)
+def ended_line(record: SessionRecord, sp: Speech | None = None) -> str:
+    """ "Meeting ended · 34 min · 3 people": what a person scanning the channel wants to know (in English unless
+    told: the room's language, ``Room.language``)."""
+    sp = sp or speech()
+    duration = sp.minutes(session_minutes(record))
     people = len(record.people)
-    parts = ["Meeting ended", f"{minutes} min"]
-    if people:
-        parts.append(f"{people} {'person' if people == 1 else 'people'}")
-    return f" {MIDDLE_DOT} ".join(parts)
+    if not people:
+        return sp.t("Meeting ended · {duration}", duration=duration)
+    return sp.nt(
+        "Meeting ended · {duration} · {n} person", "Meeting ended · {duration} · {n} people", people, duration=duration
+    )
 
 
 def session_minutes(record: SessionRecord) -> int:

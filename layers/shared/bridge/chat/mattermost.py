@@ -9,6 +9,9 @@ A room's post carries an End button (a signed context, ``bridge.chat.actions``; 
 Mattermost's API, so that it can be edited when the meeting ends (``bridge.chat.mattermost_live``), and the command
 answers the caller alone; without one, or when the bot cannot post in the channel, the command's own answer is the
 post, as it always was, and the command's ``response_url`` is kept for one follow-up.
+
+Every answer is in the caller's language: their Mattermost ``locale``, read through the bot
+(``bridge.chat.mattermost_bot.UserLocales``), else the stack's ``Language``. The room's post is in its creator's.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar, get_args
 
 from botocore.exceptions import ClientError
 
 from bridge.chat import actions, rooms
-from bridge.chat.grammar import Command, ExportMeetings, Limits, StartRoom, human_minutes, literal, parse
+from bridge.chat.grammar import Command, ExportMeetings, Limits, StartRoom, literal, parse, topic_shown
 from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as they were before the core moved out)
     STORAGE_TROUBLE,
     Caller,
@@ -37,6 +40,7 @@ from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as
 from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, PeerUnavailable, Rejected
 from bridge.core.http_api import ApiRequest, BadRequest, form_fields, is_callback_url, json_response, token_matches
+from bridge.core.i18n import N_, Speech, language_of, speech
 from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
 from bridge.store.meetings import MeetingsStore, Room
@@ -129,6 +133,8 @@ class CommandRuntime:
     action_keys: Callable[[], Sequence[str]] = lambda: ()  # the End button's signing keys; none: no button
     bot: Callable[[], PostMaker | None] = lambda: None  # None: no bot configured
     monotonic: Callable[[], float] = time.monotonic
+    # A user's Mattermost locale ("es", "pt-BR"), None when it cannot be known (no bot, a failed lookup)
+    locale: Callable[[str], str | None] = lambda user_id: None
 
 
 @dataclass(frozen=True)
@@ -171,9 +177,11 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
     if settings.mattermost_team_ids and caller.team_id not in settings.mattermost_team_ids:
         count_reason("CommandsRefused", "team-not-enabled")
-        return json_response(200, ephemeral(f"`{caller.trigger}` is not enabled for this team."))
+        sp = speech(settings.language)  # a team we do not serve: no lookup for its users
+        return json_response(200, ephemeral(sp.t("`{trigger}` is not enabled for this team.", trigger=caller.trigger)))
+    voice = replace(VOICE, speech=speech_of(caller.user_id, runtime.locale, settings.language))
     limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
-    command = parse(_first(fields, "text"), limits, caller.trigger, team_members(fields))
+    command = parse(_first(fields, "text"), limits, caller.trigger, team_members(fields), speech=voice.speech)
     logger.append_keys(subcommand=type(command).__name__)
     live = LiveRoom(
         response_url=kept_response_url(_first(fields, "response_url")),
@@ -184,15 +192,30 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
         time_left=lambda: runtime.monotonic() - started < BOT_POST_BEFORE_SECONDS,
     )
     try:
-        reply = run(command, caller, limits, runtime.ports(), live)
+        reply = run(command, caller, limits, runtime.ports(), live, voice)
     except PeerUnavailable as exc:
         logger.error("mattermost command failed: storage unavailable", extra={"reason": str(exc)})
-        reply = ephemeral(STORAGE_TROUBLE)
+        reply = ephemeral(voice.speech.t(STORAGE_TROUBLE))
     except Exception:
         logger.exception("mattermost command failed")
-        reply = ephemeral(f"Something went wrong on our side while running `{caller.trigger}`. Please try again.")
+        reply = ephemeral(
+            voice.speech.t(
+                "Something went wrong on our side while running `{trigger}`. Please try again.", trigger=caller.trigger
+            )
+        )
     count("MattermostCommands")
     return json_response(200, reply)
+
+
+def speech_of(user_id: str, locale: Callable[[str], str | None], default: str) -> Speech:
+    """The user's language: their Mattermost locale when it can be read, else ``default`` (the stack's). The lookup
+    never fails a command: whatever goes wrong, the answer is given in ``default``."""
+    try:
+        tag = locale(user_id)
+    except Exception:
+        logger.exception("user locale lookup failed: the stack's language is spoken")
+        tag = None
+    return speech(language_of(tag, default))
 
 
 def caller_from(fields: Mapping[str, list[str]]) -> Caller:
@@ -246,17 +269,24 @@ def api_base(settings: Settings, event: ApiRequest) -> str:
     return f"https://{event.domain_name}" if _HOST.fullmatch(event.domain_name) else ""
 
 
-def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, live: LiveRoom | None = None) -> Reply:
+def run(
+    command: Command,
+    caller: Caller,
+    limits: Limits,
+    ports: CommandPorts,
+    live: LiveRoom | None = None,
+    voice: Voice = VOICE,
+) -> Reply:
     live = live or LiveRoom()
     if isinstance(command, StartRoom):
-        outcome = rooms.start_room(command, caller, ports, SOURCE, VOICE, response_url=live.response_url)
+        outcome = rooms.start_room(command, caller, ports, SOURCE, voice, response_url=live.response_url)
     elif isinstance(command, ExportMeetings):
         from bridge.chat.stats import export_link
 
         keys = _optional(live.keys, "the export link's signing key") or ()
-        outcome = export_link(command, caller, keys, live.api_base, ports.clock(), VOICE)
+        outcome = export_link(command, caller, keys, live.api_base, ports.clock(), voice)
     else:
-        outcome = rooms.run(command, caller, limits, ports, SOURCE, VOICE)
+        outcome = rooms.run(command, caller, limits, ports, SOURCE, voice)
     if isinstance(outcome, RoomMade):
         return announce(outcome.room, outcome.command, caller, ports.store, live)
     return {**ephemeral(outcome.text), "response_type": "in_channel" if outcome.in_channel else "ephemeral"}
@@ -264,22 +294,24 @@ def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, l
 
 def announce(room: Room, command: StartRoom, caller: Caller, store: MeetingsStore, live: LiveRoom) -> Reply:
     """The room's post: made by the bot when there is one (the caller then gets the host link alone), else the
-    command's own in_channel answer. A bot that cannot post here costs the room nothing: the answer falls back."""
-    post = room_post(room, command, caller, end_button(room, live))
+    command's own in_channel answer. A bot that cannot post here costs the room nothing: the answer falls back.
+    Everything is in the room's language, its creator's (``Room.language``)."""
+    sp = speech(room.language)
+    post = room_post(room, command, caller, end_button(room, live, sp))
     bot = _optional(live.bot, "the chat bot's token")
     if bot is None:
         return post
     if not live.time_left():
-        return _fallback(post, "late", BOT_TROUBLE_HINT)
+        return _fallback(post, "late", sp.t(BOT_TROUBLE_HINT))
     props = {**post["props"], "attachments": post.get("attachments", [])}
     try:
         post_id = bot.create_post(caller.channel_id, post["text"], props)
     except Rejected as exc:
         if exc.status == 403:
-            return _fallback(post, "not-member", NOT_A_MEMBER_HINT)
-        return _fallback(post, "refused", BOT_TROUBLE_HINT, str(exc))
+            return _fallback(post, "not-member", sp.t(NOT_A_MEMBER_HINT))
+        return _fallback(post, "refused", sp.t(BOT_TROUBLE_HINT), str(exc))
     except BridgeError as exc:
-        return _fallback(post, "unavailable", BOT_TROUBLE_HINT, str(exc))
+        return _fallback(post, "unavailable", sp.t(BOT_TROUBLE_HINT), str(exc))
     try:
         store.mark(room.room_key, post_id=post_id)
     except (PeerUnavailable, ClientError) as exc:
@@ -290,11 +322,11 @@ def announce(room: Room, command: StartRoom, caller: Caller, store: MeetingsStor
     return ephemeral(host_text(room, command, caller))
 
 
-NOT_A_MEMBER_HINT = (
+NOT_A_MEMBER_HINT = N_(
     "The bridge's bot is not a member of this channel, so the post above will not show when the meeting ends."
     " To get posts that follow the meeting here, add the bot to the channel (the channel's menu, Members, Add)."
 )
-BOT_TROUBLE_HINT = (
+BOT_TROUBLE_HINT = N_(
     "The bridge's bot could not post here just now, so the post above will not show when the meeting ends."
 )
 
@@ -317,7 +349,7 @@ def _optional(read: Callable[[], T], what: str) -> T | None:
         return None
 
 
-def end_button(room: Room, live: LiveRoom) -> dict[str, Any] | None:
+def end_button(room: Room, live: LiveRoom, sp: Speech | None = None) -> dict[str, Any] | None:
     """The End button (contracts: Mattermost interactive message buttons); its context is never shown to clients,
     and is signed for this room and this channel only."""
     if not live.action_url:
@@ -329,7 +361,7 @@ def end_button(room: Room, live: LiveRoom) -> dict[str, Any] | None:
     return {
         "id": END_BUTTON_ID,
         "type": "button",
-        "name": "End meeting",
+        "name": (sp or speech()).t("End meeting"),
         "style": "danger",
         "integration": {"url": live.action_url, "context": context},
     }
@@ -341,15 +373,25 @@ def ephemeral(text: str) -> Reply:
 
 
 def room_post(room: Room, command: StartRoom, caller: Caller, button: Mapping[str, Any] | None = None) -> Reply:
-    """The link for the channel; the host link in an ephemeral extra response, for the caller only.
+    """The link for the channel; the host link in an ephemeral extra response, for the caller only; in the room's
+    language (its creator's).
 
     The only live mentions are the users Mattermost resolved; the topic is shown literally everywhere. The End
     button goes in the answer's ``attachments`` (a command answer's ``props.attachments`` is ignored).
     """
-    lines = [f":video_camera: **{literal(room.label)}** · [Join the Whereby room]({room.room_url})"]
+    sp = speech(room.language)
+    lines = [
+        sp.t(
+            ":video_camera: **{topic}** · [Join the Whereby room]({url})",
+            topic=literal(topic_shown(room.label, sp)),
+            url=room.room_url,
+        )
+    ]
     if command.mentions:
-        lines.append("Invited: " + " ".join(command.mentions))
-    lines.append(f"Open until {utc(room.end_at)} ({human_minutes(command.minutes)}).")
+        lines.append(sp.t("Invited: {people}", people=" ".join(command.mentions)))
+    lines.append(
+        sp.t("Open until {until} ({duration}).", until=utc(room.end_at, sp), duration=sp.minutes(command.minutes))
+    )
     reply: Reply = {
         "response_type": "in_channel",
         "text": "\n".join(lines),
@@ -371,17 +413,29 @@ def meeting_props(room: Room, creator_username: str = "") -> dict[str, str]:
 
 
 def host_text(room: Room, command: StartRoom, caller: Caller) -> str:
-    label = literal(room.label)
-    host = (
-        f"Only you can see this. Your host link for **{label}**: {room.host_room_url}\n"
-        f"To close the room before {utc(room.end_at)}: `{caller.trigger} end {room_name(room)}`"
-    )
+    sp = speech(room.language)
+    lines = [
+        sp.t(
+            "Only you can see this. Your host link for **{topic}**: {url}",
+            topic=literal(topic_shown(room.label, sp)),
+            url=room.host_room_url,
+        ),
+        sp.t(
+            "To close the room before {until}: `{trigger} end {name}`",
+            until=utc(room.end_at, sp),
+            trigger=caller.trigger,
+            name=room_name(room),
+        ),
+    ]
     if command.not_invited:
-        host += (
-            f"\nNot invited: {literal(', '.join(command.not_invited))}. Only people of this team, named one by one,"
-            " are invited; the whole channel is never notified."
+        lines.append(
+            sp.t(
+                "Not invited: {people}. Only people of this team, named one by one, are invited; the whole channel is"
+                " never notified.",
+                people=literal(", ".join(command.not_invited)),
+            )
         )
-    return host
+    return "\n".join(lines)
 
 
 def _first(fields: Mapping[str, list[str]], name: str) -> str:

@@ -11,6 +11,9 @@ from the points a waiting person may spend) and marks it deleted. The reply rewr
 happened (``ephemeral_text``). A refusal, or Whereby failing, leaves the post as it is.
 
 Mattermost shows an error under the post for anything but a 200; every answer to a signed click is a 200.
+
+The clicker is answered in their language (their Mattermost ``locale``, else the stack's); the post is rewritten in
+the room's, its creator's (``Room.language``), whoever clicked.
 """
 
 from __future__ import annotations
@@ -19,16 +22,25 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bridge.chat import actions
-from bridge.chat.grammar import EndRoom
-from bridge.chat.mattermost import ENDED, SOURCE, VOICE, meeting_props
-from bridge.chat.rooms import STORAGE_TROUBLE, Caller, CommandPorts, room_to_end, whereby_trouble
+from bridge.chat.grammar import EndRoom, topic_shown
+from bridge.chat.mattermost import ENDED, SOURCE, VOICE, meeting_props, speech_of
+from bridge.chat.rooms import (
+    ROOM_STILL_OPEN,
+    STORAGE_TROUBLE,
+    Caller,
+    CommandPorts,
+    Voice,
+    room_to_end,
+    whereby_trouble,
+)
 from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, PeerUnavailable
 from bridge.core.http_api import ApiRequest, BadRequest, body_bytes, json_response
+from bridge.core.i18n import DEFAULT_LANGUAGE, Speech, speech
 from bridge.core.observability import count, logger
 from bridge.store.credentials import SecretError
 from bridge.store.meetings import DELETED, Room, channel_owner
@@ -48,6 +60,8 @@ class ActionRuntime:
     keys: Callable[[], Sequence[str]]
     ports: Callable[[], CommandPorts]
     clock: Callable[[], float] = time.time
+    # A user's Mattermost locale, None when it cannot be known (``CommandRuntime.locale``)
+    locale: Callable[[str], str | None] = lambda user_id: None
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,7 @@ class Click:
 
 def answer(request: ApiRequest, runtime: ActionRuntime) -> dict[str, Any]:
     """The whole route: 400 unreadable, 403 not signed for this room and channel, otherwise 200."""
-    runtime.settings().require("mattermost", "whereby")  # a bad setting fails here, naming it
+    settings = runtime.settings().require("mattermost", "whereby")  # a bad setting fails here, naming it
     try:
         click = read_click(request)
     except BadRequest as exc:
@@ -78,14 +92,19 @@ def answer(request: ApiRequest, runtime: ActionRuntime) -> dict[str, Any]:
         logger.warning("end click refused", extra={"reason": "context not signed for this room and channel"})
         return json_response(403, {"error": "this button is not valid here"})
     logger.append_keys(room_key=click.room_key)
+    voice = replace(VOICE, speech=speech_of(click.caller.user_id, runtime.locale, settings.language))
     try:
-        reply = end(click, runtime.ports(), runtime.clock)
+        reply = end(click, runtime.ports(), runtime.clock, voice, settings.language)
     except PeerUnavailable as exc:
         logger.error("end click failed: storage unavailable", extra={"reason": str(exc)})
-        reply = {"ephemeral_text": STORAGE_TROUBLE}
+        reply = {"ephemeral_text": voice.speech.t(STORAGE_TROUBLE)}
     except Exception:
         logger.exception("end click failed")
-        reply = {"ephemeral_text": "Something went wrong on our side while ending the room. Please try again."}
+        reply = {
+            "ephemeral_text": voice.speech.t(
+                "Something went wrong on our side while ending the room. Please try again."
+            )
+        }
     return json_response(200, {**reply, "skip_slack_parsing": True})
 
 
@@ -121,16 +140,24 @@ def read_click(request: ApiRequest) -> Click:
     return Click(caller, room_key, signature)
 
 
-def end(click: Click, ports: CommandPorts, clock: Callable[[], float]) -> Reply:
+def end(
+    click: Click,
+    ports: CommandPorts,
+    clock: Callable[[], float],
+    voice: Voice = VOICE,
+    default_language: str = DEFAULT_LANGUAGE,
+) -> Reply:
     """The chat core's rules for ending a room, then the post's update; its message and props are always sent
-    together (a missing message would blank the post, missing props keep the button)."""
+    together (a missing message would blank the post, missing props keep the button). ``voice`` speaks to the
+    clicker; the post speaks the room's language, else ``default_language`` (the stack's)."""
     caller = click.caller
-    found = room_to_end(EndRoom(room_key=click.room_key, reference=click.room_key), caller, ports, SOURCE, VOICE)
+    found = room_to_end(EndRoom(room_key=click.room_key, reference=click.room_key), caller, ports, SOURCE, voice)
     if isinstance(found, str):
         room = ports.store.get_room(click.room_key)
         if room is not None and room.state == DELETED and _ours(room, caller) and room.creator == caller.user_id:
             # Ended by the command, the sweep or a click whose reply got lost: the post is put right.
-            return {"update": ended_update(room, caller, clock), "ephemeral_text": found}
+            post_speech = speech(room.language or default_language)
+            return {"update": ended_update(room, caller, clock, post_speech), "ephemeral_text": found}
         count("EndClicksRefused")
         return {"ephemeral_text": found}
     logger.append_keys(meeting_id=found.meeting_id)
@@ -139,14 +166,14 @@ def end(click: Click, ports: CommandPorts, clock: Callable[[], float]) -> Reply:
     except BridgeError as exc:
         count("WherebyFailures")
         logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
-        return {"ephemeral_text": whereby_trouble(exc, "The room is still open", VOICE.platform)}
+        return {"ephemeral_text": whereby_trouble(exc, ROOM_STILL_OPEN, voice.platform, voice.speech)}
     ports.store.mark_deleted(found.room_key)
     count("RoomsEnded")
     logger.info("mattermost room ended by its button")
-    label = VOICE.bold(VOICE.literal(found.label))
+    label = voice.bold(voice.literal(topic_shown(found.label, voice.speech)))
     return {
-        "update": ended_update(found, caller, clock),
-        "ephemeral_text": f"You ended {label}; its link no longer works.",
+        "update": ended_update(found, caller, clock, speech(found.language or default_language)),
+        "ephemeral_text": voice.speech.t("You ended {topic}; its link no longer works.", topic=label),
     }
 
 
@@ -154,16 +181,19 @@ def _ours(room: Room, caller: Caller) -> bool:
     return room.source == SOURCE and room.owner == channel_owner(caller.team_id, caller.channel_id)
 
 
-def ended_update(room: Room, caller: Caller, clock: Callable[[], float]) -> dict[str, Any]:
-    label = VOICE.bold(VOICE.literal(room.label))
+def ended_update(room: Room, caller: Caller, clock: Callable[[], float], sp: Speech | None = None) -> dict[str, Any]:
+    sp = sp or speech()
+    label = VOICE.bold(VOICE.literal(topic_shown(room.label, sp)))
     props: dict[str, Any] = {
         **meeting_props(room, caller.user_name),
         "meeting_status": ENDED,
         "meeting_end_time": int(clock() * 1000),
         "attachments": [],
     }
-    return {"message": ended_message(label), "props": props}
+    return {"message": ended_message(label, sp), "props": props}
 
 
-def ended_message(label: str) -> str:
-    return f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
+def ended_message(label: str, sp: Speech | None = None) -> str:
+    return (sp or speech()).t(
+        ":white_check_mark: The Whereby room {topic} has ended; its link no longer works.", topic=label
+    )

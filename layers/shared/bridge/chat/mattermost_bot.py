@@ -1,5 +1,5 @@
-"""The Mattermost REST API as the bridge's bot uses it: make a room's post, read it, patch it; and the slash
-command's ``response_url`` for a follow-up when there is no bot.
+"""The Mattermost REST API as the bridge's bot uses it: make a room's post, read it, patch it, read a user's
+``locale``; and the slash command's ``response_url`` for a follow-up when there is no bot.
 
 One attempt per call with short timeouts: the command route has a person waiting inside Mattermost's 30 s, and the
 worker's queue retries a failed edit later. Every failure becomes a domain error (``bridge.core.errors``):
@@ -11,24 +11,35 @@ worker's queue retries a failed edit later. Every failure becomes a domain error
   server's edit time limit).
 
 The bot token goes in the ``Authorization`` header only; no error message carries it.
+
+A slash command or a click does not say the user's language: ``UserLocales`` reads it (``GET /api/v4/users/{id}``)
+once per user and container, with a shorter timeout than the posts', since the caller waits for it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import requests
 
-from bridge.core.errors import AnswerLost, NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
-from bridge.core.observability import count
+from bridge.core.errors import AnswerLost, BridgeError, NotFound, PeerUnavailable, Rejected, Throttled, Unauthorized
+from bridge.core.observability import count, logger
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 4.0
 NOT_A_MEMBER = "api.context.permissions.app_error"
 EDIT_TIME_LIMIT = "api.post.update_post.permissions_time_limit.app_error"
+# A user's locale is worth little time: a Mattermost that is slow to tell it costs the caller this much, once an hour.
+LOCALE_TIMEOUT = (1.0, 1.0)
+LOCALE_SECONDS = 3600.0
+UNKNOWN_LOCALE_SECONDS = 300.0  # a failed lookup is not tried again for every command of that user meanwhile
+LOCALES_KEPT = 5000  # users remembered per container; beyond this the memory starts over
 _POST_ID = re.compile(r"[a-z0-9]{26}")
+_USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_LOCALE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
 
 class PostRefused(Rejected):
@@ -74,9 +85,19 @@ class MattermostBot:
             body["message"] = message
         self._call("PUT", f"/api/v4/posts/{_checked(post_id)}/patch", json=body)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def user_locale(self, user_id: str) -> str:
+        """The user's ``locale`` ("es", "pt-BR"; "" when the user has none)."""
+        if not _USER_ID.fullmatch(user_id):
+            raise PostRefused("not a Mattermost user id", 400, "")
+        user = self._call("GET", f"/api/v4/users/{user_id}", timeout=LOCALE_TIMEOUT)
+        locale = user.get("locale")
+        return locale if isinstance(locale, str) and _LOCALE.fullmatch(locale) else ""
+
+    def _call(
+        self, method: str, path: str, timeout: tuple[float, float] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         try:
-            response = self._session.request(method, f"{self._base}{path}", timeout=self._timeout, **kwargs)
+            response = self._session.request(method, f"{self._base}{path}", timeout=timeout or self._timeout, **kwargs)
         except requests.RequestException as exc:
             count("MattermostBotErrors")
             what = f"mattermost {method} {path}: {type(exc).__name__}"
@@ -91,6 +112,50 @@ class MattermostBot:
             return data if isinstance(data, dict) else {}
         count("MattermostBotErrors")
         raise error_for(method, path, response)
+
+
+class LocaleReader(Protocol):
+    def user_locale(self, user_id: str) -> str: ...
+
+
+class UserLocales:
+    """Each user's Mattermost ``locale``, read through the bot and remembered for the container's life (an hour at
+    most: a user who changes language is heard within the hour). Never raises: no bot, or a lookup that fails, is
+    ``None``, and the caller speaks the stack's language."""
+
+    def __init__(
+        self,
+        bot: Callable[[], LocaleReader | None],
+        clock: Callable[[], float] = time.monotonic,
+        kept_seconds: float = LOCALE_SECONDS,
+    ) -> None:
+        self._bot = bot
+        self._clock = clock
+        self._kept_seconds = kept_seconds
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    def __call__(self, user_id: str) -> str | None:
+        now = self._clock()
+        known = self._known.get(user_id)
+        if known is not None and now < known[0]:
+            return known[1]
+        try:
+            bot = self._bot()
+        except Exception as exc:  # the bot's secret unreadable: the command goes on in the stack's language
+            logger.warning("user locale not read: no bot", extra={"reason": type(exc).__name__})
+            return None
+        if bot is None:
+            return None
+        try:
+            locale: str | None = bot.user_locale(user_id)
+            until = now + self._kept_seconds
+        except BridgeError as exc:
+            logger.warning("user locale not read", extra={"reason": str(exc)})
+            locale, until = None, now + min(self._kept_seconds, UNKNOWN_LOCALE_SECONDS)
+        if len(self._known) >= LOCALES_KEPT:
+            self._known.clear()
+        self._known[user_id] = (until, locale)
+        return locale
 
 
 def error_for(method: str, path: str, response: requests.Response) -> Exception:

@@ -30,10 +30,10 @@ from bridge.chat.grammar import (
     ShowHelp,
     ShowStats,
     StartRoom,
-    human_minutes,
+    topic_shown,
 )
 from bridge.core.errors import BridgeError, BudgetExhausted, PeerUnavailable, Throttled, Unauthorized
-from bridge.core.i18n import Speech, speech
+from bridge.core.i18n import DEFAULT_LANGUAGE, N_, Speech, speech
 from bridge.core.observability import count, logger
 from bridge.store.meetings import ACTIVE, CREATING, DELETED, Conflict, MeetingsStore, Room, channel_owner
 
@@ -45,7 +45,10 @@ LIST_LIMIT = 20
 # A second /whereby with no topic in the same channel this soon after the first is the same meeting (a double
 # submit, or a colleague who had not seen the post): the meeting plugins guard against it the same way.
 RECENT_SECONDS = 30
-STORAGE_TROUBLE = "The bridge could not reach its storage, so nothing changed. Please try again in a minute."
+STORAGE_TROUBLE = N_("The bridge could not reach its storage, so nothing changed. Please try again in a minute.")
+# What a Whereby failure means for the room (``whereby_trouble``'s ``outcome``), as the callers name it.
+ROOM_NOT_MADE = "No room was made"
+ROOM_STILL_OPEN = "The room is still open"
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,15 @@ def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, s
 
             return channel_stats(command, caller, ports, voice)
         case Invalid(problem=problem):
-            return Said(invalid_text(problem, caller.trigger))
+            return Said(invalid_text(problem, caller.trigger, voice.speech))
     # ExportMeetings: its link is signed with a key only the adapters hold (``bridge.chat.stats.export_link``).
     raise AssertionError(f"unhandled command {command!r}")
 
 
-def invalid_text(problem: str, trigger: str) -> str:
-    return f"{problem} Nothing was changed; `{trigger} help` shows how to use it."
+def invalid_text(problem: str, trigger: str, sp: Speech | None = None) -> str:
+    return (sp or speech()).t(
+        "{problem} Nothing was changed; `{trigger} help` shows how to use it.", problem=problem, trigger=trigger
+    )
 
 
 # use-cases ------------------------------------------------------------------------------------------------------
@@ -180,7 +185,7 @@ def start_room(
     try:
         ports.store.claim_room(room)
     except Conflict:
-        return Said(STORAGE_TROUBLE)
+        return Said(voice.speech.t(STORAGE_TROUBLE))
     return _make(room, command, ports, voice)
 
 
@@ -221,14 +226,16 @@ def _make(room: Room, command: StartRoom, ports: CommandPorts, voice: Voice) -> 
     except BridgeError as exc:
         count("CommandsBusy" if isinstance(exc, BudgetExhausted) else "WherebyFailures")
         logger.warning("whereby did not create the room", extra={"reason": str(exc)})
-        return Said(whereby_trouble(exc, "No room was made", voice.platform))
+        return Said(whereby_trouble(exc, ROOM_NOT_MADE, voice.platform, voice.speech))
     try:
         done = ports.store.complete_room(_with_meeting(room, meeting))
     except (Conflict, PeerUnavailable) as exc:
         _release(room.room_key, ports.store)  # the sweeper deletes the room at Whereby: no live record owns it
         logger.error("room made but not recorded", extra={"reason": str(exc), "meeting_id": meeting.meeting_id})
         return Said(
-            "Whereby made the room but the bridge could not record it, so it will be removed. Please try again."
+            voice.speech.t(
+                "Whereby made the room but the bridge could not record it, so it will be removed. Please try again."
+            )
         )
     count("RoomsCreated")
     logger.info(f"{room.source} room created", extra={"meeting_id": done.meeting_id})
@@ -236,18 +243,28 @@ def _make(room: Room, command: StartRoom, ports: CommandPorts, voice: Voice) -> 
 
 
 def list_rooms(caller: Caller, ports: Shelf, source: str, voice: Voice) -> Said:
+    sp = voice.speech
     rooms = open_rooms(caller, ports)[:LIST_LIMIT]
     if not rooms:
-        return Said(f"No Whereby room is open in this channel. Start one with `{caller.trigger} [topic] [duration]`.")
-    lines = [f"{voice.bold('Open Whereby rooms in this channel')}, newest first:"]
-    for room in rooms:
-        line = (
-            f"- {voice.bold(voice.literal(room.label))} · {voice.link(room_name(room), room.room_url)}"
-            f" · until {utc(room.end_at)}"
+        return Said(
+            sp.t(
+                "No Whereby room is open in this channel. Start one with `{trigger} [topic] [duration]`.",
+                trigger=caller.trigger,
+            )
         )
+    title = voice.bold(sp.t("Open Whereby rooms in this channel"))
+    lines = [sp.t("{title}, newest first:", title=title)]
+    for room in rooms:
+        shown = {
+            "topic": voice.bold(voice.literal(topic_shown(room.label, sp))),
+            "link": voice.link(room_name(room), room.room_url),
+            "until": utc(room.end_at, sp),
+        }
         if room.creator == caller.user_id:
-            line += f" · yours ({voice.link('host link', room.host_room_url)})"
-        lines.append(line)
+            host = voice.link(sp.t("host link"), room.host_room_url)
+            lines.append(sp.t("- {topic} · {link} · until {until} · yours ({host_link})", **shown, host_link=host))
+        else:
+            lines.append(sp.t("- {topic} · {link} · until {until}", **shown))
     return Said("\n".join(lines))
 
 
@@ -261,33 +278,39 @@ def end_room(command: EndRoom, caller: Caller, ports: CommandPorts, source: str,
     except BridgeError as exc:
         count("WherebyFailures")
         logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
-        return Said(whereby_trouble(exc, "The room is still open", voice.platform))
+        return Said(whereby_trouble(exc, ROOM_STILL_OPEN, voice.platform, voice.speech))
     ports.store.mark_deleted(found.room_key)
     count("RoomsEnded")
-    label = voice.bold(voice.literal(found.label))
-    text = f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
+    label = voice.bold(voice.literal(topic_shown(found.label, voice.speech)))
+    text = voice.speech.t(
+        ":white_check_mark: The Whereby room {topic} has ended; its link no longer works.", topic=label
+    )
     # Ending a room of another channel (named by its link) must not post into this one.
     return Said(text, in_channel=found.owner == caller.owner)
 
 
 def room_to_end(command: EndRoom, caller: Caller, ports: CommandPorts, source: str, voice: Voice) -> Room | str:
     """The room to end, or why there is none (a sentence for the caller)."""
+    sp = voice.speech
     if command.room_key is None:
         mine = [room for room in open_rooms(caller, ports) if room.creator == caller.user_id]
-        return mine[0] if mine else f"You have no open room in this channel. `{caller.trigger} list` shows them all."
+        if mine:
+            return mine[0]
+        return sp.t("You have no open room in this channel. `{trigger} list` shows them all.", trigger=caller.trigger)
     room = ports.store.get_room(command.room_key)
     if room is None or room.source != source or (room.owner != caller.owner and room.creator != caller.user_id):
-        return (
-            f"No room “{voice.literal(command.reference)}” was started in this channel."
-            f" `{caller.trigger} list` shows them all."
+        return sp.t(
+            "No room “{reference}” was started in this channel. `{trigger} list` shows them all.",
+            reference=voice.literal(command.reference),
+            trigger=caller.trigger,
         )
-    label = voice.bold(voice.literal(room.label))
+    label = voice.bold(voice.literal(topic_shown(room.label, sp)))
     if room.creator != caller.user_id:
-        return f"Only the person who started {label} can end it."
+        return sp.t("Only the person who started {topic} can end it.", topic=label)
     if room.state == DELETED:
-        return f"{label} has already ended."
+        return sp.t("{topic} has already ended.", topic=label)
     if room.state == CREATING or not room.meeting_id:
-        return f"{label} is still being created; try again in a few seconds."
+        return sp.t("{topic} is still being created; try again in a few seconds.", topic=label)
     return room
 
 
@@ -302,14 +325,31 @@ def recent_room(caller: Caller, ports: Shelf, source: str, now: int) -> Room | N
 
 
 def recent_text(room: Room, caller: Caller, now: int, voice: Voice) -> str:
+    sp = voice.speech
     seconds = max(1, now - room.created_at)
-    text = (
-        f"A room was started in this channel {seconds} second{'s' if seconds != 1 else ''} ago:"
-        f" {voice.link('join it', room.room_url)}."
-    )
+    join = voice.link(sp.t("join it"), room.room_url)
     if room.creator == caller.user_id:
-        text += f" Your host link: {voice.link('host link', room.host_room_url)}."
-    return text + f" To start another one, give it a topic: `{caller.trigger} [topic] [duration]`."
+        # Each translated piece is said before the sentence that holds it: extraction reads one call at a time.
+        host_link = voice.link(sp.t("host link"), room.host_room_url)
+        return sp.nt(
+            "A room was started in this channel {n} second ago: {join}. Your host link: {host_link}. To start another"
+            " one, give it a topic: `{trigger} [topic] [duration]`.",
+            "A room was started in this channel {n} seconds ago: {join}. Your host link: {host_link}. To start"
+            " another one, give it a topic: `{trigger} [topic] [duration]`.",
+            seconds,
+            join=join,
+            host_link=host_link,
+            trigger=caller.trigger,
+        )
+    return sp.nt(
+        "A room was started in this channel {n} second ago: {join}. To start another one, give it a topic:"
+        " `{trigger} [topic] [duration]`.",
+        "A room was started in this channel {n} seconds ago: {join}. To start another one, give it a topic:"
+        " `{trigger} [topic] [duration]`.",
+        seconds,
+        join=join,
+        trigger=caller.trigger,
+    )
 
 
 def open_rooms(caller: Caller, ports: Shelf) -> list[Room]:
@@ -359,50 +399,107 @@ def _release(room_key: str, store: MeetingsStore) -> None:
 
 # sentences ------------------------------------------------------------------------------------------------------
 def help_text(trigger: str, limits: Limits, voice: Voice) -> str:
+    sp = voice.speech
     return "\n".join(
         [
-            f"{voice.bold(trigger)} makes Whereby video rooms for this channel.",
-            f"- `{trigger} [topic] [duration]` starts a room: the link goes to the channel, the host link to you"
-            f" only. The duration is the last word, like `30m`, `2h` or `1h30m` (default"
-            f" {human_minutes(limits.default_minutes)}, at least {human_minutes(MIN_MINUTES)} and at most"
-            f" {human_minutes(limits.max_minutes)}). People of this team you @mention are invited.",
-            f"- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end,"
-            " stats, export or start.",
-            f"- `{trigger} list` shows the open rooms of this channel.",
-            f"- `{trigger} end [room]` ends your latest room here, or the room you name by its name or link. Only"
-            " the person who started a room can end it.",
-            f"- `{trigger} stats [7d|30d|90d]` shows this channel's meetings over the last 7, 30 (the default) or"
-            " 90 days: how many, how long, the no-shows, the busiest hosts and a chart per week. Only you see it.",
-            f"- `{trigger} export [7d|30d|90d]` gives you a link to a CSV of those meetings; it works for 15 minutes.",
-            f"Example: `{trigger} Sprint review @alice 45m`",
+            sp.t("{command} makes Whereby video rooms for this channel.", command=voice.bold(trigger)),
+            sp.t(
+                "- `{trigger} [topic] [duration]` starts a room: the link goes to the channel, the host link to you"
+                " only. The duration is the last word, like `30m`, `2h` or `1h30m` (default {default}, at least"
+                " {least} and at most {most}). People of this team you @mention are invited.",
+                trigger=trigger,
+                default=sp.minutes(limits.default_minutes),
+                least=sp.minutes(MIN_MINUTES),
+                most=sp.minutes(limits.max_minutes),
+            ),
+            sp.t(
+                "- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end,"
+                " stats, export or start.",
+                trigger=trigger,
+            ),
+            sp.t("- `{trigger} list` shows the open rooms of this channel.", trigger=trigger),
+            sp.t(
+                "- `{trigger} end [room]` ends your latest room here, or the room you name by its name or link. Only"
+                " the person who started a room can end it.",
+                trigger=trigger,
+            ),
+            sp.t(
+                "- `{trigger} stats [7d|30d|90d]` shows this channel's meetings over the last 7, 30 (the default) or"
+                " 90 days: how many, how long, the no-shows, the busiest hosts and a chart per week. Only you see it.",
+                trigger=trigger,
+            ),
+            sp.t(
+                "- `{trigger} export [7d|30d|90d]` gives you a link to a CSV of those meetings; it works for 15"
+                " minutes.",
+                trigger=trigger,
+            ),
+            sp.t("Example: `{trigger} Sprint review @alice 45m`", trigger=trigger),
         ]
     )
 
 
-def whereby_trouble(exc: BridgeError, outcome: str, platform: str = "Mattermost") -> str:
-    """A human sentence for a Whereby failure; ``outcome`` says what that means for the room."""
+def whereby_trouble(exc: BridgeError, outcome: str, platform: str = "Mattermost", sp: Speech | None = None) -> str:
+    """A human sentence for a Whereby failure; ``outcome`` (``ROOM_NOT_MADE``, ``ROOM_STILL_OPEN``) says what that
+    means for the room. The cause and what to do are whole sentences each, so each language orders its own."""
+    sp = sp or speech()
+    made = outcome != ROOM_STILL_OPEN
     if isinstance(exc, Throttled):
-        return f"Whereby is busy and asked us to wait {wait_phrase(exc.retry_after)}. {outcome}; please try again then."
+        cause = busy_sentence(exc.retry_after, sp)
+        then = (
+            sp.t("No room was made; please try again then.")
+            if made
+            else sp.t("The room is still open; please try again then.")
+        )
+        return f"{cause} {then}"
     if isinstance(exc, PeerUnavailable):
-        return f"Whereby did not answer in time. {outcome}; please try again in a minute."
-    if isinstance(exc, Unauthorized):
-        return f"Whereby refused the bridge's API key. {outcome}; please tell your {platform} administrator."
+        cause = sp.t("Whereby did not answer in time.")
+        then = (
+            sp.t("No room was made; please try again in a minute.")
+            if made
+            else sp.t("The room is still open; please try again in a minute.")
+        )
+        return f"{cause} {then}"
     status = getattr(exc, "status", None)
-    code = f" (HTTP {status})" if status else ""
-    return f"Whereby refused the request{code}. {outcome}; please tell your {platform} administrator."
+    if isinstance(exc, Unauthorized):
+        cause = sp.t("Whereby refused the bridge's API key.")
+    elif status:
+        cause = sp.t("Whereby refused the request (HTTP {status}).", status=status)
+    else:
+        cause = sp.t("Whereby refused the request.")
+    then = (
+        sp.t("No room was made; please tell your {platform} administrator.", platform=platform)
+        if made
+        else sp.t("The room is still open; please tell your {platform} administrator.", platform=platform)
+    )
+    return f"{cause} {then}"
 
 
-def wait_phrase(seconds: float | None) -> str:
+def busy_sentence(seconds: float | None, sp: Speech | None = None) -> str:
+    """The sentence of a Whereby that asked us to wait ``seconds``."""
+    sp = sp or speech()
     if seconds is None:
-        return "a minute"
+        return sp.t("Whereby is busy and asked us to wait a minute.")
     whole = max(1, math.ceil(seconds))
     if whole <= 90:
-        return f"{whole} second{'s' if whole != 1 else ''}"
-    return f"{math.ceil(whole / 60)} minutes"
+        return sp.nt(
+            "Whereby is busy and asked us to wait {n} second.",
+            "Whereby is busy and asked us to wait {n} seconds.",
+            whole,
+        )
+    return sp.nt(
+        "Whereby is busy and asked us to wait {n} minute.",
+        "Whereby is busy and asked us to wait {n} minutes.",
+        math.ceil(whole / 60),
+    )
 
 
-def utc(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def utc(timestamp: int, sp: Speech | None = None) -> str:
+    """A moment as a person reads it, in UTC. English keeps the ISO form it has always shown ("2025-03-05 14:00
+    UTC"); the other languages name the weekday and the month as they write them ("mié, 5 mar, 14:00 UTC")."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    if sp is None or sp.language == DEFAULT_LANGUAGE:
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return sp.t("{moment} UTC", moment=sp.day_and_time(moment))
 
 
 def room_name(room: Room) -> str:

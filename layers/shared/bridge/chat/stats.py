@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
-from bridge.chat.grammar import PERIODS, ExportMeetings, ShowStats, human_minutes
+from bridge.chat.grammar import PERIODS, ExportMeetings, ShowStats
 from bridge.chat.live_posts import session_minutes
 from bridge.chat.rooms import Caller, Said, Shelf, Voice
+from bridge.core.i18n import DEFAULT_LANGUAGE, Speech
 from bridge.core.observability import count
 from bridge.store.meetings import DELETED, Meetings, SessionRecord, channel_owner
 
@@ -50,6 +51,8 @@ TOP_HOSTS = 3
 BAR_WIDTH = 20  # the busiest week's bar, in full blocks
 _EIGHTHS = ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")
 _FULL_BLOCK = "█"
+# The file's header row stays in English in every language: it names the columns for the spreadsheets and scripts
+# that read the file, whoever asked for it (the answer that gives the link names them as they are).
 CSV_COLUMNS = ("start", "end", "minutes", "topic", "creator", "people")
 # A spreadsheet reads a cell beginning with one of these as a formula (OWASP, CSV injection); a line feed too, in
 # some. A leading quote makes it text, and shows.
@@ -152,32 +155,53 @@ def bar(value: int, peak: int) -> str:
 
 
 def chart(weeks: Sequence[tuple[date, int]]) -> str:
-    """A code block (monospace on both platforms, and nothing in it is read as markup)."""
+    """A code block (monospace on both platforms, and nothing in it is read as markup). The weeks are ISO dates in
+    every language: same width on every line, so the bars line up."""
     peak = max((n for _, n in weeks), default=0)
     lines = [f"{week.isoformat()} {bar(n, peak).ljust(BAR_WIDTH)} {n}" for week, n in weeks]
     return "```\n" + "\n".join(lines) + "\n```"
 
 
 def stats_text(f: Figures, voice: Voice, kept_days: int | None = None) -> str:
-    title = voice.bold(f"Whereby meetings in this channel, last {f.days} days")
-    lines = [f"{title} ({_day(f.since)} to {_day(f.until)}, UTC)"]
+    sp = voice.speech
+    title = voice.bold(
+        sp.nt(
+            "Whereby meetings in this channel, last {n} day", "Whereby meetings in this channel, last {n} days", f.days
+        )
+    )
+    lines = [sp.t("{title} ({since} to {until}, UTC)", title=title, since=_day(f.since, sp), until=_day(f.until, sp))]
     if kept_days is not None and kept_days < f.days:
-        lines.append(f"Meetings are kept {kept_days} days, so older ones are not counted.")
+        lines.append(
+            sp.nt(
+                "Meetings are kept {n} day, so older ones are not counted.",
+                "Meetings are kept {n} days, so older ones are not counted.",
+                kept_days,
+            )
+        )
     if not f.meetings and not f.no_shows:
-        lines.append("No meeting was held in this channel in that time.")
+        lines.append(sp.t("No meeting was held in this channel in that time."))
         return "\n".join(lines)
-    meetings = f"- {f.meetings} meeting{'s' if f.meetings != 1 else ''}"
     if f.meetings:
-        meetings += f", {human_minutes(f.total_minutes)} in all, {human_minutes(f.average_minutes)} on average"
-    lines.append(meetings)
-    lines.append(f"- {f.no_shows} no-show{'s' if f.no_shows != 1 else ''} (rooms nobody joined)")
+        lines.append(
+            sp.nt(
+                "- {n} meeting, {total} in all, {average} on average",
+                "- {n} meetings, {total} in all, {average} on average",
+                f.meetings,
+                total=sp.minutes(f.total_minutes),
+                average=sp.minutes(f.average_minutes),
+            )
+        )
+    else:
+        lines.append(sp.nt("- {n} meeting", "- {n} meetings", f.meetings))
+    lines.append(sp.nt("- {n} no-show (rooms nobody joined)", "- {n} no-shows (rooms nobody joined)", f.no_shows))
     if f.hosts:
         named = ", ".join(
-            f"{voice.person(h.user_id, h.name)} ({h.meetings} meeting{'s' if h.meetings != 1 else ''})" for h in f.hosts
+            sp.nt("{host} ({n} meeting)", "{host} ({n} meetings)", h.meetings, host=voice.person(h.user_id, h.name))
+            for h in f.hosts
         )
-        lines.append(f"- Busiest hosts: {named}")
+        lines.append(sp.t("- Busiest hosts: {hosts}", hosts=named))
     if f.meetings:
-        lines.append("Meetings per week (weeks from Monday, UTC):")
+        lines.append(sp.t("Meetings per week (weeks from Monday, UTC):"))
         lines.append(chart(f.weeks))
     return "\n".join(lines)
 
@@ -212,19 +236,36 @@ def export_link(
     command: ExportMeetings, caller: Caller, keys: Sequence[str], base_url: str, now: float, voice: Voice
 ) -> Said:
     """An ephemeral link to the CSV of the channel's meetings of the period, good for ``LINK_SECONDS``."""
+    sp = voice.speech
     if not base_url or not keys:
         return Said(
-            f"The export is not set up on this bridge (no address or key for its links). Please tell your"
-            f" {voice.platform} administrator."
+            sp.t(
+                "The export is not set up on this bridge (no address or key for its links). Please tell your"
+                " {platform} administrator.",
+                platform=voice.platform,
+            )
         )
     url = export_url(base_url, keys, caller, command.days, now)
     count("ChatExportLinks")
     until = datetime.fromtimestamp(int(now) + LINK_SECONDS, UTC).strftime("%H:%M UTC")
-    return Said(
-        f"{voice.link('Download the CSV', url)} of this channel's Whereby meetings of the last {command.days} days"
-        f" (start, end, minutes, topic, creator, people). The link works for {LINK_SECONDS // 60} minutes, until"
-        f" {until}. Only you see it; anyone you pass it on to could download the file until then."
+    download = voice.link(sp.t("Download the CSV"), url)  # said apart: extraction reads one call at a time
+    sentences = (
+        sp.nt(
+            "{download} of this channel's Whereby meetings of the last {n} day ({columns}).",
+            "{download} of this channel's Whereby meetings of the last {n} days ({columns}).",
+            command.days,
+            download=download,
+            columns=", ".join(CSV_COLUMNS),
+        ),
+        sp.nt(
+            "The link works for {n} minute, until {until}.",
+            "The link works for {n} minutes, until {until}.",
+            LINK_SECONDS // 60,
+            until=until,
+        ),
+        sp.t("Only you see it; anyone you pass it on to could download the file until then."),
     )
+    return Said(" ".join(sentences))
 
 
 @dataclass(frozen=True)
@@ -310,5 +351,8 @@ def _iso(timestamp: int | None) -> str:
     return "" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _day(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+def _day(timestamp: int, sp: Speech) -> str:
+    """A day of the period. English keeps the ISO date it has always shown; the other languages write the month's
+    name their way."""
+    day = datetime.fromtimestamp(timestamp, UTC)
+    return day.strftime("%Y-%m-%d") if sp.language == DEFAULT_LANGUAGE else sp.date(day)
