@@ -12,6 +12,10 @@
   than ``bot_token`` gets ``invalid_auth``, a private channel the bot was not invited to ``not_in_channel``, an
   update of a message the bot did not post ``cant_update_message``; every refusal is ``{"ok": false, "error": …}``
   at HTTP 200, as Slack answers. ``messages()`` lists the channel's messages, each with its edits.
+- ``GET /api/users.info?user=U…&include_locale=true`` (or the same as a form) answers the user with their
+  ``locale`` (``set_locale``; "en-US" by default), and without it when ``include_locale`` is not true, as Slack
+  does; ``refuse_users_info("missing_scope")`` makes it answer that error (an app without ``users:read``).
+  ``users_info_calls()`` counts the calls.
 - ``click(url, ts, action_id)`` clicks a button of a message the workspace holds, as Slack does: a signed form
   with one field, ``payload``, a ``block_actions`` JSON with a fresh ``trigger_id`` and ``response_url``.
 - The base simulator's faults apply to every request (``fail_next(lost_answer=True)``: the post is kept, its
@@ -28,7 +32,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import requests
 
@@ -39,6 +43,7 @@ DEFAULT_TEAM = "T0LOCAL0001"
 DEFAULT_BOT_TOKEN = "xoxb-local-bot-token"
 RESPONSE_URL_USES = 5
 RESPONSE_URL_SECONDS = 30 * 60
+DEFAULT_LOCALE = "en-US"
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class SlackSimulator(SimServer):
         self._hooks: dict[str, dict[str, Any]] = {}
         self._messages: dict[str, dict[str, Any]] = {}  # "<channel>/<ts>" -> the message and its versions
         self._private: set[str] = set()  # private channels the bot is not a member of
+        self._locales: dict[str, str] = {}  # user id -> locale, for users.info
+        self._users_info_error = ""  # users.info's refusal, when a test switched one on
+        self._users_info_calls: list[str] = []  # the user of each users.info call
 
     # ----- the workspace's side -----
 
@@ -212,6 +220,22 @@ class SlackSimulator(SimServer):
         with self._lock:
             (self._private.discard if bot_invited else self._private.add)(channel_id)
 
+    def set_locale(self, user_id: str, locale: str) -> None:
+        """The locale ``users.info`` gives for ``user_id`` (as a person sets their language in Slack)."""
+        with self._lock:
+            self._locales[user_id] = locale
+
+    def refuse_users_info(self, error: str = "missing_scope") -> None:
+        """``users.info`` answers ``error`` from now on ("missing_scope": the app was installed without
+        ``users:read``); an empty error answers again."""
+        with self._lock:
+            self._users_info_error = error
+
+    def users_info_calls(self, user_id: str | None = None) -> int:
+        """How many ``users.info`` calls reached the workspace (for ``user_id``, or for anyone)."""
+        with self._lock:
+            return sum(1 for user in self._users_info_calls if user_id is None or user == user_id)
+
     def messages(self, channel_id: str | None = None) -> list[dict[str, Any]]:
         """The channel's messages (or every channel's) in order: ``by`` ("bot" or "response_url"), the current
         ``text`` and ``blocks``, and ``edits``, each edit's text and blocks in order."""
@@ -236,6 +260,9 @@ class SlackSimulator(SimServer):
         self._hooks.clear()
         self._messages.clear()
         self._private.clear()
+        self._locales.clear()
+        self._users_info_error = ""
+        self._users_info_calls.clear()
 
     def _authorized(self, request: Request) -> bool:
         return True  # a response_url is its own credential
@@ -267,13 +294,15 @@ class SlackSimulator(SimServer):
 
     def _web_api(self, request: Request) -> Response:
         method = request.path.removeprefix("/api/")
-        if method not in ("chat.postMessage", "chat.update"):
+        if method not in ("chat.postMessage", "chat.update", "users.info"):
             return _slack_error("unknown_method")
         token = request.bearer_token()
         if not token:
             return _slack_error("not_authed")
         if not hmac.compare_digest(token, self.bot_token):
             return _slack_error("invalid_auth")
+        if method == "users.info":
+            return self._users_info(request)
         try:
             body = json.loads(request.body) if request.body else {}
         except ValueError:
@@ -295,6 +324,23 @@ class SlackSimulator(SimServer):
             return _slack_error("cant_update_message")
         self._edit(found, body)
         return json_response(200, {"ok": True, "channel": channel, "ts": found["ts"], "text": found["text"]})
+
+    def _users_info(self, request: Request) -> Response:
+        # Slack reads users.info's arguments from the query or a form body, never from JSON.
+        arguments = dict(request.query)
+        if request.body and "json" not in (request.header("Content-Type") or ""):
+            arguments.update({key: values[-1] for key, values in parse_qs(request.body.decode()).items()})
+        user = arguments.get("user", "")
+        self._users_info_calls.append(user)
+        if self._users_info_error:
+            needed = {"needed": "users:read", "provided": "commands,chat:write"}
+            return json_response(200, {"ok": False, "error": self._users_info_error, **needed})
+        if not user:
+            return _slack_error("user_not_found")
+        found: dict[str, Any] = {"id": user, "team_id": self.team_id, "name": user.lower(), "tz": "Europe/Madrid"}
+        if arguments.get("include_locale", "").lower() in ("true", "1"):
+            found["locale"] = self._locales.get(user, DEFAULT_LOCALE)
+        return json_response(200, {"ok": True, "user": found})
 
     def _add(self, channel: str, by: str, message: dict[str, Any]) -> dict[str, Any]:
         ts = f"{int(time.time())}.{next(self._counter):06d}"

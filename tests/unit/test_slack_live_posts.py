@@ -212,7 +212,7 @@ def test_slack_answering_503_fails_the_job_and_the_retry_posts_the_room_once(
     stack, whereby_sim, slack_sim, gateway, bot
 ):
     answer = start(slack_sim, gateway, "Planning")
-    slack_sim.fail_next(1, status=503)  # chat.postMessage
+    slack_sim.fail_next(1, status=503, after=1)  # chat.postMessage, after the caller's users.info
     drained = stack.drain()
     assert (drained.failed, drained.processed) == (1, 1)  # the job failed, and its retry went through
     assert len(whereby_sim.meetings()) == 1

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from bridge.chat.slack import SlackRuntime
     from bridge.chat.slack_action import ActionRuntime as SlackActionRuntime
     from bridge.chat.slack_bot import SlackBot
-    from bridge.chat.slack_worker import SlackWorkerPorts
+    from bridge.chat.slack_worker import SlackWorkerPorts, UserLanguages
     from bridge.kommo.auth import KommoTokens
     from bridge.kommo.client import KommoClient
     from bridge.kommo.intake import IntakeRuntime
@@ -196,7 +196,17 @@ def slack_worker_ports() -> SlackWorkerPorts:
         bot=slack_bot,
         action_keys=lambda: action_keys(settings()),
         api_base=s.api_base_url,
+        user_language=slack_languages(),
+        language=s.language,
     )
+
+
+@lru_cache(maxsize=1)
+def slack_languages() -> UserLanguages:
+    """Each Slack user's language, read through the workspace's bot once an hour per container."""
+    from bridge.chat.slack_worker import UserLanguages
+
+    return UserLanguages(bot=slack_bot, fallback=lambda: settings().language)
 
 
 def slack_bot(team_id: str) -> SlackBot | None:
@@ -407,6 +417,7 @@ def reset() -> None:
         mattermost_locales,
         slack,
         slack_action,
+        slack_languages,
         recording_links,
         chat_export,
         whereby_events,

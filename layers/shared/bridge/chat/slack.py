@@ -10,6 +10,8 @@
   job queue (deduplication id: ``trigger_id``; group: the channel) and the caller sees "Making your Whereby room…"
   at once; the worker (``bridge.chat.slack_worker``) makes the room and posts the outcome through ``response_url``.
   ``list`` and ``help`` need no Whereby call and answer here.
+- Language: the route answers in the stack's ``Language``; the caller's own Slack language takes a Web API call
+  that does not fit in 3 seconds, so the worker reads it for the room and everything after.
 
 The route loads no HTTP client and no Whereby client: a cold start is the whole budget's largest part.
 """
@@ -21,7 +23,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qs
 
@@ -43,6 +45,7 @@ from bridge.chat.rooms import STORAGE_TROUBLE, Caller, Said, Shelf, Voice, help_
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import MAX_FORM_BYTES, ApiRequest, BadRequest, body_bytes, is_callback_url, json_response
+from bridge.core.i18n import speech
 from bridge.core.observability import count, count_reason, logger
 from bridge.core.queue_messages import tagged_message
 from bridge.store.credentials import SecretError
@@ -347,11 +350,15 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
             count_reason("SlackCommandsRefused", kind)
         return response
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
+    sp = speech(settings.language)
+    voice = replace(VOICE, speech=sp)
     if caller.team_id != team:
         # Signed with the app's secret, but from a workspace the secret is not bound to: the app is installed
         # there too. Nothing is done.
         count_reason("SlackCommandsRefused", "team-not-enabled")
-        return json_response(200, ephemeral(f"`{caller.trigger}` is not enabled for this workspace."))
+        return json_response(
+            200, ephemeral(sp.t("`{trigger}` is not enabled for this workspace.", trigger=caller.trigger))
+        )
     limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
     text, members = resolved_mentions(_first(fields, "text"))
     command = parse(text, limits, caller.trigger, members.keys(), quote=slack_literal)
@@ -365,25 +372,28 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
                 runtime.enqueue(job)
             except PeerUnavailable as exc:
                 logger.error("slack command not queued", extra={"reason": str(exc)})
-                return json_response(200, ephemeral(STORAGE_TROUBLE))
-            waiting = {StartRoom: "Making your Whereby room…", EndRoom: "Ending the room…"}.get(
-                type(command), "Making your export link…"
-            )
+                return json_response(200, ephemeral(sp.t(STORAGE_TROUBLE)))
+            if isinstance(command, StartRoom):
+                waiting = sp.t("Making your Whereby room…")
+            elif isinstance(command, EndRoom):
+                waiting = sp.t("Ending the room…")
+            else:
+                waiting = sp.t("Making your export link…")
             return json_response(200, ephemeral(waiting))
         case ListRooms() | ShowStats():
             try:
                 if isinstance(command, ShowStats):
                     from bridge.chat.stats import channel_stats
 
-                    return json_response(200, said(channel_stats(command, caller, runtime.shelf(), VOICE)))
-                return json_response(200, said(list_rooms(caller, runtime.shelf(), SOURCE, VOICE)))
+                    return json_response(200, said(channel_stats(command, caller, runtime.shelf(), voice)))
+                return json_response(200, said(list_rooms(caller, runtime.shelf(), SOURCE, voice)))
             except PeerUnavailable as exc:
                 logger.error("slack command failed: storage unavailable", extra={"reason": str(exc)})
-                return json_response(200, ephemeral(STORAGE_TROUBLE))
+                return json_response(200, ephemeral(sp.t(STORAGE_TROUBLE)))
         case Invalid(problem=problem):
             return json_response(200, ephemeral(invalid_text(problem, caller.trigger)))
         case ShowHelp():
-            return json_response(200, ephemeral(help_text(caller.trigger, limits, VOICE)))
+            return json_response(200, ephemeral(help_text(caller.trigger, limits, voice)))
     raise AssertionError(f"unhandled command {command!r}")
 
 

@@ -1,4 +1,5 @@
-"""The Slack app's bot: ``chat.postMessage`` and ``chat.update`` through ``slack_sdk``'s ``WebClient``.
+"""The Slack app's bot: ``chat.postMessage``, ``chat.update`` and ``users.info`` through ``slack_sdk``'s
+``WebClient``.
 
 Slack answers a refusal with HTTP 200 and ``{"ok": false, "error": "…"}``; the client turns it into
 ``SlackApiError``, told apart here:
@@ -62,11 +63,24 @@ class SlackBot:
         them)."""
         self._call("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": list(blocks)})
 
-    def _call(self, method: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    def locale(self, user: str) -> str:
+        """The user's locale as Slack says it ("es-LA"), or "" when the answer has none. Needs ``users:read``."""
+        # users.info takes its arguments as a query, never as a JSON body.
+        answer = self._call("users.info", params={"user": user, "include_locale": "true"})
+        found = answer.get("user")
+        locale = found.get("locale") if isinstance(found, Mapping) else None
+        return locale if isinstance(locale, str) else ""
+
+    def _call(
+        self, method: str, body: Mapping[str, Any] | None = None, params: Mapping[str, str] | None = None
+    ) -> Mapping[str, Any]:
         from slack_sdk.errors import SlackApiError
 
         try:
-            response = self._client.api_call(method, json=dict(body))
+            if params is not None:
+                response = self._client.api_call(method, http_verb="GET", params=dict(params))
+            else:
+                response = self._client.api_call(method, json=dict(body or {}))
         except SlackApiError as exc:
             status = exc.response.status_code
             if status == 429 or status >= 500:

@@ -21,6 +21,11 @@ posted again on the retry, like a ``response_url`` post.
 The End button (``bridge.chat.slack_action`` checks its signature) comes here as a job: only the room's creator
 ends it; the post then says the room ended and has no button any more.
 
+Whose language: the caller's Slack locale (``users.info`` with ``include_locale``, through the workspace's bot; the
+app needs ``users:read``), read once per user and container for an hour (``UserLanguages``); without a bot, the
+scope, or an answer, the stack's ``Language``. The lookup never fails a job. The room's post and its later edits
+speak the creator's language (``Room.language``); an answer to a clicker speaks the clicker's.
+
 Posts go through ``slack_sdk``'s ``WebhookClient`` and ``WebClient`` (the standard library's HTTP).
 """
 
@@ -29,28 +34,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
 from bridge.chat import actions
-from bridge.chat.grammar import EndRoom, ExportMeetings, Limits, StartRoom, human_minutes, parse
-from bridge.chat.live_posts import ended_line, follow_up_open
+from bridge.chat.grammar import EndRoom, ExportMeetings, Limits, StartRoom, parse
+from bridge.chat.live_posts import follow_up_open, session_minutes
 from bridge.chat.rooms import (
     CommandPorts,
     RoomMade,
     Said,
+    Voice,
     end_room,
     room_name,
     room_to_end,
     run,
     start_once,
-    utc,
     whereby_trouble,
 )
 from bridge.chat.slack import SOURCE, VOICE, SlackJob, ephemeral, said, slack_job, slack_literal
 from bridge.chat.slack_action import END, JOIN, SlackAction, slack_action
 from bridge.chat.slack_bot import NOT_IN_CHANNEL, BotRefused
 from bridge.core.errors import BridgeError, PeerUnavailable
+from bridge.core.i18n import DEFAULT_LANGUAGE, Speech, language_of, speech
 from bridge.core.observability import count, logger
 from bridge.store.meetings import CREATING, DELETED, Room, SessionRecord, channel_owner
 
@@ -62,6 +69,9 @@ Blocks = list[dict[str, Any]]
 ROOM, HOST = "room", "host"  # the parts of ``Room.posted``
 FELL_BACK = "fallback:"  # + Slack's code: the bot could not post the room, the command's response_url did
 ENDED = "ended:"  # + the click's trigger_id: that End click rewrote the post
+LOCALE_SECONDS = 3600  # a user who changes their Slack language is read in it within the hour
+UNANSWERED_SECONDS = 300  # Slack did not answer users.info: asked again soon, not on every job meanwhile
+LOCALES_KEPT = 5000  # users per container; the oldest are forgotten first
 
 
 class Bot(Protocol):
@@ -71,6 +81,8 @@ class Bot(Protocol):
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None: ...
 
+    def locale(self, user: str) -> str: ...
+
 
 def _no_bot(team_id: str) -> Bot | None:
     return None
@@ -78,6 +90,58 @@ def _no_bot(team_id: str) -> Bot | None:
 
 def _no_keys() -> Sequence[str]:
     return ()
+
+
+def _stack_language(team_id: str, user_id: str) -> str:
+    return DEFAULT_LANGUAGE
+
+
+class UserLanguages:
+    """The catalogue language of each Slack user, from ``users.info`` through the workspace's bot, kept per
+    container: one call per user an hour.
+
+    A locale that cannot be read is the stack's language (``fallback``): no bot for the workspace, a refusal
+    (``missing_scope`` when the app was installed without ``users:read``, ``user_not_found``), or no answer. The
+    lookup never raises: the room matters more than its language.
+    """
+
+    def __init__(
+        self,
+        bot: Callable[[str], Bot | None],
+        fallback: Callable[[], str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bot = bot
+        self._fallback = fallback
+        self._clock = clock
+        self._known: dict[tuple[str, str], tuple[float, str]] = {}  # (team, user) -> (read until, locale or "")
+
+    def __call__(self, team_id: str, user_id: str) -> str:
+        key = (team_id, user_id)
+        now = self._clock()
+        kept = self._known.get(key)
+        if kept is None or kept[0] <= now:
+            locale, seconds = self._read(team_id, user_id)
+            self._known.pop(key, None)
+            while len(self._known) >= LOCALES_KEPT:
+                self._known.pop(next(iter(self._known)))
+            kept = self._known[key] = (now + seconds, locale)
+        return language_of(kept[1], self._fallback())
+
+    def _read(self, team_id: str, user_id: str) -> tuple[str, float]:
+        bot = self._bot(team_id)
+        if bot is None:
+            return "", LOCALE_SECONDS
+        try:
+            return bot.locale(user_id), LOCALE_SECONDS
+        except BotRefused as exc:
+            count("SlackLocaleFallbacks")
+            logger.warning("slack users.info refused: the stack's language is spoken", extra={"reason": exc.error})
+            return "", LOCALE_SECONDS
+        except PeerUnavailable as exc:
+            count("SlackLocaleFallbacks")
+            logger.warning("slack users.info unanswered: the stack's language is spoken", extra={"reason": str(exc)})
+            return "", UNANSWERED_SECONDS
 
 
 @dataclass(frozen=True)
@@ -89,6 +153,16 @@ class SlackWorkerPorts:
     bot: Callable[[str], Bot | None] = _no_bot  # the workspace's bot; None: no token for it
     action_keys: Callable[[], Sequence[str]] = _no_keys  # the End buttons' keys; none: the posts carry no End button
     api_base: str = ""  # the API's address (API_BASE_URL), for ``/whereby export``'s link
+    user_language: Callable[[str, str], str] = _stack_language  # (team, user) → catalogue language
+    language: str = DEFAULT_LANGUAGE  # the stack's ``Language``: a room made without one is spoken in it
+
+    def voice(self, team_id: str, user_id: str) -> Voice:
+        """Slack's voice in the user's language."""
+        return replace(VOICE, speech=speech(self.user_language(team_id, user_id)))
+
+    def room_speech(self, room: Room) -> Speech:
+        """The language of a room's post and its edits: its creator's."""
+        return speech(room.language or self.language)
 
 
 def runner_for(body: str, ports: Callable[[], SlackWorkerPorts]) -> Callable[[], str] | None:
@@ -119,7 +193,8 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
                 count("SlackCommandsTooLate")
                 logger.warning("slack command too old to answer: no room made")
                 return "too late: no room made"
-            outcome = start_once(command, caller, p.rooms, SOURCE, VOICE, job.trigger_id, job.response_url)
+            voice = p.voice(caller.team_id, caller.user_id)
+            outcome = start_once(command, caller, p.rooms, SOURCE, voice, job.trigger_id, job.response_url)
             if outcome is None:
                 return "already settled"
             if isinstance(outcome, RoomMade):
@@ -127,13 +202,14 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             p.post(job.response_url, ephemeral(outcome.text))
             return "refused"
         case EndRoom():
-            found = room_to_end(command, caller, p.rooms, SOURCE, VOICE)
-            ended = end_room(command, caller, p.rooms, SOURCE, VOICE)
+            voice = p.voice(caller.team_id, caller.user_id)
+            found = room_to_end(command, caller, p.rooms, SOURCE, voice)
+            ended = end_room(command, caller, p.rooms, SOURCE, voice)
             if isinstance(found, Room) and ended.in_channel and found.post_id:
                 # The bot's post must not keep a Join link and an End button that no longer work. Best effort: a
                 # retry would find the room ended and never tell the channel (a later End click still rewrites it).
                 try:
-                    edit_post(found, ended_text(found), p)
+                    edit_post(found, ended_text(found, p.room_speech(found)), p)
                 except PeerUnavailable as exc:
                     logger.warning("slack bot could not update the room's post", extra={"reason": str(exc)})
             p.post(job.response_url, said(ended))
@@ -142,10 +218,11 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             from bridge.chat.stats import export_link
 
             # A retried job gives a second link, for the caller alone: harmless, both expire.
-            p.post(job.response_url, said(export_link(command, caller, p.action_keys(), p.api_base, p.clock(), VOICE)))
+            voice = p.voice(caller.team_id, caller.user_id)
+            p.post(job.response_url, said(export_link(command, caller, p.action_keys(), p.api_base, p.clock(), voice)))
             return "export link given"
     # The route answers the rest itself; a message that carries one anyway is answered the same way.
-    outcome = run(command, caller, p.limits, p.rooms, SOURCE, VOICE)
+    outcome = run(command, caller, p.limits, p.rooms, SOURCE, p.voice(caller.team_id, caller.user_id))
     if isinstance(outcome, Said):
         p.post(job.response_url, said(outcome))
     return "answered"
@@ -154,8 +231,9 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
 def announce(room: Room, command: StartRoom, job: SlackJob, p: SlackWorkerPorts) -> str:
     """The room to the channel, then the host link to the caller: each once, whatever the retries."""
     posted = parts(room.posted)
+    sp = p.room_speech(room)
     if ROOM not in posted:
-        message = room_message(room, command, job, p.action_keys())
+        message = room_message(room, command, job, p.action_keys(), sp)
         post_id, refusal = bot_post(job, message, p)
         posted.append(ROOM)
         if post_id:
@@ -167,7 +245,7 @@ def announce(room: Room, command: StartRoom, job: SlackJob, p: SlackWorkerPorts)
             if not delivered:
                 return "room made; Slack refused the room post"
     if HOST not in posted:
-        delivered = p.post(job.response_url, host_message(room, command, job, fallback_of(posted)))
+        delivered = p.post(job.response_url, host_message(room, command, job, fallback_of(posted), sp))
         posted.append(HOST)
         p.rooms.store.mark(room.room_key, posted=",".join(posted))
         if not delivered:
@@ -199,26 +277,33 @@ def fallback_of(posted: Sequence[str]) -> str:
     return next((part.removeprefix(FELL_BACK) for part in posted if part.startswith(FELL_BACK)), "")
 
 
-def room_message(room: Room, command: StartRoom, job: SlackJob, keys: Sequence[str] = ()) -> dict[str, Any]:
+def room_message(room: Room, command: StartRoom, job: SlackJob, keys: Sequence[str], sp: Speech) -> dict[str, Any]:
     """For the channel. The only live mentions are the users Slack resolved; the topic is shown literally."""
-    label = slack_literal(room.label)
-    lines = [f":video_camera: *{label}* · <{room.room_url}|Join the Whereby room>"]
+    room_label = VOICE.bold(slack_literal(room.label))
+    lines = [sp.t(":video_camera: {room} · <{url}|Join the Whereby room>", room=room_label, url=room.room_url)]
     invited = [f"<@{job.members[name[1:]]}>" for name in command.mentions if name[1:] in job.members]
     if invited:
-        lines.append("Invited: " + " ".join(invited))
-    lines.append(f"Open until {utc(room.end_at)} ({human_minutes(command.minutes)}).")
+        lines.append(sp.t("Invited: {people}", people=" ".join(invited)))
+    lines.append(
+        sp.t("Open until {time} UTC ({duration}).", time=until(room, sp), duration=sp.minutes(command.minutes))
+    )
     text = "\n".join(lines)
-    return {"response_type": "in_channel", "text": text, "blocks": room_blocks(room, text, keys)}
+    return {"response_type": "in_channel", "text": text, "blocks": room_blocks(room, text, keys, sp)}
 
 
-def room_blocks(room: Room, text: str, keys: Sequence[str]) -> Blocks:
+def until(room: Room, sp: Speech) -> str:
+    """The room's end, in UTC as the channel's readers may live anywhere, written the reader's way."""
+    return sp.day_and_time(datetime.fromtimestamp(room.end_at, UTC))
+
+
+def room_blocks(room: Room, text: str, keys: Sequence[str], sp: Speech) -> Blocks:
     """The post's text, a Join button and (with a key to sign it) an End button bound to this room and channel."""
     buttons: Blocks = [
         {
             "type": "button",
             "action_id": JOIN,
             "style": "primary",
-            "text": {"type": "plain_text", "text": "Join room"},
+            "text": plain(sp.t("Join room")),
             "url": room.room_url,
         }
     ]
@@ -228,14 +313,14 @@ def room_blocks(room: Room, text: str, keys: Sequence[str]) -> Blocks:
                 "type": "button",
                 "action_id": END,
                 "style": "danger",
-                "text": {"type": "plain_text", "text": "End room"},
+                "text": plain(sp.t("End room")),
                 "value": actions.slack_value(keys, room.room_key, room.owner),
                 # Ending removes everyone from the call: a slip of the mouse must not do it.
                 "confirm": {
-                    "title": {"type": "plain_text", "text": "End this room?"},
-                    "text": {"type": "plain_text", "text": "Everyone in the call leaves and the link stops working."},
-                    "confirm": {"type": "plain_text", "text": "End room"},
-                    "deny": {"type": "plain_text", "text": "Keep it"},
+                    "title": plain(sp.t("End this room?")),
+                    "text": plain(sp.t("Everyone in the call leaves and the link stops working.")),
+                    "confirm": plain(sp.t("End room")),
+                    "deny": plain(sp.t("Keep it")),
                     "style": "danger",
                 },
             }
@@ -243,38 +328,55 @@ def room_blocks(room: Room, text: str, keys: Sequence[str]) -> Blocks:
     return [section(text), {"type": "actions", "block_id": "whereby_room", "elements": buttons}]
 
 
+def plain(text: str) -> dict[str, str]:
+    # Slack cuts a button's label at 75 characters and a confirm's title at 100: every translation is shorter.
+    return {"type": "plain_text", "text": text}
+
+
 def section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def host_message(room: Room, command: StartRoom, job: SlackJob, fallback: str = "") -> dict[str, Any]:
-    label = slack_literal(room.label)
-    trigger = job.caller.trigger
-    text = (
-        f"Only you can see this. Your host link for *{label}*: <{room.host_room_url}|host link>\n"
-        f"To close the room before {utc(room.end_at)}: `{trigger} end {room_name(room)}`"
-    )
+def host_message(room: Room, command: StartRoom, job: SlackJob, fallback: str, sp: Speech) -> dict[str, Any]:
+    room_label = VOICE.bold(slack_literal(room.label))
+    lines = [
+        sp.t(
+            "Only you can see this. Your host link for {room}: <{url}|host link>",
+            room=room_label,
+            url=room.host_room_url,
+        ),
+        sp.t(
+            "To close the room before {time} UTC: `{trigger} end {name}`",
+            time=until(room, sp),
+            trigger=job.caller.trigger,
+            name=room_name(room),
+        ),
+    ]
     if command.not_invited:
-        text += (
-            f"\nNot invited: {slack_literal(', '.join(command.not_invited))}. Only people of this workspace, named"
-            " one by one, are invited; the whole channel is never notified."
+        lines.append(
+            sp.t(
+                "Not invited: {names}. Only people of this workspace, named one by one, are invited; the whole"
+                " channel is never notified.",
+                names=slack_literal(", ".join(command.not_invited)),
+            )
         )
     if fallback:
-        text += "\n" + fallback_hint(fallback)
-    return ephemeral(text)
+        lines.append(fallback_hint(fallback, sp))
+    return ephemeral("\n".join(lines))
 
 
-def fallback_hint(error: str) -> str:
+def fallback_hint(error: str, sp: Speech) -> str:
     """How the caller gets the live post the bot could not make."""
     if error in NOT_IN_CHANNEL:
-        return (
+        return sp.t(
             "The Whereby app is not a member of this channel, so this post will not show when the meeting ends."
             " To get live posts here, add the app to the channel (`/invite @` and the app's name, or the channel's"
             " details → Integrations → Add apps)."
         )
-    return (
-        f"The Whereby app could not post here (Slack said `{error}`), so this post will not show when the meeting"
-        " ends; please tell your Slack administrator."
+    return sp.t(
+        "The Whereby app could not post here (Slack said `{error}`), so this post will not show when the meeting"
+        " ends; please tell your Slack administrator.",
+        error=error,
     )
 
 
@@ -292,17 +394,19 @@ def run_action(click: SlackAction, ports: Callable[[], SlackWorkerPorts]) -> str
     store = p.rooms.store
     room = store.get_room(click.room_key)
     if room is None or room.source != SOURCE or room.owner != channel_owner(click.team_id, click.channel_id):
-        return tell(click, "This button's room was not started in this channel, so nothing was changed.", p)
+        sp = clicker(click, p)
+        return tell(click, sp.t("This button's room was not started in this channel, so nothing was changed."), p)
     label = VOICE.bold(slack_literal(room.label))
     if room.creator != click.user_id:
-        return tell(click, f"Only the person who started {label} can end it.", p)
+        return tell(click, clicker(click, p).t("Only the person who started {room} can end it.", room=label), p)
     done = parts(room.posted)
     if ENDED + click.trigger_id in done:
         return "already done"  # this job ran before and rewrote the post; only its answer was lost
     if room.state == DELETED and any(part.startswith(ENDED) for part in done):
-        return tell(click, f"{label} has already ended.", p)
+        return tell(click, clicker(click, p).t("{room} has already ended.", room=label), p)
     if room.state == CREATING or not room.meeting_id:
-        return tell(click, f"{label} is still being created; try again in a few seconds.", p)
+        sp = clicker(click, p)
+        return tell(click, sp.t("{room} is still being created; try again in a few seconds.", room=label), p)
     if room.state != DELETED:
         logger.append_keys(meeting_id=room.meeting_id)
         try:
@@ -318,6 +422,11 @@ def run_action(click: SlackAction, ports: Callable[[], SlackWorkerPorts]) -> str
     return outcome
 
 
+def clicker(click: SlackAction, p: SlackWorkerPorts) -> Speech:
+    """The language of the person who clicked: an answer only they see is in it."""
+    return p.voice(click.team_id, click.user_id).speech
+
+
 def tell(click: SlackAction, text: str, p: SlackWorkerPorts) -> str:
     """A sentence for the clicker only, below the message they clicked."""
     p.post(click.response_url, {"response_type": "ephemeral", "replace_original": False, "text": text})
@@ -326,16 +435,16 @@ def tell(click: SlackAction, text: str, p: SlackWorkerPorts) -> str:
 
 def show_ended(room: Room, response_url: str, p: SlackWorkerPorts) -> str:
     """The room's post says it ended, without buttons: the bot's own message by its ts, else the clicked message."""
-    text = ended_text(room)
+    text = ended_text(room, p.room_speech(room))
     if edit_post(room, text, p):
         return "ended; post updated"
     p.post(response_url, {"replace_original": True, "text": text, "blocks": [section(text)]})
     return "ended; clicked message replaced"
 
 
-def ended_text(room: Room) -> str:
+def ended_text(room: Room, sp: Speech) -> str:
     label = VOICE.bold(slack_literal(room.label))
-    return f":white_check_mark: The Whereby room {label} has ended; its link no longer works."
+    return sp.t(":white_check_mark: The Whereby room {room} has ended; its link no longer works.", room=label)
 
 
 def edit_post(room: Room, text: str, p: SlackWorkerPorts) -> bool:
@@ -370,13 +479,29 @@ def tell_session_ended(room: Room, record: SessionRecord, repeat: bool, ports: C
     again on a repeat changes nothing); without one, a follow-up through the command's ``response_url`` while it
     takes posts (30 minutes; the command used two of its five), never twice."""
     p = ports()
-    text = f"{VOICE.bold(slack_literal(room.label))} · {ended_line(record)}"
+    text = session_ended_text(room, record, p.room_speech(room))
     if edit_post(room, text, p):
         return "post edited"
     if repeat or not follow_up_open(room, p.clock()):
         return "nothing: no bot post, and no follow-up possible"
     delivered = p.post(room.response_url, {"response_type": "in_channel", "replace_original": False, "text": text})
     return "follow-up posted" if delivered else "follow-up refused by Slack"
+
+
+def session_ended_text(room: Room, record: SessionRecord, sp: Speech) -> str:
+    """ "*Standup* · Meeting ended · 34 min · 3 people": what a person scanning the channel wants to know."""
+    label = VOICE.bold(slack_literal(room.label))
+    duration = sp.minutes(session_minutes(record))
+    people = len(record.people)
+    if not people:
+        return sp.t("{room} · Meeting ended · {duration}", room=label, duration=duration)
+    return sp.nt(
+        "{room} · Meeting ended · {duration} · {n} person",
+        "{room} · Meeting ended · {duration} · {n} people",
+        people,
+        room=label,
+        duration=duration,
+    )
 
 
 def webhook_post(url: str, message: Mapping[str, Any]) -> bool:
