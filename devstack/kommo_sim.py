@@ -385,6 +385,7 @@ class KommoSimulator(SimServer):
         self._tasks: list[dict[str, Any]] = []
         self._next_task_id = 1001
         self.timezone: str | None = DEFAULT_TIMEZONE  # the account's datetime_settings.timezone
+        self.language = "en"  # the account's language, as Kommo names it ("en", "es", "pt", "ru"...)
 
     def enable_oauth(self, client_id: str, client_secret: str, redirect_uri: str, refresh_token: str) -> None:
         """Accept OAuth refreshes: each answers a new pair and revokes the refresh token it used (single-use)."""
@@ -728,7 +729,7 @@ class KommoSimulator(SimServer):
             "id": 1,
             "name": "Simulated account",
             "subdomain": "example",
-            "language": "en",
+            "language": self.language,
             "current_user_id": API_USER_ID,
             "country": "ES",
             "currency": "EUR",
@@ -785,12 +786,16 @@ class KommoSimulator(SimServer):
         return json_response(200, self.tasks(int(lead_id) if lead_id else None))
 
     def _control_account(self, request: Request) -> Response:
-        """``{"timezone": "Europe/Madrid"}``: the zone the account endpoint names."""
+        """``{"timezone": "Europe/Madrid", "language": "es"}``: the zone and language the account endpoint names."""
         body = json.loads(request.body or b"{}")
-        if not isinstance(body, dict) or not isinstance(body.get("timezone"), str):
-            raise ValueError('body must be a JSON object with a string "timezone"')
+        fields = ("timezone", "language")
+        if not isinstance(body, dict) or not any(key in body for key in fields):
+            raise ValueError('body must be a JSON object with a string "timezone" or "language"')
+        if not all(isinstance(body[key], str) for key in fields if key in body):
+            raise ValueError('"timezone" and "language" must be strings')
         with self._lock:
-            self.timezone = body["timezone"]
+            self.timezone = body.get("timezone", self.timezone)
+            self.language = body.get("language", self.language)
         return empty_response(204)
 
     def _control_add_lead(self, request: Request) -> Response:

@@ -16,4 +16,5 @@ from bridge.whereby import recording_link
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     link_id = str((event.get("pathParameters") or {}).get("id") or "")
-    return recording_link.answer(link_id, runtime.recording_links())
+    accept_language = str((event.get("headers") or {}).get("accept-language") or "")
+    return recording_link.answer(link_id, runtime.recording_links(), accept_language)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bridge.chat.slack_action import ActionRuntime as SlackActionRuntime
     from bridge.chat.slack_bot import SlackBot
     from bridge.chat.slack_worker import SlackWorkerPorts, UserLanguages
+    from bridge.core.i18n import Speech
     from bridge.kommo.auth import KommoTokens
     from bridge.kommo.client import KommoClient
     from bridge.kommo.intake import IntakeRuntime
@@ -161,7 +162,11 @@ def worker() -> WorkerRuntime:
 
     def deal_ports(points: Spender | None) -> DealPorts:
         return DealPorts(
-            store=store(), whereby=whereby(points=points), kommo=kommo(), chat_session_ended=chat_session_ended
+            store=store(),
+            whereby=whereby(points=points),
+            kommo=kommo(),
+            chat_session_ended=chat_session_ended,
+            speech=kommo_speech,
         )
 
     def chat_job(body: str) -> Callable[[], str] | None:
@@ -356,14 +361,25 @@ def recording_links() -> LinkPorts:
     from bridge.store.recordings import RecordingsStore
     from bridge.whereby.recording_link import LinkPorts
 
-    return LinkPorts(recordings=RecordingsStore(store()), whereby=lambda: whereby(INTERACTIVE, interactive_points()))
+    return LinkPorts(
+        recordings=RecordingsStore(store()),
+        whereby=lambda: whereby(INTERACTIVE, interactive_points()),
+        language=settings().language,
+    )
 
 
 def recording_ports() -> ReadyPorts:
     """What ``bridge.kommo.recordings.on_recording_ready`` needs in the worker."""
     from bridge.kommo.recordings import ReadyPorts
 
-    return ReadyPorts(store=store(), kommo=kommo(), settings=settings())
+    return ReadyPorts(store=store(), kommo=kommo(), settings=settings(), speech=kommo_speech)
+
+
+def kommo_speech() -> Speech:
+    """The language of the deals' notes and tasks: the Kommo account's, else the stack's ``Language``."""
+    from bridge.kommo.deal_rooms import account_speech
+
+    return account_speech(kommo(), settings().language)
 
 
 @lru_cache(maxsize=1)

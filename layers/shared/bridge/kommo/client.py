@@ -25,7 +25,7 @@ LEAD_RESTORED = "lead_restored"
 # Kommo's reference allows 250 events a page; its own clients ask for 100, the size known to work everywhere.
 EVENTS_PAGE_LIMIT = 100
 MEETING_TASK_TYPE = 2  # Kommo's built-in task type "Meeting"
-# The account's time zone changes about never; read again now and then so a change shows within hours.
+# The account's time zone and language change about never; read again now and then so a change shows within hours.
 ACCOUNT_ZONE_SECONDS = 6 * 3600
 
 
@@ -66,6 +66,18 @@ class KommoLead:
 
     def field_value(self, field_id: int) -> object:
         return next((value for fid, value in self.custom_fields if fid == field_id), None)
+
+
+@dataclass(frozen=True)
+class KommoAccount:
+    """What the notes need of the account: its time zone and its language, None where Kommo says nothing."""
+
+    timezone: str | None = None
+    language: str | None = None
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 @dataclass(frozen=True)
@@ -190,7 +202,7 @@ class KommoClient:
             policy,
             **session,
         )
-        self._zone: tuple[str | None, float] | None = None  # the account's time zone and when it was read
+        self._account: tuple[KommoAccount, float] | None = None  # the account as read, and when
         self._clock = time.monotonic
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -227,11 +239,14 @@ class KommoClient:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise PeerUnavailable("kommo answered an unexpected lead body") from None
 
-    def has_note(self, lead_id: int, marker: str, max_pages: int = 4) -> bool:
-        """Whether a common note on the lead contains ``marker``: a post whose answer was lost may have landed.
+    def has_note(self, lead_id: int, marker: str | tuple[str, ...], max_pages: int = 4) -> bool:
+        """Whether a common note on the lead contains ``marker`` (or any of several): a post whose answer was lost
+        may have landed.
 
-        Kommo has no idempotency key for notes, so a retry first looks for the note it may already have made.
+        Kommo has no idempotency key for notes, so a retry first looks for the note it may already have made. A
+        note's marker in every language finds it when the account's language changed between the tries.
         """
+        markers = (marker,) if isinstance(marker, str) else marker
         for page in range(1, max_pages + 1):
             params = {"filter[note_type]": "common", "page": page, "limit": 250}
             response = self._request("GET", f"/api/v4/leads/{lead_id}/notes", params=params)
@@ -240,7 +255,8 @@ class KommoClient:
             try:
                 data = response.json()
                 notes = (data.get("_embedded") or {}).get("notes") or []
-                if any(marker in str((note.get("params") or {}).get("text", "")) for note in notes):
+                texts = [str((note.get("params") or {}).get("text", "")) for note in notes]
+                if any(m in text for text in texts for m in markers):
                     return True
                 if not (data.get("_links") or {}).get("next"):
                     return False
@@ -248,7 +264,7 @@ class KommoClient:
                 raise PeerUnavailable("kommo answered an unexpected notes body") from None
         return False
 
-    def add_note(self, lead_id: int, text: str, marker: str | None = None) -> int | None:
+    def add_note(self, lead_id: int, text: str, marker: str | tuple[str, ...] | None = None) -> int | None:
         """Post a common note on a lead; returns the note id Kommo gave it (None when it was found, not made).
 
         When the answer is lost, the note is looked for by ``marker`` (a text only this note holds) before it is
@@ -301,22 +317,30 @@ class KommoClient:
     # ----- the account -------------------------------------------------------------------------------------------
 
     def account_timezone(self) -> str | None:
-        """The account's time zone name (``datetime_settings.timezone``), read once and kept for a few hours.
+        """The account's time zone name (``datetime_settings.timezone``); None when the account does not say."""
+        return self.account().timezone
 
-        None when the account does not say. Kept in this client, so once per container; one call in a few hours.
+    def account_language(self) -> str | None:
+        """The account's language as Kommo writes it ("en", "es", "pt", "ru"...); None when it does not say."""
+        return self.account().language
+
+    def account(self) -> KommoAccount:
+        """The account's time zone and language, read in one call and kept for a few hours.
+
+        Kept in this client, so once per container; one call in a few hours.
         """
         now = self._clock()
-        if self._zone is not None and now - self._zone[1] < ACCOUNT_ZONE_SECONDS:
-            return self._zone[0]
+        if self._account is not None and now - self._account[1] < ACCOUNT_ZONE_SECONDS:
+            return self._account[0]
         response = self._request("GET", "/api/v4/account", params={"with": "datetime_settings"})
         try:
-            settings = (response.json().get("_embedded") or {}).get("datetime_settings") or {}
-            zone = settings.get("timezone")
+            data = response.json()
+            settings = (data.get("_embedded") or {}).get("datetime_settings") or {}
+            account = KommoAccount(timezone=_text(settings.get("timezone")), language=_text(data.get("language")))
         except (ValueError, AttributeError):
             raise PeerUnavailable("kommo answered an unexpected account body") from None
-        name = zone.strip() if isinstance(zone, str) and zone.strip() else None
-        self._zone = (name, now)
-        return name
+        self._account = (account, now)
+        return account
 
     # ----- tasks -------------------------------------------------------------------------------------------------
 

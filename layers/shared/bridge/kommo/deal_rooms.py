@@ -19,7 +19,8 @@ from functools import partial
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.config import Settings, StageRule
-from bridge.core.errors import PeerUnavailable, Rejected, Unauthorized
+from bridge.core.errors import NotFound, PeerUnavailable, Rejected, Unauthorized
+from bridge.core.i18n import DEFAULT_LANGUAGE, LANGUAGES, Speech, language_of, speech
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, MEETING_TIME, RESTORE_LEAD, Job, meeting_time
@@ -58,24 +59,57 @@ class DealPorts:
     clock: Callable[[], float] = time.time
     # A chat room's ended session goes to the chat wing (``bridge.chat.live_posts``); this wing never imports it.
     chat_session_ended: Callable[[Room, SessionRecord], int] | None = None
+    # The language of the deal's notes and tasks, asked only when one is written: ``account_speech`` in production.
+    speech: Callable[[], Speech] = speech
 
 
-def room_note(rule: StageRule, room: Room) -> str:
-    ends = datetime.fromtimestamp(room.end_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"Whereby video room for {rule.name}\n"
-        f"Client link: {room.room_url}\n"
-        f"Host link (for the deal owner only): {room.host_room_url}\n"
-        f"Open until {ends}."
-    )
+def account_speech(kommo: KommoClient, default: str) -> Speech:
+    """The Kommo account's language, or ``default`` (the stack's ``Language``) when it names none we have.
+
+    The account is read in the same call as its time zone. When Kommo refuses to show it, the note is written in
+    the stack's language rather than held back; an outage fails the job, as the note's own post would, and the
+    queue retries it."""
+    try:
+        said = kommo.account_language()
+    except (Rejected, NotFound) as exc:
+        if isinstance(exc, Unauthorized):
+            raise
+        logger.warning("the account's language could not be read; notes use the stack's", extra={"reason": str(exc)})
+        return speech(default)
+    return speech(language_of(said, default))
 
 
-def close_note(status_id: int | None, room_names: list[str]) -> str:
-    why = {WON: "deal won", LOST: "deal lost"}.get(status_id or 0, "deal closed")
+def every_language(say: Callable[[Speech], str]) -> tuple[str, ...]:
+    """A note's text in every language: a retry finds the note it made though the account's language changed."""
+    return tuple(dict.fromkeys(say(speech(language)) for language in LANGUAGES))
+
+
+def room_lines(sp: Speech, room: Room, until: str) -> list[str]:
+    return [
+        sp.t("Client link: {url}", url=room.room_url),
+        sp.t("Host link (for the deal owner only): {url}", url=room.host_room_url),
+        sp.t("Open until {when}.", when=until),
+    ]
+
+
+def room_note(rule: StageRule, room: Room, sp: Speech | None = None) -> str:
+    sp = sp or speech()
+    # A rule that follows no meeting time says the room's end in UTC, as it always has, with no zone to look up.
+    ends = f"{day_and_time(room.end_at, UTC, sp)} UTC"
+    return "\n".join([sp.t("Whereby video room for {stage}", stage=rule.name), *room_lines(sp, room, ends)])
+
+
+def close_note(status_id: int | None, room_names: list[str], sp: Speech | None = None) -> str:
+    sp = sp or speech()
     closed = len(room_names)
-    rooms = "Video room" if closed == 1 else f"{closed} video rooms"
-    # The room names tell people which links died, and let a retry find this note instead of posting it twice.
-    return f"{rooms} closed: {why}.\n" + "\n".join(room_names)
+    if status_id == WON:
+        head = sp.nt("Video room closed: deal won.", "{n} video rooms closed: deal won.", closed)
+    elif status_id == LOST:
+        head = sp.nt("Video room closed: deal lost.", "{n} video rooms closed: deal lost.", closed)
+    else:
+        head = sp.nt("Video room closed: deal closed.", "{n} video rooms closed: deal closed.", closed)
+    # The room names tell people which links died, and with the head make a text a retry finds in any language.
+    return "\n".join([head, *room_names])
 
 
 def run_job(job: Job, settings: Settings, ports: DealPorts) -> str:
@@ -203,8 +237,13 @@ def _finish(lead_id: int, room: Room, rule: StageRule, settings: Settings, ports
             count("NotesFoundOnRetry")
         else:
             ports.store.mark(room.room_key, note_attempted=True)
-            text = meeting_note(rule, room, *account_zone(ports)) if rule.meeting_time_field_id else None
-            _once("the room note", lambda: ports.kommo.add_note(lead_id, text or room_note(rule, room), room.room_url))
+            sp = ports.speech()
+            text = (
+                meeting_note(rule, room, *account_zone(ports, sp), sp=sp)
+                if rule.meeting_time_field_id
+                else room_note(rule, room, sp)
+            )
+            _once("the room note", lambda: ports.kommo.add_note(lead_id, text, room.room_url))
             count("NotesPosted")
         ports.store.mark(room.room_key, note_posted=True)
     if (field_id := settings.meeting_field_id) and not room.field_set:
@@ -265,13 +304,12 @@ def close_rooms(job: Job, settings: Settings, ports: DealPorts) -> str:
         ports.store.mark_deleted(room.room_key)
         closed += 1
     if closing.rooms and not closing.deleted and not closing.note_done:
-        marker = closing.rooms[0]  # our room key, inside the first room's name in the note
+        # The whole note, as any language writes it: the room key alone is also in the room note's links.
+        marker = every_language(partial(close_note, closing.status_id, names))
         if not (closing.note_attempted and ports.kommo.has_note(job.lead_id, marker)):
             ports.store.mark_closing(owner, closing.at, note_attempted=True)
-            _once(
-                "the close note",
-                lambda: ports.kommo.add_note(job.lead_id, close_note(closing.status_id, names), marker),
-            )
+            text = close_note(closing.status_id, names, ports.speech())
+            _once("the close note", lambda: ports.kommo.add_note(job.lead_id, text, marker))
         ports.store.mark_closing(owner, closing.at, note=True)
     if closing.rooms and not closing.deleted and (field_id := settings.meeting_field_id) and not closing.field_done:
         _once("clearing the meeting field", lambda: ports.kommo.set_text_field(job.lead_id, field_id, None))
@@ -358,54 +396,66 @@ def covers(room: Room, rule: StageRule, meeting_at: int) -> bool:
     return room.end_at >= meeting_at + rule.duration_minutes * 60
 
 
-def local_time(at: int, zone: tzinfo, zone_name: str) -> str:
-    """``Thu 4 Dec, 14:00 (Europe/Madrid)``: the day named, the zone spelt out, in English whatever the locale."""
-    return f"{day_and_time(at, zone)} ({zone_name})"
+def local_time(at: int, zone: tzinfo, zone_name: str, sp: Speech | None = None) -> str:
+    """``Thu 4 Dec, 14:00 (Europe/Madrid)``: the day named, the zone spelt out."""
+    return f"{day_and_time(at, zone, sp)} ({zone_name})"
 
 
-def day_and_time(at: int, zone: tzinfo) -> str:
-    """``Thu 4 Dec, 14:00``: a weekday and a day, so the date cannot be misread in any locale."""
+def day_and_time(at: int, zone: tzinfo, sp: Speech | None = None) -> str:
+    """``Thu 4 Dec, 14:00``, ``чт, 4 дек., 14:00``: a weekday and a day, so the date cannot be misread in any locale.
+
+    English keeps the day before the month, as the notes always wrote it (Babel's English is the US order, "Thu,
+    Dec 4"), and needs no Babel import; the other languages are written by Babel (``Speech.day_and_time``)."""
     moment = datetime.fromtimestamp(at, zone)
+    if sp is not None and sp.language != DEFAULT_LANGUAGE:
+        return sp.day_and_time(moment)
     return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}, {moment:%H:%M}"
 
 
-def meeting_note(rule: StageRule, room: Room, zone: tzinfo, zone_name: str, remark: str = "") -> str:
-    moved = "; the meeting moved, these links replace the earlier ones" if room.replaces else ""
-    lines = [f"Whereby video room for {rule.name}{moved}"]
+def meeting_note(
+    rule: StageRule, room: Room, zone: tzinfo, zone_name: str, remark: str = "", sp: Speech | None = None
+) -> str:
+    sp = sp or speech()
+    if room.replaces:
+        title = sp.t(
+            "Whereby video room for {stage}; the meeting moved, these links replace the earlier ones", stage=rule.name
+        )
+    else:
+        title = sp.t("Whereby video room for {stage}", stage=rule.name)
+    lines = [title]
     if room.meeting_at:
-        lines.append(f"Meeting: {local_time(room.meeting_at, zone, zone_name)}")
-    lines += [
-        f"Client link: {room.room_url}",
-        f"Host link (for the deal owner only): {room.host_room_url}",
-        f"Open until {local_time(room.end_at, zone, zone_name)}.",
-    ]
+        lines.append(sp.t("Meeting: {when}", when=local_time(room.meeting_at, zone, zone_name, sp)))
+    lines += room_lines(sp, room, local_time(room.end_at, zone, zone_name, sp))
     if not room.meeting_at:
         lines.append(
-            f"No meeting time ahead was set on the deal, so the room is open for {rule.duration_minutes} minutes"
-            " from now."
+            sp.t(
+                "No meeting time ahead was set on the deal, so the room is open for {duration} from now.",
+                duration=sp.minutes(rule.duration_minutes),
+            )
         )
     if remark:
         lines.append(remark)
     return "\n".join(lines)
 
 
-def account_zone(ports: DealPorts) -> tuple[tzinfo, str, str]:
+def account_zone(ports: DealPorts, sp: Speech | None = None) -> tuple[tzinfo, str, str]:
     """The account's time zone, its name, and a remark for the note when the times are shown in UTC instead."""
+    sp = sp or speech()
     try:
         name = ports.kommo.account_timezone()
     except Rejected as exc:
         if isinstance(exc, Unauthorized):
             raise
         logger.warning("the account's time zone could not be read; notes show UTC", extra={"reason": str(exc)})
-        return UTC, "UTC", "Times are in UTC: Kommo did not give the account's time zone."
+        return UTC, "UTC", sp.t("Times are in UTC: Kommo did not give the account's time zone.")
     if not name:
-        return UTC, "UTC", "Times are in UTC: Kommo did not give the account's time zone."
+        return UTC, "UTC", sp.t("Times are in UTC: Kommo did not give the account's time zone.")
     try:
         return ZoneInfo(name), name, ""
     except (ZoneInfoNotFoundError, ValueError):
         # The runtime may lack the zone database (the tzdata package provides it); a UTC time is still right.
         logger.warning("unknown time zone; notes show UTC", extra={"timezone": name[:64]})
-        return UTC, "UTC", f"Times are in UTC: the account's time zone ({name[:64]}) is not known here."
+        return UTC, "UTC", sp.t("Times are in UTC: the account's time zone ({zone}) is not known here.", zone=name[:64])
 
 
 def _meeting_of(job: Job, rule: StageRule, ports: DealPorts) -> int:
@@ -419,14 +469,14 @@ def _meeting_of(job: Job, rule: StageRule, ports: DealPorts) -> int:
     return meeting_time(value if isinstance(value, str) else None)
 
 
-def task_text(rule: StageRule, room: Room) -> str:
-    return f"Whereby meeting ({rule.name}). Client link: {room.room_url}"
+def task_text(rule: StageRule, room: Room, sp: Speech | None = None) -> str:
+    return (sp or speech()).t("Whereby meeting ({stage}). Client link: {url}", stage=rule.name, url=room.room_url)
 
 
 def _meeting_task(lead_id: int, room: Room, rule: StageRule, ports: DealPorts) -> None:
     """The deal owner's Meeting task, made once and due at the meeting time; moved when the meeting moves."""
     if room.task_id > 0 and room.task_due != room.meeting_at:
-        move = partial(ports.kommo.move_task, room.task_id, task_text(rule, room), room.meeting_at)
+        move = partial(ports.kommo.move_task, room.task_id, task_text(rule, room, ports.speech()), room.meeting_at)
         if _once("moving the task", move):
             count("TasksMoved")
         ports.store.mark(room.room_key, task_due=room.meeting_at)
@@ -444,13 +494,14 @@ def _meeting_task(lead_id: int, room: Room, rule: StageRule, ports: DealPorts) -
     if lead is None:
         return  # gone from Kommo: its close job follows
     ports.store.mark(room.room_key, task_attempted=True)
+    text = task_text(rule, room, ports.speech())
     made: list[int] = []
     done = _once(
         "the meeting task",
         lambda: made.append(
             ports.kommo.add_task(
                 lead_id,
-                task_text(rule, room),
+                text,
                 room.meeting_at,
                 lead.responsible_user_id,
                 request_id=f"wb-{room.room_key}",
@@ -523,8 +574,8 @@ def follow_meeting(job: Job, rule: StageRule, settings: Settings, ports: DealPor
 # ----- close_on_leave --------------------------------------------------------------------------------------------
 
 
-def leave_note(rule: StageRule, room_name: str) -> str:
-    return f"Video room closed: the deal left {rule.name}.\n{room_name}"
+def leave_note(rule: StageRule, room_name: str, sp: Speech | None = None) -> str:
+    return (sp or speech()).t("Video room closed: the deal left {stage}.", stage=rule.name) + f"\n{room_name}"
 
 
 def leave_stage(job: Job, settings: Settings, ports: DealPorts) -> str:
@@ -556,10 +607,11 @@ def leave_stage(job: Job, settings: Settings, ports: DealPorts) -> str:
                 continue
             ports.store.mark_deleted(room.room_key)
         name = room.room_name.lstrip("/") or room.room_key
-        text = leave_note(rule, name)
-        if not (room.leave == "noting" and ports.kommo.has_note(job.lead_id, text)):
+        marker = every_language(partial(leave_note, rule, name))
+        if not (room.leave == "noting" and ports.kommo.has_note(job.lead_id, marker)):
             ports.store.mark(room.room_key, leave="noting")
-            _once("the leave note", partial(ports.kommo.add_note, job.lead_id, text, text))
+            text = leave_note(rule, name, ports.speech())
+            _once("the leave note", partial(ports.kommo.add_note, job.lead_id, text, marker))
         if (field_id := settings.meeting_field_id) and room.field_set:
             _once("clearing the meeting field", partial(ports.kommo.set_text_field, job.lead_id, field_id, None))
         ports.store.mark(room.room_key, leave="done", field_set=False)

@@ -20,8 +20,9 @@ from datetime import UTC, datetime, tzinfo
 
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
+from bridge.core.i18n import N_, Speech, speech
 from bridge.core.observability import count, logger
-from bridge.kommo.deal_rooms import DealPorts, _once, account_zone, day_and_time, local_time
+from bridge.kommo.deal_rooms import DealPorts, _once, account_zone, day_and_time, every_language, local_time
 from bridge.kommo.recordings import ReadyPorts, on_recording_ready
 from bridge.store.meetings import Person, Room, SessionRecord
 from bridge.whereby.client import Participant, RoomSession
@@ -39,14 +40,15 @@ from bridge.whereby.events import (
 
 # Roles that are Whereby's own bots, not people: they count in numClients but never attended.
 BOT_ROLES = frozenset({"recorder", "streamer", "captioner", "assistant"})
+GUEST = N_("guest")
 ROLE_LABELS = {
-    "host": "host",
-    "owner": "host",
-    "member": "member",
-    "visitor": "guest",
-    "granted_visitor": "guest",
-    "viewer": "viewer",
-    "granted_viewer": "viewer",
+    "host": N_("host"),
+    "owner": N_("host"),
+    "member": N_("member"),
+    "visitor": GUEST,
+    "granted_visitor": GUEST,
+    "viewer": N_("viewer"),
+    "granted_viewer": N_("viewer"),
 }
 EN_DASH = "\u2013"  # a range of times, as people write it
 
@@ -86,7 +88,9 @@ def _apply(event: WherebyEvent, room: Room, settings: Settings, ports: DealPorts
     if event.type == ROOM_EXPIRED:
         return no_show(room, ports)
     if event.type in (RECORDING_FINISHED, TRANSCRIPTION_FINISHED):
-        ready = ReadyPorts(store=ports.store, kommo=ports.kommo, settings=settings, clock=ports.clock)
+        ready = ReadyPorts(
+            store=ports.store, kommo=ports.kommo, settings=settings, clock=ports.clock, speech=ports.speech
+        )
         return on_recording_ready(event, ready)
     return f"ignored: {event.type}"
 
@@ -131,13 +135,15 @@ def _tell(room: Room, session: RoomSession, ended_hint: int, ports: DealPorts) -
         # A chat room: its channel's post follows the meeting (edited, or a follow-up), once per session.
         return ports.chat_session_ended(room, record) if ports.chat_session_ended else 0
     lead_id = lead_of(room)
-    marker = session_marker(session.room_session_id)
+    # The session's id is in this note alone, whatever its language.
+    marker = session.room_session_id
     if record.note_attempted and ports.kommo.has_note(lead_id, marker):
         count("NotesFoundOnRetry")
     else:
         ports.store.mark_session(room.room_key, session.room_session_id, note_attempted=True)
-        zone, name, remark = account_zone(ports)
-        text = held_note(record, zone, name) + (f"\n{remark}" if remark else "")
+        sp = ports.speech()
+        zone, name, remark = account_zone(ports, sp)
+        text = held_note(record, zone, name, sp) + (f"\n{remark}" if remark else "")
         _once("the meeting-held note", lambda: ports.kommo.add_note(lead_id, text, marker))
         count("NotesPosted")
     ports.store.mark_session(room.room_key, session.room_session_id, note_posted=True)
@@ -159,13 +165,14 @@ def no_show(room: Room, ports: DealPorts) -> str:
         told = sum(_tell(room, s, int(ports.clock()), ports) for s in ended)
         return f"not a no-show: {len(sessions)} session(s) at Whereby, {told} note(s) posted"
     lead_id = lead_of(room)
-    marker = noshow_marker(room)
+    marker = every_language(lambda sp: noshow_marker(room, sp))
     if story.noshow_attempted and ports.kommo.has_note(lead_id, marker):
         count("NotesFoundOnRetry")
     else:
         ports.store.mark(room.room_key, noshow_attempted=True)
-        zone, name, remark = account_zone(ports)
-        text = noshow_note(room, zone, name) + (f"\n{remark}" if remark else "")
+        sp = ports.speech()
+        zone, name, remark = account_zone(ports, sp)
+        text = noshow_note(room, zone, name, sp) + (f"\n{remark}" if remark else "")
         _once("the no-show note", lambda: ports.kommo.add_note(lead_id, text, marker))
         count("NoShows")
     ports.store.mark(room.room_key, noshow_posted=True)
@@ -189,41 +196,60 @@ def attendees(people: Sequence[Participant]) -> tuple[Person, ...]:
     return tuple(seen.values())
 
 
-def span(start: int, end: int, zone: tzinfo) -> str:
+def span(start: int, end: int, zone: tzinfo, sp: Speech | None = None) -> str:
     """``Thu 4 Dec, 14:02`` to ``14:36`` with an en dash between, or both days when the span crosses midnight."""
     first, last = datetime.fromtimestamp(start, zone), datetime.fromtimestamp(end, zone)
-    until = f"{last:%H:%M}" if first.date() == last.date() else day_and_time(end, zone)
-    return f"{day_and_time(start, zone)}{EN_DASH}{until}"
+    until = f"{last:%H:%M}" if first.date() == last.date() else day_and_time(end, zone, sp)
+    return f"{day_and_time(start, zone, sp)}{EN_DASH}{until}"
 
 
-def session_marker(room_session_id: str) -> str:
-    return f"Whereby session {room_session_id}"
+def session_marker(room_session_id: str, sp: Speech | None = None) -> str:
+    return (sp or speech()).t("Whereby session {id}", id=room_session_id)
 
 
-def held_note(record: SessionRecord, zone: tzinfo = UTC, zone_name: str = "UTC") -> str:
+def role_of(role: str, sp: Speech) -> str:
+    """A person's role at Whereby as the note names it; a role Whereby adds later is shown as it is."""
+    label = ROLE_LABELS.get(role)
+    return sp.t(label) if label else role or sp.t(GUEST)
+
+
+def held_note(record: SessionRecord, zone: tzinfo = UTC, zone_name: str = "UTC", sp: Speech | None = None) -> str:
+    sp = sp or speech()
     end = record.ended_at or 0
     start = record.started_at or end
     minutes = max(0, round((end - start) / 60))
     people = len(record.people)
-    who = ", ".join(f"{p.name} ({ROLE_LABELS.get(p.role, p.role or 'guest')})" for p in record.people)
-    head = f"Meeting held {span(start, end, zone)} ({zone_name}, {minutes} min)"
+    when = span(start, end, zone, sp)
     if people:
-        head += f" · {people} {'person' if people == 1 else 'people'}: {who}"
-    return f"{head}\n{session_marker(record.room_session_id)}"
+        who = ", ".join(sp.t("{name} ({role})", name=p.name, role=role_of(p.role, sp)) for p in record.people)
+        head = sp.nt(
+            "Meeting held {when} ({zone}, {minutes} min) · {n} person: {people}",
+            "Meeting held {when} ({zone}, {minutes} min) · {n} people: {people}",
+            people,
+            when=when,
+            zone=zone_name,
+            minutes=minutes,
+            people=who,
+        )
+    else:
+        head = sp.t("Meeting held {when} ({zone}, {minutes} min)", when=when, zone=zone_name, minutes=minutes)
+    return f"{head}\n{session_marker(record.room_session_id, sp)}"
 
 
-def noshow_marker(room: Room) -> str:
-    return f"No one joined the meeting in room {room.room_name.lstrip('/')}"
+def noshow_marker(room: Room, sp: Speech | None = None) -> str:
+    return (sp or speech()).t("No one joined the meeting in room {room}", room=room.room_name.lstrip("/"))
 
 
-def noshow_note(room: Room, zone: tzinfo = UTC, zone_name: str = "UTC") -> str:
+def noshow_note(room: Room, zone: tzinfo = UTC, zone_name: str = "UTC", sp: Speech | None = None) -> str:
+    sp = sp or speech()
     # The booked time when the deal gave one; otherwise the room's whole window.
     planned = (
-        local_time(room.meeting_at, zone, zone_name)
+        local_time(room.meeting_at, zone, zone_name, sp)
         if room.meeting_at
-        else f"{span(room.created_at, room.end_at, zone)} ({zone_name})"
+        else f"{span(room.created_at, room.end_at, zone, sp)} ({zone_name})"
     )
-    return f"No one joined the meeting planned for {planned}.\n{noshow_marker(room)}"
+    said = sp.t("No one joined the meeting planned for {when}.", when=planned)
+    return f"{said}\n{noshow_marker(room, sp)}"
 
 
 def _first(times: Iterable[datetime | None]) -> datetime | None:

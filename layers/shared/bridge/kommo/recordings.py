@@ -21,6 +21,7 @@ from typing import Protocol
 
 from bridge.core.config import ConfigError, Settings
 from bridge.core.errors import Rejected, Unauthorized
+from bridge.core.i18n import Speech, speech
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
 from bridge.store.meetings import Conflict, Lead, MeetingsStore
@@ -41,6 +42,7 @@ class ReadyPorts:
     kommo: KommoClient
     settings: Settings
     clock: Callable[[], float] = time.time
+    speech: Callable[[], Speech] = speech  # the language of the deal's notes (``deal_rooms.account_speech``)
 
 
 class RecordingPorts(Protocol):
@@ -58,6 +60,9 @@ class RecordingPorts(Protocol):
     @property
     def clock(self) -> Callable[[], float]: ...
 
+    @property
+    def speech(self) -> Callable[[], Speech]: ...
+
 
 def room_key_of(event: WherebyEvent) -> str | None:
     """Our room key in the event's room name (or, for older payloads without one, in the recording's filename)."""
@@ -72,14 +77,28 @@ def link_url(settings: Settings, link_id: str) -> str:
     return f"{settings.api_base_url}/recordings/{link_id}"
 
 
-def recording_note(kind: str, room_label: str, url: str, retention_days: int) -> str:
-    what = "Transcript" if kind == TRANSCRIPTION else "Recording"
-    return (
-        f"{what} of the video meeting{f' ({room_label})' if room_label else ''} is ready:\n"
-        f"{url}\n"
-        f"Each click opens it for a few minutes. It is deleted {retention_days} days after the deal is won or lost,"
-        " and at once if the deal is deleted."
+def recording_note(kind: str, room_label: str, url: str, retention_days: int, sp: Speech | None = None) -> str:
+    sp = sp or speech()
+    if kind == TRANSCRIPTION:
+        head = (
+            sp.t("Transcript of the video meeting ({label}) is ready:", label=room_label)
+            if room_label
+            else sp.t("Transcript of the video meeting is ready:")
+        )
+    else:
+        head = (
+            sp.t("Recording of the video meeting ({label}) is ready:", label=room_label)
+            if room_label
+            else sp.t("Recording of the video meeting is ready:")
+        )
+    retention = sp.nt(
+        "Each click opens it for a few minutes. It is deleted {n} day after the deal is won or lost, and at once if"
+        " the deal is deleted.",
+        "Each click opens it for a few minutes. It is deleted {n} days after the deal is won or lost, and at once if"
+        " the deal is deleted.",
+        retention_days,
     )
+    return f"{head}\n{url}\n{retention}"
 
 
 def retention_due(lead: Lead, retention_days: int) -> int | None:
@@ -158,7 +177,7 @@ def _note(
         count("NotesFoundOnRetry")
     else:
         recordings.mark_note(kind, media_id, attempted=True)
-        text = recording_note(kind, label, url, ports.settings.recording_retention_days)
+        text = recording_note(kind, label, url, ports.settings.recording_retention_days, ports.speech())
         try:
             ports.kommo.add_note(lead_id, text, url)
         except Rejected as exc:
