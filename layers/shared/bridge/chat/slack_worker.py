@@ -92,10 +92,6 @@ def _no_keys() -> Sequence[str]:
     return ()
 
 
-def _stack_language(team_id: str, user_id: str) -> str:
-    return DEFAULT_LANGUAGE
-
-
 class UserLanguages:
     """The catalogue language of each Slack user, from ``users.info`` through the workspace's bot, kept per
     container: one call per user an hour.
@@ -153,12 +149,13 @@ class SlackWorkerPorts:
     bot: Callable[[str], Bot | None] = _no_bot  # the workspace's bot; None: no token for it
     action_keys: Callable[[], Sequence[str]] = _no_keys  # the End buttons' keys; none: the posts carry no End button
     api_base: str = ""  # the API's address (API_BASE_URL), for ``/whereby export``'s link
-    user_language: Callable[[str, str], str] = _stack_language  # (team, user) → catalogue language
-    language: str = DEFAULT_LANGUAGE  # the stack's ``Language``: a room made without one is spoken in it
+    user_language: Callable[[str, str], str] | None = None  # (team, user) → catalogue language; None: the stack's
+    language: str = DEFAULT_LANGUAGE  # the stack's ``Language``
 
     def voice(self, team_id: str, user_id: str) -> Voice:
         """Slack's voice in the user's language."""
-        return replace(VOICE, speech=speech(self.user_language(team_id, user_id)))
+        language = self.user_language(team_id, user_id) if self.user_language else self.language
+        return replace(VOICE, speech=speech(language))
 
     def room_speech(self, room: Room) -> Speech:
         """The language of a room's post and its edits: its creator's."""
