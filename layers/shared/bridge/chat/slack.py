@@ -361,7 +361,7 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
         )
     limits = Limits(settings.mattermost_default_minutes, settings.mattermost_max_minutes)
     text, members = resolved_mentions(_first(fields, "text"))
-    command = parse(text, limits, caller.trigger, members.keys(), quote=slack_literal)
+    command = parse(text, limits, caller.trigger, members.keys(), quote=slack_literal, speech=sp)
     logger.append_keys(subcommand=type(command).__name__)
     count("SlackCommands")
     match command:
@@ -391,7 +391,7 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
                 logger.error("slack command failed: storage unavailable", extra={"reason": str(exc)})
                 return json_response(200, ephemeral(sp.t(STORAGE_TROUBLE)))
         case Invalid(problem=problem):
-            return json_response(200, ephemeral(invalid_text(problem, caller.trigger)))
+            return json_response(200, ephemeral(invalid_text(problem, caller.trigger, sp)))
         case ShowHelp():
             return json_response(200, ephemeral(help_text(caller.trigger, limits, voice)))
     raise AssertionError(f"unhandled command {command!r}")

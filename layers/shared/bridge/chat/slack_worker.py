@@ -40,8 +40,9 @@ from typing import Any, Protocol
 
 from bridge.chat import actions
 from bridge.chat.grammar import EndRoom, ExportMeetings, Limits, StartRoom, parse
-from bridge.chat.live_posts import follow_up_open, session_minutes
+from bridge.chat.live_posts import ended_line, follow_up_open
 from bridge.chat.rooms import (
+    ROOM_STILL_OPEN,
     CommandPorts,
     RoomMade,
     Said,
@@ -182,7 +183,8 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
     p = _ports(ports)
     caller = job.caller
     logger.append_keys(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id)
-    command = parse(job.text, p.limits, caller.trigger, job.members.keys(), quote=slack_literal)
+    voice = p.voice(caller.team_id, caller.user_id)
+    command = parse(job.text, p.limits, caller.trigger, job.members.keys(), quote=slack_literal, speech=voice.speech)
     late = p.clock() - job.received_at > TOO_LATE_SECONDS
     match command:
         case StartRoom():
@@ -190,7 +192,6 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
                 count("SlackCommandsTooLate")
                 logger.warning("slack command too old to answer: no room made")
                 return "too late: no room made"
-            voice = p.voice(caller.team_id, caller.user_id)
             outcome = start_once(command, caller, p.rooms, SOURCE, voice, job.trigger_id, job.response_url)
             if outcome is None:
                 return "already settled"
@@ -199,7 +200,6 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             p.post(job.response_url, ephemeral(outcome.text))
             return "refused"
         case EndRoom():
-            voice = p.voice(caller.team_id, caller.user_id)
             found = room_to_end(command, caller, p.rooms, SOURCE, voice)
             ended = end_room(command, caller, p.rooms, SOURCE, voice)
             if isinstance(found, Room) and ended.in_channel and found.post_id:
@@ -215,11 +215,10 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             from bridge.chat.stats import export_link
 
             # A retried job gives a second link, for the caller alone: harmless, both expire.
-            voice = p.voice(caller.team_id, caller.user_id)
             p.post(job.response_url, said(export_link(command, caller, p.action_keys(), p.api_base, p.clock(), voice)))
             return "export link given"
     # The route answers the rest itself; a message that carries one anyway is answered the same way.
-    outcome = run(command, caller, p.limits, p.rooms, SOURCE, p.voice(caller.team_id, caller.user_id))
+    outcome = run(command, caller, p.limits, p.rooms, SOURCE, voice)
     if isinstance(outcome, Said):
         p.post(job.response_url, said(outcome))
     return "answered"
@@ -411,7 +410,7 @@ def run_action(click: SlackAction, ports: Callable[[], SlackWorkerPorts]) -> str
         except BridgeError as exc:
             count("WherebyFailures")
             logger.warning("whereby did not delete the room", extra={"reason": str(exc)})
-            return tell(click, whereby_trouble(exc, "The room is still open", VOICE.platform), p)
+            return tell(click, whereby_trouble(exc, ROOM_STILL_OPEN, VOICE.platform, clicker(click, p)), p)
         store.mark_deleted(room.room_key)
         count("RoomsEnded")
     outcome = show_ended(room, click.response_url, p)
@@ -487,18 +486,7 @@ def tell_session_ended(room: Room, record: SessionRecord, repeat: bool, ports: C
 
 def session_ended_text(room: Room, record: SessionRecord, sp: Speech) -> str:
     """ "*Standup* · Meeting ended · 34 min · 3 people": what a person scanning the channel wants to know."""
-    label = VOICE.bold(slack_literal(room.label))
-    duration = sp.minutes(session_minutes(record))
-    people = len(record.people)
-    if not people:
-        return sp.t("{room} · Meeting ended · {duration}", room=label, duration=duration)
-    return sp.nt(
-        "{room} · Meeting ended · {duration} · {n} person",
-        "{room} · Meeting ended · {duration} · {n} people",
-        people,
-        room=label,
-        duration=duration,
-    )
+    return sp.t("{room} · {line}", room=VOICE.bold(slack_literal(room.label)), line=ended_line(record, sp))
 
 
 def webhook_post(url: str, message: Mapping[str, Any]) -> bool:
