@@ -53,7 +53,7 @@ SAID = {
         "open": "UTC (45 min).",
         "buttons": ("Entrar na sala", "Encerrar sala", "Encerrar esta sala?"),
         "host": "Só você vê esta mensagem. Seu link de anfitrião para *Revisión*:",
-        "close": "Para encerrar a sala antes de",
+        "close": "Para fechar a sala antes de",
         "hint": "O app do Whereby não participa deste canal",
         "ended": "*Revisión* · Reunião encerrada · 20 min · 5 pessoas",
     },

@@ -34,7 +34,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -52,6 +51,7 @@ from bridge.chat.rooms import (
     room_to_end,
     run,
     start_once,
+    utc,
     whereby_trouble,
 )
 from bridge.chat.slack import SOURCE, VOICE, SlackJob, ephemeral, said, slack_job, slack_literal
@@ -281,15 +281,10 @@ def room_message(room: Room, command: StartRoom, job: SlackJob, keys: Sequence[s
     if invited:
         lines.append(sp.t("Invited: {people}", people=" ".join(invited)))
     lines.append(
-        sp.t("Open until {time} UTC ({duration}).", time=until(room, sp), duration=sp.minutes(command.minutes))
+        sp.t("Open until {until} ({duration}).", until=utc(room.end_at, sp), duration=sp.minutes(command.minutes))
     )
     text = "\n".join(lines)
     return {"response_type": "in_channel", "text": text, "blocks": room_blocks(room, text, keys, sp)}
-
-
-def until(room: Room, sp: Speech) -> str:
-    """The room's end, in UTC as the channel's readers may live anywhere, written the reader's way."""
-    return sp.day_and_time(datetime.fromtimestamp(room.end_at, UTC))
 
 
 def room_blocks(room: Room, text: str, keys: Sequence[str], sp: Speech) -> Blocks:
@@ -342,8 +337,8 @@ def host_message(room: Room, command: StartRoom, job: SlackJob, fallback: str, s
             url=room.host_room_url,
         ),
         sp.t(
-            "To close the room before {time} UTC: `{trigger} end {name}`",
-            time=until(room, sp),
+            "To close the room before {until}: `{trigger} end {name}`",
+            until=utc(room.end_at, sp),
             trigger=job.caller.trigger,
             name=room_name(room),
         ),

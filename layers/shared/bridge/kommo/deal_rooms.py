@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.config import Settings, StageRule
 from bridge.core.errors import NotFound, PeerUnavailable, Rejected, Unauthorized
-from bridge.core.i18n import DEFAULT_LANGUAGE, LANGUAGES, Speech, language_of, speech
+from bridge.core.i18n import LANGUAGES, Speech, language_of, speech
 from bridge.core.observability import count, logger
 from bridge.kommo.client import KommoClient
 from bridge.kommo.jobs import CLOSE_ROOMS, ENSURE_ROOM, LEAVE_STAGE, MEETING_TIME, RESTORE_LEAD, Job, meeting_time
@@ -43,8 +43,6 @@ CLAIM_LEASE_SECONDS = 120
 # A room made for a meeting stays open this long after the meeting's planned end: calls overrun, and a client who
 # is a few minutes late must not find a dead link. Short, because the room's end is when the sweeper deletes it.
 MEETING_GRACE_SECONDS = 15 * 60
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class ClaimInProgress(PeerUnavailable):
@@ -402,14 +400,8 @@ def local_time(at: int, zone: tzinfo, zone_name: str, sp: Speech | None = None) 
 
 
 def day_and_time(at: int, zone: tzinfo, sp: Speech | None = None) -> str:
-    """``Thu 4 Dec, 14:00``, ``чт, 4 дек., 14:00``: a weekday and a day, so the date cannot be misread in any locale.
-
-    English keeps the day before the month, as the notes always wrote it (Babel's English is the US order, "Thu,
-    Dec 4"), and needs no Babel import; the other languages are written by Babel (``Speech.day_and_time``)."""
-    moment = datetime.fromtimestamp(at, zone)
-    if sp is not None and sp.language != DEFAULT_LANGUAGE:
-        return sp.day_and_time(moment)
-    return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}, {moment:%H:%M}"
+    """``Thu 4 Dec, 14:00``, ``чт, 4 дек., 14:00``: a weekday and a day, so the date cannot be misread in any locale."""
+    return (sp or speech()).day_and_time(datetime.fromtimestamp(at, zone))
 
 
 def meeting_note(
