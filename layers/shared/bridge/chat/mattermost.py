@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
 from botocore.exceptions import ClientError
 
@@ -34,12 +34,16 @@ from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as
     utc,
     whereby_trouble,
 )
+from bridge.chat.schedule_commands import SCHEDULE_COMMANDS
 from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, PeerUnavailable, Rejected
 from bridge.core.http_api import ApiRequest, BadRequest, form_fields, is_callback_url, json_response, token_matches
 from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
 from bridge.store.meetings import MeetingsStore, Room
+
+if TYPE_CHECKING:
+    from bridge.chat.schedules import SchedulePorts
 
 SOURCE = "mattermost"
 PROVIDER = "whereby"
@@ -129,6 +133,7 @@ class CommandRuntime:
     action_keys: Callable[[], Sequence[str]] = lambda: ()  # the End button's signing keys; none: no button
     bot: Callable[[], PostMaker | None] = lambda: None  # None: no bot configured
     monotonic: Callable[[], float] = time.monotonic
+    schedules: Callable[[], SchedulePorts | None] = lambda: None  # recurring meetings; None: not set up
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class LiveRoom:
     bot: Callable[[], PostMaker | None] = lambda: None
     time_left: Callable[[], bool] = lambda: True  # whether a bot post still fits in the request
     api_base: str = ""  # the API's address, for ``/whereby export``'s link ("": no link can be given)
+    schedules: Callable[[], SchedulePorts | None] = lambda: None  # recurring meetings; None: not set up
 
 
 # the route ------------------------------------------------------------------------------------------------------
@@ -182,6 +188,7 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
         keys=runtime.action_keys,
         bot=runtime.bot,
         time_left=lambda: runtime.monotonic() - started < BOT_POST_BEFORE_SECONDS,
+        schedules=runtime.schedules,
     )
     try:
         reply = run(command, caller, limits, runtime.ports(), live)
@@ -255,6 +262,10 @@ def run(command: Command, caller: Caller, limits: Limits, ports: CommandPorts, l
 
         keys = _optional(live.keys, "the export link's signing key") or ()
         outcome = export_link(command, caller, keys, live.api_base, ports.clock(), VOICE)
+    elif isinstance(command, SCHEDULE_COMMANDS):
+        from bridge.chat.schedules import run_schedule
+
+        outcome = run_schedule(command, caller, SOURCE, live.schedules(), VOICE)
     else:
         outcome = rooms.run(command, caller, limits, ports, SOURCE, VOICE)
     if isinstance(outcome, RoomMade):
