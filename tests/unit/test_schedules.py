@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.chat.schedule_commands import ListSchedules
 from bridge.chat.schedules import DAYS, cron_expression, fire_time
 from devstack.scheduler import LocalScheduler, functions_by_arn, next_fire
 from tests.conftest import MATTERMOST_BOT_TOKEN
@@ -371,3 +372,86 @@ def test_with_a_webhook_the_room_is_posted_through_it_and_the_caller_is_told_it_
     assert outcome == "posted"
     [post] = mattermost_sim.posts(CHANNEL)
     assert "Standup" in post["message"] and post["props"]["from_webhook"] == "true"
+
+
+# Slack -----------------------------------------------------------------------------------------------------------
+SLACK_TEAM, SLACK_CHANNEL, SLACK_USER = "T0A1B2C3D4E", "C07RM8K2H1Q", "U05QWERTY12"  # test_slack_command's form
+
+
+@pytest.fixture
+def slack_bot(stack, slack_sim, monkeypatch):
+    """The workspace's bot token in the ChatBotSecret, and the Web API pointed at the simulator."""
+    from bridge import runtime
+
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    secrets.put_secret_value(
+        SecretId=stack.stack.refs["ChatBotSecret"],
+        SecretString=json.dumps({"slack_bot_tokens": {SLACK_TEAM: slack_sim.bot_token}}),
+    )
+    monkeypatch.setenv("SLACK_API_URL", slack_sim.api_url)
+    runtime.reset()
+    return slack_sim
+
+
+def slack(stack, slack_sim, text: str, trigger_id: str | None = None) -> tuple[dict, list[dict]]:
+    """The command's immediate answer, and what the worker then posted through its response_url."""
+    from tests.unit.test_slack_command import form, send
+
+    url = slack_sim.new_response_url()
+    extra = {"trigger_id": trigger_id} if trigger_id else {}
+    answer = send(stack, form(text, url, **extra))
+    stack.drain()
+    return answer, slack_sim.posts(url)
+
+
+def test_on_slack_the_worker_makes_the_schedule_once_and_the_bot_posts_each_occurrence(stack, slack_bot, whereby_sim):
+    answer, [posted] = slack(stack, slack_bot, "every mon,thu 10:30 Europe/Madrid Planning 45m", "trigger.1")
+
+    assert answer["text"] == "Scheduling the recurring meeting…"
+    assert posted["response_type"] == "in_channel" and "Planning" in posted["text"]
+    [schedule] = scheduled(stack)
+    assert schedule["ScheduleExpression"] == "cron(25 10 ? * MON,THU *)"
+    # The same request delivered again (SQS at least once) makes no second schedule.
+    _, [again] = slack(stack, slack_bot, "every mon,thu 10:30 Europe/Madrid Planning 45m", "trigger.1")
+    assert "Planning" in again["text"] and len(scheduled(stack)) == 1
+
+    listed, _ = slack(stack, slack_bot, "schedules")
+    assert schedule["Name"] in listed["text"] and "every Monday, Thursday at 10:30 (Europe/Madrid)" in listed["text"]
+
+    assert fire_at(stack, schedule["Name"], monday_ahead() + timedelta(hours=1, minutes=30)) == "posted"
+    [message] = slack_bot.messages(SLACK_CHANNEL)
+    assert message["by"] == "bot" and "Planning" in message["text"]
+    assert [e["action_id"] for e in message["blocks"][1]["elements"]] == ["join_room", "end_room"]
+    assert len(whereby_sim.meetings()) == 1
+
+
+def test_on_slack_an_archived_channel_turns_the_schedule_off_and_the_app_tells_the_creator(stack, slack_bot):
+    slack(stack, slack_bot, "every day 09:00 UTC Standup")
+    schedule_id = created_id(stack)
+    slack_bot.private_channel(SLACK_CHANNEL)  # the bot may no longer post there: not_in_channel
+
+    assert fire_at(stack, schedule_id, monday_ahead()).startswith("turned off (channel-gone)")
+    [told] = slack_bot.messages(SLACK_USER)
+    assert "Standup" in told["text"] and "can no longer post" in told["text"]
+    _, [cancelled] = slack(stack, slack_bot, f"unschedule {schedule_id}")
+    assert "no longer be posted" in cancelled["text"] and scheduled(stack) == []
+
+
+def test_the_answers_speak_the_callers_language_spanish_and_russian(stack, bot):
+    """The use-case with the platform's voice in the caller's language, as each request gives it."""
+    from bridge import runtime
+    from bridge.chat.mattermost import VOICE
+    from bridge.chat.rooms import Caller
+    from bridge.chat.schedule_commands import ScheduleEvery
+    from bridge.chat.schedules import run_schedule
+    from bridge.core.i18n import speech
+
+    caller = Caller(TEAM, CHANNEL, CREATOR, "alan")
+    every = ScheduleEvery(("MON", "WED"), 9, 0, "Europe/Madrid", "Planning", 30)
+    spanish = replace(VOICE, speech=speech("es"))
+    made = run_schedule(every, caller, "mattermost", runtime.mattermost_schedules(), spanish)
+    assert "programó" in made.text and "Planning" in made.text and "30 min" in made.text
+
+    russian = replace(VOICE, speech=speech("ru"))
+    listed = run_schedule(ListSchedules(), caller, "mattermost", runtime.mattermost_schedules(), russian)
+    assert "Регулярные встречи этого канала" in listed.text and "понедельник, среда" in listed.text

@@ -199,7 +199,14 @@ def slack_worker_ports() -> SlackWorkerPorts:
         bot=slack_bot,
         action_keys=lambda: action_keys(settings()),
         api_base=s.api_base_url,
+        schedules=slack_schedules,
     )
+
+
+def slack_schedules(team_id: str) -> SchedulePorts | None:
+    """Slack's: the workspace's bot posts the meetings. Slack's slash command says nothing of the caller's role in
+    the channel, so only a schedule's creator cancels it."""
+    return schedule_ports(has_bot=lambda: slack_bot(team_id) is not None, is_admin=lambda caller: False)
 
 
 def slack_bot(team_id: str) -> SlackBot | None:

@@ -16,6 +16,7 @@ makes the room and posts it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -32,7 +33,7 @@ from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import is_callback_url
 from bridge.core.i18n import N_, Speech
 from bridge.core.observability import count, logger
-from bridge.store.schedules import OFF, CapReached, Schedule, ScheduleStore
+from bridge.store.schedules import OFF, AlreadyThere, CapReached, Schedule, ScheduleStore
 
 DAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 WEEKDAYS = DAYS[:5]
@@ -64,6 +65,19 @@ REASONS = {
 def new_schedule_id() -> str:
     """Eight characters a person can type back (``unschedule <id>``); also the Scheduler schedule's name."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+def request_schedule_id(request_id: str) -> str:
+    """The id a queued request's schedule gets: the same on every run of the request, so a retry makes no second."""
+    digest = hashlib.sha256(f"schedule|{request_id}".encode()).digest()
+    return "".join(_ID_ALPHABET[b % 32] for b in digest[:8])
+
+
+def waiting_text(command: ScheduleEvery | Unschedule, sp: Speech) -> str:
+    """What a Slack caller reads at once, while the worker sets the schedule up (Slack waits 3 s)."""
+    if isinstance(command, Unschedule):
+        return sp.t("Cancelling the recurring meeting…")
+    return sp.t("Scheduling the recurring meeting…")
 
 
 # the grammar -----------------------------------------------------------------------------------------------------
@@ -251,7 +265,7 @@ def run_schedule(
             case ScheduleEvery():
                 return create_schedule(command, caller, platform, ports, voice)
             case ListSchedules():
-                return list_schedules(caller, ports, voice)
+                return list_schedules(caller, ports.store, voice)
             case Unschedule():
                 return cancel_schedule(command, caller, ports, voice)
     except PeerUnavailable as exc:
@@ -297,6 +311,8 @@ def create_schedule(command: ScheduleEvery, caller: Caller, platform: str, ports
     )
     try:
         ports.store.add(schedule, ports.channel_cap, ports.stack_cap)
+    except AlreadyThere:
+        pass  # the same request run again (a queue's redelivery): its schedule is made at most once
     except CapReached as exc:
         count("SchedulesRefused")
         if exc.which == "channel":
@@ -358,9 +374,9 @@ def no_poster_text(trigger: str, platform: str, sp: Speech) -> str:
     )
 
 
-def list_schedules(caller: Caller, ports: SchedulePorts, voice: Voice) -> Said:
+def list_schedules(caller: Caller, store: ScheduleStore, voice: Voice) -> Said:
     sp = voice.speech
-    found = sorted(ports.store.of_channel(caller.owner), key=lambda s: s.created_at)
+    found = sorted(store.of_channel(caller.owner), key=lambda s: s.created_at)
     if not found:
         return Said(
             sp.t(

@@ -35,6 +35,10 @@ STACK_COUNT = {"pk": "SCHEDULE-COUNT#stack", "sk": "COUNT"}
 _NUMBERS = ("hour", "minute", "minutes", "created_at", "failures")
 
 
+class AlreadyThere(Exception):
+    """A schedule of this id exists: the request that made it ran again."""
+
+
 class CapReached(Exception):
     """The channel (``which`` = "channel") or the stack ("stack") holds as many schedules as it may."""
 
@@ -114,6 +118,8 @@ class ScheduleStore:
             self._client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                raise AlreadyThere(schedule.schedule_id) from None
             if reasons[1:2] == ["ConditionalCheckFailed"]:
                 raise CapReached("channel") from None
             if reasons[2:3] == ["ConditionalCheckFailed"]:
