@@ -62,19 +62,25 @@ class LocalScheduler:
         self._invoke = invoke
         self._clock = clock
         self._seen: dict[str, datetime] = {}  # schedule name -> fired (or first seen) up to this time
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the local stack's thread and a demo's step tick the same schedules
         self.fired: list[tuple[str, datetime]] = []  # (schedule name, when), in order
 
     def tick(self, now: float | None = None) -> list[tuple[str, datetime]]:
-        """Fire every occurrence due since the last tick (a schedule first seen now starts from now)."""
+        """Fire every occurrence due since the last tick (a schedule first seen starts from its creation)."""
+        with self._lock:
+            return self._tick(now)
+
+    def _tick(self, now: float | None) -> list[tuple[str, datetime]]:
         moment = datetime.fromtimestamp(self._clock() if now is None else now, UTC)
         fired: list[tuple[str, datetime]] = []
         for summary in self._schedules():
             name = summary["Name"]
-            since = self._seen.setdefault(name, moment)
-            if summary.get("State") != "ENABLED":
-                self._seen[name] = moment
+            created = summary.get("CreationDate")
+            # A schedule first seen now starts from when it was made: the Scheduler runs from creation.
+            first = min(moment, created.astimezone(UTC)) if isinstance(created, datetime) else moment
+            since = self._seen.setdefault(name, first)
+            if summary.get("State") != "ENABLED" or since >= moment:
+                self._seen[name] = max(moment, since)
                 continue
             schedule = self._client.get_schedule(Name=name, GroupName=self._group)
             zone = schedule.get("ScheduleExpressionTimezone", "UTC")
@@ -84,27 +90,9 @@ class LocalScheduler:
                 self._invoke(self._functions[target["Arn"]], json.loads(target.get("Input") or "{}"))
                 fired.append((name, due))
                 due = next_fire(schedule["ScheduleExpression"], zone, due)
-            self._seen[name] = moment
+            self._seen[name] = max(moment, since)
         self.fired.extend(fired)
         return fired
-
-    def start(self, interval: float = 1.0) -> None:
-        """Tick on the clock in a thread (the local stack)."""
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.tick()
-                except Exception as exc:  # a stand-in's hiccup must not end the local stack
-                    print(f"local scheduler: {type(exc).__name__}: {exc}")
-
-        self._thread = threading.Thread(target=loop, name="local-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def _schedules(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -119,7 +119,8 @@ def fire(event: Mapping[str, Any], ports: FirePorts) -> str:
     if ROOM_POSTED in room.posted.split(","):
         return "already posted"
     try:
-        post_id = post_room(schedule, room, command, voice, ports)
+        # The post names the meeting's own length; the room's end already holds the lead too.
+        post_id = post_room(schedule, room, replace(command, minutes=schedule.minutes), voice, ports)
     except PostFailed as exc:
         count("ScheduleFailures")
         return _failed(schedule, day, exc, ports)
