@@ -110,6 +110,12 @@ def test_every_weekday_makes_a_scheduler_schedule_five_minutes_early_in_the_meet
     assert schedule["Target"]["Arn"].endswith("ScheduleFireFunction")
     assert f"unschedule {schedule['Name']}" in answer["text"]
 
+    # A zone typed in lower case is the IANA zone.
+    whereby(stack, "every sun 18:00 america/new_york Weekly review")
+    [review] = [s for s in scheduled(stack) if s["Name"] != schedule["Name"]]
+    assert review["ScheduleExpressionTimezone"] == "America/New_York"
+    assert review["ScheduleExpression"] == "cron(55 17 ? * SUN *)"
+
 
 def test_schedules_lists_this_channels_schedules_with_their_ids_and_no_other_channels(stack, bot):
     whereby(stack, STANDUP)
@@ -225,14 +231,6 @@ def test_a_bad_schedule_command_gets_a_clear_answer_and_changes_nothing(stack, b
         assert problem in answer["text"] and "was changed" in answer["text"], text
     assert scheduled(stack) == []
     assert "No recurring meeting" in whereby(stack, "schedules")["text"]
-
-
-def test_a_lowercase_zone_is_read_as_its_iana_name(stack, bot):
-    whereby(stack, "every sun 18:00 america/new_york Weekly review")
-
-    [schedule] = scheduled(stack)
-    assert schedule["ScheduleExpressionTimezone"] == "America/New_York"
-    assert schedule["ScheduleExpression"] == "cron(55 17 ? * SUN *)"
 
 
 # when it fires ---------------------------------------------------------------------------------------------------
