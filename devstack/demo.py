@@ -724,6 +724,37 @@ def end_the_rest(story: Story) -> None:
         raise DemoFailed(f"{len(story.whereby.meetings())} room(s) left at Whereby after /whereby end")
 
 
+def recurring_meeting(story: Story) -> None:
+    """``/whereby every day <HH:MM> UTC Standup 15m`` a few minutes ahead: the schedule is made in the Scheduler
+    (moto), the local stand-in fires it when due (its clock moved forward, so nobody waits), and the bot posts the
+    room in the channel; the room is then ended and the schedule cancelled."""
+    stand_in = story.stack.scheduler_stand_in
+    if stand_in is None:
+        raise DemoFailed("the local stack runs no Scheduler stand-in")
+    meeting = datetime.fromtimestamp(time.time() + 7 * 60, UTC)
+    stand_in.tick()  # the stand-in's clock is now: the schedule made next starts from here
+    known, posts_before = meeting_ids(story), {p["id"] for p in story.mattermost.posts()}
+    reply = mattermost_command(story, f"every day {meeting:%H:%M} UTC Standup 15m")
+    found = re.search(r"unschedule ([a-z2-7]{8})", str(reply.get("text")))
+    if reply.get("response_type") != "in_channel" or found is None:
+        raise DemoFailed("/whereby every did not answer the channel with the schedule's id")
+    fired = stand_in.tick(time.time() + 3 * 60)
+    if len(fired) != 1:
+        raise DemoFailed(f"the Scheduler's stand-in fired {len(fired)} time(s), not once")
+    name, when = fired[0]
+    story.say(f"   Scheduler (local stand-in, clock moved 3 min ahead): schedule {name} fired for {when:%H:%M} UTC")
+    made = new_meeting(story, known, "the recurring meeting")
+    posts = [p for p in story.mattermost.posts() if p["id"] not in posts_before and p["user_id"] == BOT_USER_ID]
+    if len(posts) != 1 or buttons_of_post(posts[0]) != ["End meeting"]:
+        raise DemoFailed("the bot did not post the scheduled room, with its End button, once")
+    story.say(f"   Mattermost: the bot's post in channel {posts[0]['channel_id']}:")
+    quote(story, posts[0]["message"])
+    mattermost_command(story, f"end {made['roomName'].lstrip('/')}")
+    mattermost_command(story, f"unschedule {found.group(1)}")
+    if story.whereby.meetings():
+        raise DemoFailed("the scheduled room is still open at Whereby")
+
+
 Step = Callable[[Story], None]
 STEPS: tuple[tuple[str, Step], ...] = (
     ("The deal enters Demo, with a meeting two days ahead", enter_demo),
@@ -737,6 +768,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("People meet in both rooms; each post says the meeting ended", meet_in_both),
     ("Slack: `/whereby Retro 15m`; a stranger and then the creator click End", end_button),
     ("The creators end the two rooms left open with `/whereby end`", end_the_rest),
+    ("Mattermost: `/whereby every day …`; the Scheduler fires it and the bot posts the room", recurring_meeting),
 )
 
 

@@ -8,7 +8,8 @@
 - The SQS event source mapping: a pump feeds each queue the template names in an SQS event to its function; SQS's
   redrive policy (moto implements it) moves a message that failed ``maxReceiveCount`` times to the dead-letter queue.
 - EventBridge Scheduler: a timer per ScheduleV2 event runs its function on its own ``rate(...)`` with the
-  template's Input (the sweeper, the Kommo reconciliation).
+  template's Input (the sweeper, the Kommo reconciliation); the recurring meetings' schedules, made through the
+  Scheduler's API in moto, are fired when due by ``devstack.scheduler.LocalScheduler`` (``scheduler_stand_in``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from devstack.kommo_sim import KommoSimulator
 from devstack.lifecycle import StartStop
 from devstack.mattermost_sim import DEFAULT_BOT_TOKEN as MATTERMOST_BOT_TOKEN
 from devstack.mattermost_sim import MattermostSimulator
+from devstack.scheduler import LocalScheduler, functions_by_arn
 from devstack.slack_sim import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, DEFAULT_TEAM, SlackSimulator
 from devstack.template import ROOT, Stack, create_resources, load_template, redrive_policy, resolve, resources_of
 from devstack.whereby_sim import WherebySimulator
@@ -316,6 +318,7 @@ class LocalStack(StartStop):
         self.pumps: dict[str, QueuePump] = {}  # by queue logical id
         self.schedule_timers: list[ScheduleTimer] = []
         self.schedule_notes: list[str] = []
+        self.scheduler_stand_in: LocalScheduler | None = None
         self._moto: ThreadedMotoServer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -459,6 +462,7 @@ class LocalStack(StartStop):
             secretsmanager=self._client("secretsmanager"),
             secret_value=secret,
             parameters=self._parameters(),
+            scheduler=self._client("scheduler"),
         )
         self.functions = LocalFunctions(self.template, self.resources, self.sqs)
         extra = {} if self.config.metrics else {"POWERTOOLS_METRICS_DISABLED": "true"}
@@ -518,6 +522,23 @@ class LocalStack(StartStop):
             if timer is not None:
                 self.schedule_timers.append(timer)
                 self._spawn(f"schedule-{timer.trigger.function}", timer.run)
+        for group in resources_of(self.template, "AWS::Scheduler::ScheduleGroup"):
+            stand_in = LocalScheduler(
+                self._client("scheduler"),
+                self.resources.refs[group],
+                functions_by_arn(self.resources.attributes),
+                self.functions.invoke,
+            )
+            self.scheduler_stand_in = stand_in
+
+            def tick(stopping: threading.Event, stand_in: LocalScheduler = stand_in) -> None:
+                while not stopping.wait(self.config.poll_interval):
+                    try:
+                        stand_in.tick()
+                    except Exception as exc:  # a stand-in's hiccup must not end the local stack
+                        self.log(f"local scheduler: {type(exc).__name__}: {exc}")
+
+            self._spawn(f"scheduler-{group}", tick)
 
     # ----- the banner -----
 

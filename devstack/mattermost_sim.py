@@ -47,6 +47,8 @@ _POST = re.compile(r"/api/v4/posts/([a-z0-9]{26})")
 _PATCH = re.compile(r"/api/v4/posts/([a-z0-9]{26})/patch")
 _HOOK = re.compile(r"/hooks/commands/[a-z0-9]{26}")
 _USER = re.compile(r"/api/v4/users/([A-Za-z0-9_-]{1,64})")
+_MEMBER = re.compile(r"/api/v4/channels/([A-Za-z0-9_-]{1,64})/members/([A-Za-z0-9_-]{1,64})")
+_INCOMING = re.compile(r"/hooks/[a-z0-9]{26}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,31 @@ class MattermostSimulator(SimServer):
         """Every user lookup from now on answers ``status`` after ``delay`` seconds (status 200: the user, late)."""
         with self._lock:
             self._lookup_fault = Fault(status, delay=delay)
+        self._admins: set[tuple[str, str]] = set()  # (channel, user): scheme_admin of the channel
+        self._incoming: dict[str, str] = {}  # incoming webhook path -> its channel
+
+    # ----- the server's side -----
+
+    def remove_member(self, channel_id: str) -> None:
+        """Take the bot out of a channel (or archive it): its posts there are refused with 403."""
+        with self._lock:
+            self._members.discard(channel_id)
+
+    def make_admin(self, channel_id: str, user_id: str) -> None:
+        """``user_id`` administers ``channel_id`` (``GET /api/v4/channels/{id}/members/{user}``: scheme_admin)."""
+        with self._lock:
+            self._admins.add((channel_id, user_id))
+
+    def new_incoming_webhook(self, channel_id: str) -> str:
+        """An incoming webhook of the channel: ``POST /hooks/<id>`` makes a post there, authored by the webhook."""
+        path = f"/hooks/{new_id()}"
+        with self._lock:
+            self._incoming[path] = channel_id
+        return f"{self.root_url}{path}"
+
+    def direct_posts(self, user_id: str) -> list[dict[str, Any]]:
+        """The bot's direct messages to one user."""
+        return self.posts(f"dm-{user_id}"[:26])
 
     def add_member(self, channel_id: str) -> None:
         """Add the bot to a channel (it can then post there)."""
@@ -212,7 +239,7 @@ class MattermostSimulator(SimServer):
 
     def handle(self, request: Request) -> Response:
         match = _USER.fullmatch(request.path)
-        if match is None or request.method != "GET":
+        if match is None or match.group(1) == "me" or request.method != "GET":
             return super().handle(request)
         with self._lock:
             self._lookups[match.group(1)] = self._lookups.get(match.group(1), 0) + 1
@@ -251,6 +278,8 @@ class MattermostSimulator(SimServer):
         self._edits.clear()
         self._hooks.clear()
         self._ephemerals.clear()
+        self._admins.clear()
+        self._incoming.clear()
 
     def _authorized(self, request: Request) -> bool:
         return request.path.startswith("/hooks/") or request.bearer_token() == self.bot_token
@@ -266,6 +295,14 @@ class MattermostSimulator(SimServer):
             return self._hook(request)
         if path == "/api/v4/posts" and method == "POST":
             return self._create(request)
+        if (match := _MEMBER.fullmatch(path)) and method == "GET":
+            return self._member(match.group(1), match.group(2))
+        if path == "/api/v4/users/me" and method == "GET":
+            return json_response(200, {"id": BOT_USER_ID, "username": "whereby-bot", "is_bot": True})
+        if path == "/api/v4/channels/direct" and method == "POST":
+            return self._direct(request)
+        if _INCOMING.fullmatch(path) and method == "POST":
+            return self._incoming_post(request)
         if (match := _PATCH.fullmatch(path)) and method == "PUT":
             return self._patch(match.group(1), request)
         if (match := _POST.fullmatch(path)) and method == "GET":
@@ -283,6 +320,37 @@ class MattermostSimulator(SimServer):
             raise AppError(400, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.")
         post = self._new_post(body["channel_id"], BOT_USER_ID, str(body.get("message") or ""), props)
         return json_response(201, _for_clients(post))
+
+    def _member(self, channel_id: str, user_id: str) -> Response:
+        if channel_id not in self._members:
+            raise AppError(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.")
+        admin = (channel_id, user_id) in self._admins
+        roles = "channel_user channel_admin" if admin else "channel_user"
+        body = {"channel_id": channel_id, "user_id": user_id, "roles": roles, "scheme_user": True}
+        return json_response(200, {**body, "scheme_admin": admin})
+
+    def _direct(self, request: Request) -> Response:
+        ids = request.json_body(unsupported_status=400)
+        if not isinstance(ids, list) or len(ids) != 2 or BOT_USER_ID not in ids:
+            raise AppError(400, "api.context.invalid_body_param.app_error", "Invalid or missing user_ids in body.")
+        other = next((str(i) for i in ids if i != BOT_USER_ID), BOT_USER_ID)
+        channel_id = f"dm-{other}"[:26]  # the bot is in its own direct channels
+        self._members.add(channel_id)
+        return json_response(201, {"id": channel_id, "type": "D", "name": f"{BOT_USER_ID}__{other}"})
+
+    def _incoming_post(self, request: Request) -> Response:
+        channel_id = self._incoming.get(request.path)
+        if channel_id is None:
+            raise AppError(404, "web.incoming_webhook.invalid.app_error", "Invalid webhook.")
+        body = request.json_body(unsupported_status=400)
+        if not isinstance(body, dict):
+            raise AppError(400, "api.webhook.incoming.error", "Unable to parse incoming data.")
+        props = {k: v for k, v in (body.get("props") or {}).items() if k != "attachments"}
+        if body.get("attachments"):
+            props["attachments"] = copy.deepcopy(body["attachments"])
+        props["from_webhook"] = "true"
+        self._new_post(channel_id, "webhook", str(body.get("text") or ""), props)
+        return Response(200, b"ok", "text/plain")
 
     def _patch(self, post_id: str, request: Request) -> Response:
         post = self._existing(post_id)

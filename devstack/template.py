@@ -162,6 +162,7 @@ def create_resources(
     secret_value: Mapping[str, Any],
     parameters: Mapping[str, str] | None = None,
     prefix: str = "local",
+    scheduler: Any = None,
 ) -> Stack:
     """Create the template's table, queues and secrets with the given boto3 clients (moto or real).
 
@@ -219,6 +220,19 @@ def create_resources(
         value = {key: secret_value[key] for key in keys if key in secret_value}
         arn = secretsmanager.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
         stack.refs[logical_id] = arn
+    # The recurring meetings' Scheduler group (made when a scheduler client is given), the role the Scheduler invokes
+    # with and the functions' ARNs, as the functions' environment names them.
+    pseudo = _pseudo_parameters()
+    account, region = pseudo["AWS::AccountId"], pseudo["AWS::Region"]
+    for logical_id in resources_of(template, "AWS::Scheduler::ScheduleGroup"):
+        name = f"{prefix}-{logical_id}"
+        if scheduler is not None:
+            scheduler.create_schedule_group(Name=name)
+        stack.refs[logical_id] = name
+    for logical_id in resources_of(template, "AWS::IAM::Role"):
+        stack.attributes[(logical_id, "Arn")] = f"arn:aws:iam::{account}:role/{prefix}-{logical_id}"
+    for logical_id in resources_of(template, "AWS::Serverless::Function"):
+        stack.attributes[(logical_id, "Arn")] = f"arn:aws:lambda:{region}:{account}:function:{prefix}-{logical_id}"
     return stack
 
 

@@ -163,6 +163,7 @@ def stack(
             dynamodb=boto3.client("dynamodb", region_name=region),
             sqs=sqs,
             secretsmanager=boto3.client("secretsmanager", region_name=region),
+            scheduler=boto3.client("scheduler", region_name=region),
             secret_value=SECRET,
             parameters={
                 "KommoSubdomain": SUBDOMAIN,

@@ -118,7 +118,7 @@ def test_make_demo_tells_the_story_of_one_deal_with_exactly_one_note_per_step(de
 
 
 def test_make_demo_shows_whereby_in_both_chats_with_posts_that_follow_the_meeting(demo):
-    mattermost, slack, met, clicked, ended = list(steps_of(demo).values())[6:]
+    mattermost, slack, met, clicked, ended = list(steps_of(demo).values())[6:11]
     said = "\n".join(mattermost)
     assert "-> 200, ephemeral (for alan only):" in said  # the host link, for the caller alone
     assert re.search(r"Your host link for \*\*Sprint review\*\*: https://\S+\?roomKey=[\w-]{6}\u2026$", said, re.M)
@@ -151,3 +151,10 @@ def test_make_demo_shows_whereby_in_both_chats_with_posts_that_follow_the_meetin
     assert "The Whereby room **Sprint review** has ended" in said and "*Design sync* has ended" in said
     assert said.count(" deleted") == 2 and "no room left" in said
     assert not re.search(r"roomKey=[\w-]{7}", "\n".join([*mattermost, *slack, *clicked])), "a host key in full"
+
+
+def test_make_demo_shows_a_recurring_meeting_fired_by_the_schedulers_stand_in_and_posted_by_the_bot(demo):
+    recurring = "\n".join(list(steps_of(demo).values())[11])
+    assert re.search(r"Scheduler \(local stand-in, clock moved 3 min ahead\): schedule [a-z2-7]{8} fired", recurring)
+    assert "Mattermost: the bot's post in channel fukxanjgjbnp7ng383at53k1sy:" in recurring
+    assert "| :video_camera: **Standup** \u00b7 [Join the Whereby room](" in recurring

@@ -376,24 +376,32 @@ def test_each_function_can_read_only_the_secrets_it_needs(function, secrets):
     assert set(resources_of(template, "AWS::SecretsManager::Secret")) >= secrets
 
 
+SCHEDULES = ["SCHEDULE#*", "SCHEDULE-COUNT#*"]  # a channel's schedules and the counts that cap them
+
+
 @pytest.mark.parametrize(
-    ("function", "prefixes"),
+    ("function", "groups"),
     [
-        ("MattermostCommandFunction", ["ROOM#*", "BUDGET#whereby"]),
-        ("MattermostActionFunction", ["ROOM#*", "BUDGET#whereby"]),
-        ("WorkerFunction", ["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
-        ("SweeperFunction", ["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]),
-        ("KommoReconcileFunction", ["RECONCILE", "LEASE#kommo-oauth"]),
+        ("MattermostCommandFunction", [["ROOM#*", "BUDGET#whereby"], SCHEDULES]),
+        ("MattermostActionFunction", [["ROOM#*", "BUDGET#whereby"]]),
+        (
+            "WorkerFunction",
+            [["ROOM#*", "LEAD#*", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"], SCHEDULES],
+        ),
+        ("SweeperFunction", [["ROOM#*", "SWEEP", "LEASE#kommo-oauth", "BUDGET#whereby", "RECORDING#*", "MEDIA#*"]]),
+        ("KommoReconcileFunction", [["RECONCILE", "LEASE#kommo-oauth"]]),
+        ("ScheduleFireFunction", [["ROOM#*", "BUDGET#whereby", "SCHEDULE#*"]]),
     ],
 )
-def test_table_access_is_narrowed_to_the_items_each_function_touches(function, prefixes):
+def test_table_access_is_narrowed_to_the_items_each_function_touches(function, groups):
+    """Each statement that reaches items names the keys it may touch; a function may hold one statement per kind
+    of item (rooms, schedules) so that, say, deleting a schedule does not let it delete a room."""
     spec = load_template()["Resources"][function]
     statements = [s for p in spec["Properties"]["Policies"] if isinstance(p, dict) for s in p.get("Statement", [])]
     item_statements = [s for s in statements if any(a.startswith("dynamodb:") and "Query" not in a for a in _list(s))]
     assert item_statements
-    for statement in item_statements:
-        keys = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
-        assert sorted(keys) == sorted(prefixes)
+    found = [sorted(s["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]) for s in item_statements]
+    assert sorted(found) == sorted(sorted(group) for group in groups)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from bridge.chat.mattermost import CommandRuntime
     from bridge.chat.mattermost_action import ActionRuntime as MattermostActionRuntime
     from bridge.chat.mattermost_bot import MattermostBot, UserLocales
-    from bridge.chat.rooms import CommandPorts
+    from bridge.chat.rooms import Caller, CommandPorts
+    from bridge.chat.schedule_fire import FirePorts
+    from bridge.chat.schedules import SchedulePorts
     from bridge.chat.slack import SlackRuntime
     from bridge.chat.slack_action import ActionRuntime as SlackActionRuntime
     from bridge.chat.slack_bot import SlackBot
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from bridge.kommo.jobs import JobQueue
     from bridge.kommo.recordings import ReadyPorts
     from bridge.store.meetings import MeetingsStore, Room, SessionRecord
+    from bridge.store.scheduler import EventBridgeScheduler
     from bridge.whereby.budget import PointsBudget, Spender
     from bridge.whereby.client import WherebyClient
     from bridge.whereby.events import EventsRuntime
@@ -203,6 +206,7 @@ def slack_worker_ports() -> SlackWorkerPorts:
         api_base=s.api_base_url,
         user_language=slack_languages(),
         language=s.language,
+        schedules=slack_schedules,
     )
 
 
@@ -212,6 +216,12 @@ def slack_languages() -> UserLanguages:
     from bridge.chat.slack_worker import UserLanguages
 
     return UserLanguages(bot=slack_bot, fallback=lambda: settings().language)
+
+
+def slack_schedules(team_id: str) -> SchedulePorts | None:
+    """Slack's: the workspace's bot posts the meetings. Slack's slash command says nothing of the caller's role in
+    the channel, so only a schedule's creator cancels it."""
+    return schedule_ports(has_bot=lambda: slack_bot(team_id) is not None, is_admin=lambda caller: False)
 
 
 def slack_bot(team_id: str) -> SlackBot | None:
@@ -301,6 +311,7 @@ def mattermost() -> CommandRuntime:
         action_keys=action_keys,
         bot=mattermost_bot,
         locale=mattermost_locales(),
+        schedules=mattermost_schedules,
     )
 
 
@@ -413,6 +424,87 @@ def room_expired() -> Callable[[Room], None]:
     return hand_over
 
 
+# Recurring meetings ---------------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def scheduler() -> EventBridgeScheduler:
+    from bridge.store.scheduler import EventBridgeScheduler, SchedulerTarget
+
+    s = settings()
+    target = SchedulerTarget(
+        s.schedule_group, s.scheduler_role_arn, s.schedule_fire_arn, max_age_seconds=s.schedule_lead_minutes * 60
+    )
+    return EventBridgeScheduler(boto3.client("scheduler"), target)
+
+
+def schedule_ports(has_bot: Callable[[], bool], is_admin: Callable[[Caller], bool]) -> SchedulePorts | None:
+    """The recurring meetings' ports; None when this function was not given the Scheduler's group."""
+    from bridge.chat.schedules import SchedulePorts
+    from bridge.store.schedules import ScheduleStore
+
+    s = settings().require("schedules")
+    if not (s.schedule_group and s.scheduler_role_arn and s.schedule_fire_arn):
+        return None
+    return SchedulePorts(
+        store=ScheduleStore(store().table),
+        scheduler=scheduler(),
+        channel_cap=s.max_schedules_per_channel,
+        stack_cap=s.max_schedules_per_stack,
+        lead_minutes=s.schedule_lead_minutes,
+        has_bot=has_bot,
+        is_admin=is_admin,
+    )
+
+
+def mattermost_schedules() -> SchedulePorts | None:
+    """Mattermost's: the bot posts the meetings, and tells a channel admin (the command carries no role)."""
+    from bridge.core.observability import logger
+    from bridge.store.credentials import SecretError
+
+    def bot() -> MattermostBot | None:
+        try:
+            return mattermost_bot()
+        except SecretError as exc:
+            logger.error("chat bot secret unreadable", extra={"reason": str(exc)})
+            return None
+
+    def is_admin(caller: Caller) -> bool:
+        from bridge.core.errors import BridgeError
+
+        found = bot()
+        try:
+            return found is not None and found.is_channel_admin(caller.channel_id, caller.user_id)
+        except BridgeError as exc:
+            logger.warning("channel membership not read: not an admin", extra={"reason": str(exc)})
+            return False
+
+    return schedule_ports(has_bot=lambda: bot() is not None, is_admin=is_admin)
+
+
+def schedule_fire_ports() -> FirePorts:
+    """A recurring meeting's room: made in the background (nobody waits), posted by the bot or the webhook."""
+    from bridge.chat.rooms import CommandPorts
+    from bridge.chat.schedule_fire import FirePorts, post_webhook
+    from bridge.store.schedules import ScheduleStore
+
+    s = settings().require("whereby", "schedules")
+
+    def slack(team_id: str) -> SlackBot | None:
+        return slack_bot(team_id)
+
+    return FirePorts(
+        schedules=ScheduleStore(store().table),
+        scheduler=scheduler(),
+        rooms=CommandPorts(store=store(), whereby=whereby(BACKGROUND, background_points())),
+        webhook_post=post_webhook,
+        lead_minutes=s.schedule_lead_minutes,
+        language=s.language,
+        mattermost_bot=mattermost_bot,
+        slack_bot=slack,
+        action_keys=action_keys,
+        api_base=s.api_base_url,
+    )
+
+
 def reset() -> None:
     """Forget every cached port and setting (tests, and the local stack between configurations)."""
     for cached in (
@@ -437,6 +529,7 @@ def reset() -> None:
         recording_links,
         chat_export,
         whereby_events,
+        scheduler,
     ):
         cached.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves clear_caches unannotated

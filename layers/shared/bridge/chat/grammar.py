@@ -10,6 +10,7 @@ Grammar (subcommands case-insensitive, any run of spaces or newlines is one sepa
     /whereby end [room name | room link]
     /whereby stats [7d|30d|90d]        this channel's meetings over the period (default 30d)
     /whereby export [7d|30d|90d]       a short-lived link to a CSV of them
+    /whereby every … | schedules | unschedule <id>    recurring meetings (``bridge.chat.schedules``)
 
 A bare number is not a duration: topics often end in one ("Sprint 42", "Planning 2025"). A last word shaped like a
 duration that is not one we accept (99999h, 1h-5m, 1.5h, 0m) is refused, never taken into the topic.
@@ -26,6 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bridge.chat.schedule_commands import SCHEDULE_WORDS, ScheduleCommand
 from bridge.core import i18n
 from bridge.core.i18n import N_, Speech
 
@@ -114,7 +116,7 @@ class Invalid:
     problem: str  # a sentence for the caller, ephemeral
 
 
-Command = StartRoom | ShowHelp | ListRooms | EndRoom | ShowStats | ExportMeetings | Invalid
+Command = StartRoom | ShowHelp | ListRooms | EndRoom | ShowStats | ExportMeetings | Invalid | ScheduleCommand
 
 
 def parse(
@@ -146,6 +148,10 @@ def parse(
         return parse_end(rest[0], trigger, quote, sp) if rest else EndRoom()
     if head in ("stats", "export"):
         return parse_period(head, rest, trigger, quote, sp)
+    if head in SCHEDULE_WORDS:  # recurring meetings: bridge.chat.schedules
+        from bridge.chat.schedules import parse_schedule
+
+        return parse_schedule(head, rest, limits, trigger, quote)
     return parse_start(words, limits, trigger, members, quote, sp)
 
 

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
 from botocore.exceptions import ClientError
 
@@ -37,6 +37,7 @@ from bridge.chat.rooms import (  # noqa: F401  (the Mattermost route's names, as
     utc,
     whereby_trouble,
 )
+from bridge.chat.schedule_commands import SCHEDULE_COMMANDS
 from bridge.core.config import Settings
 from bridge.core.errors import BridgeError, PeerUnavailable, Rejected
 from bridge.core.http_api import ApiRequest, BadRequest, form_fields, is_callback_url, json_response, token_matches
@@ -44,6 +45,9 @@ from bridge.core.i18n import N_, Speech, language_of, speech
 from bridge.core.observability import count, count_reason, logger
 from bridge.store.credentials import SecretError, TeamTokens
 from bridge.store.meetings import MeetingsStore, Room
+
+if TYPE_CHECKING:
+    from bridge.chat.schedules import SchedulePorts
 
 SOURCE = "mattermost"
 PROVIDER = "whereby"
@@ -135,6 +139,7 @@ class CommandRuntime:
     monotonic: Callable[[], float] = time.monotonic
     # A user's Mattermost locale ("es", "pt-BR"), None when it cannot be known (no bot, a failed lookup)
     locale: Callable[[str], str | None] = lambda user_id: None
+    schedules: Callable[[], SchedulePorts | None] = lambda: None  # recurring meetings; None: not set up
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ class LiveRoom:
     bot: Callable[[], PostMaker | None] = lambda: None
     time_left: Callable[[], bool] = lambda: True  # whether a bot post still fits in the request
     api_base: str = ""  # the API's address, for ``/whereby export``'s link ("": no link can be given)
+    schedules: Callable[[], SchedulePorts | None] = lambda: None  # recurring meetings; None: not set up
 
 
 # the route ------------------------------------------------------------------------------------------------------
@@ -190,6 +196,7 @@ def answer(event: ApiRequest, runtime: CommandRuntime) -> dict[str, Any]:
         keys=runtime.action_keys,
         bot=runtime.bot,
         time_left=lambda: runtime.monotonic() - started < BOT_POST_BEFORE_SECONDS,
+        schedules=runtime.schedules,
     )
     try:
         reply = run(command, caller, limits, runtime.ports(), live, voice)
@@ -285,6 +292,10 @@ def run(
 
         keys = _optional(live.keys, "the export link's signing key") or ()
         outcome = export_link(command, caller, keys, live.api_base, ports.clock(), voice)
+    elif isinstance(command, SCHEDULE_COMMANDS):
+        from bridge.chat.schedules import run_schedule
+
+        outcome = run_schedule(command, caller, SOURCE, live.schedules(), voice)
     else:
         outcome = rooms.run(command, caller, limits, ports, SOURCE, voice)
     if isinstance(outcome, RoomMade):

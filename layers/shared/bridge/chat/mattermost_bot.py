@@ -93,6 +93,17 @@ class MattermostBot:
         locale = user.get("locale")
         return locale if isinstance(locale, str) and _LOCALE.fullmatch(locale) else ""
 
+    def direct_message(self, user_id: str, message: str) -> str:
+        """Post to the bot's direct channel with one user (recurring meetings tell their creator this way)."""
+        me = self._call("GET", "/api/v4/users/me")
+        channel = self._call("POST", "/api/v4/channels/direct", json=[str(me.get("id", "")), _checked_id(user_id)])
+        return self.create_post(str(channel.get("id", "")), message, {})
+
+    def is_channel_admin(self, channel_id: str, user_id: str) -> bool:
+        """Whether the user administers the channel (``scheme_admin`` of their channel membership)."""
+        member = self._call("GET", f"/api/v4/channels/{_checked_id(channel_id)}/members/{_checked_id(user_id)}")
+        return member.get("scheme_admin") is True
+
     def _call(
         self, method: str, path: str, timeout: tuple[float, float] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
@@ -187,6 +198,12 @@ def _checked(post_id: str) -> str:
     if not is_post_id(post_id):
         raise PostRefused("not a Mattermost post id", 400, "")
     return post_id
+
+
+def _checked_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise PostRefused("not a Mattermost id", 400, "")
+    return value
 
 
 def post_response_url(url: str, message: Mapping[str, Any], timeout: tuple[float, float] = (2.0, 5.0)) -> bool:

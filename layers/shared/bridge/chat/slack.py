@@ -42,6 +42,7 @@ from bridge.chat.grammar import (
     parse,
 )
 from bridge.chat.rooms import STORAGE_TROUBLE, Caller, Said, Shelf, Voice, help_text, invalid_text, list_rooms
+from bridge.chat.schedule_commands import ListSchedules, ScheduleCommand, ScheduleEvery, ScheduleProblem, Unschedule
 from bridge.core.config import Settings
 from bridge.core.errors import PeerUnavailable
 from bridge.core.http_api import MAX_FORM_BYTES, ApiRequest, BadRequest, body_bytes, is_callback_url, json_response
@@ -390,11 +391,38 @@ def answer(request: ApiRequest, runtime: SlackRuntime) -> dict[str, Any]:
             except PeerUnavailable as exc:
                 logger.error("slack command failed: storage unavailable", extra={"reason": str(exc)})
                 return json_response(200, ephemeral(sp.t(STORAGE_TROUBLE)))
+        case ScheduleEvery() | Unschedule() | ListSchedules() | ScheduleProblem():
+            job = SlackJob(caller, text, members, response_url, trigger_id, int(runtime.clock()))
+            return json_response(200, schedule_answer(command, caller, runtime, job, voice))
         case Invalid(problem=problem):
             return json_response(200, ephemeral(invalid_text(problem, caller.trigger, sp)))
         case ShowHelp():
             return json_response(200, ephemeral(help_text(caller.trigger, limits, voice)))
     raise AssertionError(f"unhandled command {command!r}")
+
+
+def schedule_answer(
+    command: ScheduleCommand, caller: Caller, runtime: SlackRuntime, job: SlackJob, voice: Voice = VOICE
+) -> Reply:
+    """Recurring meetings: a schedule is made or cancelled by the worker (the Scheduler's calls may outlast Slack's
+    3 s); the list and a bad command are answered here."""
+    from bridge.chat.schedules import list_schedules, problem_text, waiting_text
+    from bridge.store.schedules import ScheduleStore
+
+    if isinstance(command, ScheduleProblem):
+        return ephemeral(problem_text(command, caller.trigger, voice.speech))
+    if isinstance(command, ListSchedules):
+        try:
+            return said(list_schedules(caller, ScheduleStore(runtime.shelf().store.table), voice))
+        except PeerUnavailable as exc:
+            logger.error("slack command failed: storage unavailable", extra={"reason": str(exc)})
+            return ephemeral(voice.speech.t(STORAGE_TROUBLE))
+    try:
+        runtime.enqueue(job)
+    except PeerUnavailable as exc:
+        logger.error("slack command not queued", extra={"reason": str(exc)})
+        return ephemeral(voice.speech.t(STORAGE_TROUBLE))
+    return ephemeral(waiting_text(command, voice.speech))
 
 
 def caller_from(fields: Mapping[str, list[str]]) -> Caller:

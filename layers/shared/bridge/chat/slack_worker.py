@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.chat import actions
 from bridge.chat.grammar import EndRoom, ExportMeetings, Limits, StartRoom, parse
@@ -54,6 +54,7 @@ from bridge.chat.rooms import (
     utc,
     whereby_trouble,
 )
+from bridge.chat.schedule_commands import ListSchedules, ScheduleEvery, ScheduleProblem, Unschedule
 from bridge.chat.slack import SOURCE, VOICE, SlackJob, ephemeral, said, slack_job, slack_literal
 from bridge.chat.slack_action import END, JOIN, SlackAction, slack_action
 from bridge.chat.slack_bot import NOT_IN_CHANNEL, BotRefused
@@ -61,6 +62,9 @@ from bridge.core.errors import BridgeError, PeerUnavailable
 from bridge.core.i18n import DEFAULT_LANGUAGE, Speech, language_of, speech
 from bridge.core.observability import count, logger
 from bridge.store.meetings import CREATING, DELETED, Room, SessionRecord, channel_owner
+
+if TYPE_CHECKING:
+    from bridge.chat.schedules import SchedulePorts
 
 TOO_LATE_SECONDS = 25 * 60  # response_url lives 30 minutes; the room's post must still reach the channel
 POST_TIMEOUT_SECONDS = 10
@@ -141,6 +145,10 @@ class UserLanguages:
             return "", UNANSWERED_SECONDS
 
 
+def _no_schedules(team_id: str) -> SchedulePorts | None:
+    return None
+
+
 @dataclass(frozen=True)
 class SlackWorkerPorts:
     rooms: CommandPorts  # Whereby paid from the chat reserve of the points budget: a person is waiting
@@ -161,6 +169,8 @@ class SlackWorkerPorts:
     def room_speech(self, room: Room) -> Speech:
         """The language of a room's post and its edits: its creator's."""
         return speech(room.language or self.language)
+
+    schedules: Callable[[str], SchedulePorts | None] = _no_schedules  # recurring meetings of a workspace
 
 
 def runner_for(body: str, ports: Callable[[], SlackWorkerPorts]) -> Callable[[], str] | None:
@@ -217,6 +227,14 @@ def run_job(job: SlackJob, ports: Callable[[], SlackWorkerPorts]) -> str:
             # A retried job gives a second link, for the caller alone: harmless, both expire.
             p.post(job.response_url, said(export_link(command, caller, p.action_keys(), p.api_base, p.clock(), voice)))
             return "export link given"
+        case ScheduleEvery() | Unschedule() | ListSchedules() | ScheduleProblem():
+            from bridge.chat.schedules import request_schedule_id, run_schedule
+
+            # The schedule's id comes from the request: a redelivered job finds its schedule instead of a second.
+            scheduling = p.schedules(caller.team_id)
+            schedules = scheduling and replace(scheduling, new_id=lambda: request_schedule_id(job.trigger_id))
+            p.post(job.response_url, said(run_schedule(command, caller, SOURCE, schedules, VOICE)))
+            return "schedule command answered"
     # The route answers the rest itself; a message that carries one anyway is answered the same way.
     outcome = run(command, caller, p.limits, p.rooms, SOURCE, voice)
     if isinstance(outcome, Said):

@@ -94,6 +94,14 @@ class Settings:
     slack_api_url: str = DEFAULT_SLACK_API_URL  # Slack's Web API, ending in "/" (a local stack's simulator)
     # The catalogue language ("en", "es", "pt_BR", "ru") of a reader whose own language is not known
     language: str = "en"
+    # Recurring meetings (/whereby every): the stack's Scheduler group, the role it invokes with, the function it
+    # invokes, the caps and how long before the meeting its room is posted. No group: the commands are not set up.
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
+    schedule_fire_arn: str = ""
+    max_schedules_per_channel: int = 5
+    max_schedules_per_stack: int = 100
+    schedule_lead_minutes: int = 5
 
     def require(self, *areas: str) -> Settings:
         """These settings, or a ``ConfigError`` naming every bad parameter of the areas this function uses."""
@@ -253,6 +261,9 @@ PARAMETERS = {
     "SESSION_RETENTION_DAYS": "SessionRetentionDays",
     "SLACK_API_URL": "SlackApiUrl",
     "DEFAULT_LANGUAGE": "Language",
+    "MAX_SCHEDULES_PER_CHANNEL": "MaxSchedulesPerChannel",
+    "MAX_SCHEDULES_PER_STACK": "MaxSchedulesPerStack",
+    "SCHEDULE_LEAD_MINUTES": "ScheduleLeadMinutes",
 }
 _VARIABLE = re.compile(r"\b(" + "|".join(PARAMETERS) + r")\b")
 
@@ -325,6 +336,12 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         action_key_secret_id=_text(env, "ACTION_KEY_SECRET_ID", ""),
         slack_api_url=area("slack", lambda: _url(env, "SLACK_API_URL", DEFAULT_SLACK_API_URL) + "/", ""),
         language=_language(env, area),
+        schedule_group=_text(env, "SCHEDULE_GROUP", ""),
+        scheduler_role_arn=_text(env, "SCHEDULER_ROLE_ARN", ""),
+        schedule_fire_arn=_text(env, "SCHEDULE_FIRE_ARN", ""),
+        max_schedules_per_channel=area("schedules", lambda: _int(env, "MAX_SCHEDULES_PER_CHANNEL", 5, 0) or 0, 5),
+        max_schedules_per_stack=area("schedules", lambda: _int(env, "MAX_SCHEDULES_PER_STACK", 100, 0) or 0, 100),
+        schedule_lead_minutes=area("schedules", lambda: _int(env, "SCHEDULE_LEAD_MINUTES", 5, 1) or 5, 5),
     )
 
 
