@@ -89,6 +89,8 @@ class MattermostSimulator(SimServer):
         self._hooks: dict[str, dict[str, Any]] = {}
         self._ephemerals: list[dict[str, str]] = []
         self._locales: dict[str, str] = {}
+        self._admins: set[tuple[str, str]] = set()  # (channel, user): scheme_admin of the channel
+        self._incoming: dict[str, str] = {}  # incoming webhook path -> its channel
         self._lookups: dict[str, int] = {}
         self._lookup_fault: Fault | None = None
 
@@ -108,10 +110,6 @@ class MattermostSimulator(SimServer):
         """Every user lookup from now on answers ``status`` after ``delay`` seconds (status 200: the user, late)."""
         with self._lock:
             self._lookup_fault = Fault(status, delay=delay)
-        self._admins: set[tuple[str, str]] = set()  # (channel, user): scheme_admin of the channel
-        self._incoming: dict[str, str] = {}  # incoming webhook path -> its channel
-
-    # ----- the server's side -----
 
     def remove_member(self, channel_id: str) -> None:
         """Take the bot out of a channel (or archive it): its posts there are refused with 403."""

@@ -464,7 +464,10 @@ def test_a_team_outside_the_allow_list_is_told_so_and_gets_no_room(stack, whereb
 def test_help_explains_the_command_to_the_caller_only(stack, whereby_sim, text):
     answer = run(stack, text)
     assert_ephemeral(answer, "/weather list", "/weather end", "30m", "at most 8 h")
-    assert_ephemeral(answer, "a topic that begins with help, list, end, stats, export or start.")
+    assert_ephemeral(
+        answer, "a topic that begins with help, list, end, stats, export, every, schedules, unschedule or start."
+    )
+    assert_ephemeral(answer, "/weather every weekday 09:00 Europe/Berlin", "/weather unschedule <id>")
     assert_ephemeral(answer, "Only the person who started a room can end it.")
     # One line per usage: Mattermost shows them as a list.
     lines = answer["text"].split("\n")
@@ -476,6 +479,7 @@ def test_help_explains_the_command_to_the_caller_only(stack, whereby_sim, text):
         ["/weather", "end"],
         ["/weather", "stats"],
         ["/weather", "export"],
+        ["/weather", "every"],
     ]
     assert whereby_sim.requests_seen() == []
 

@@ -414,7 +414,7 @@ def help_text(trigger: str, limits: Limits, voice: Voice) -> str:
             ),
             sp.t(
                 "- `{trigger} start [topic] [duration]` does the same for a topic that begins with help, list, end,"
-                " stats, export or start.",
+                " stats, export, every, schedules, unschedule or start.",
                 trigger=trigger,
             ),
             sp.t("- `{trigger} list` shows the open rooms of this channel.", trigger=trigger),
@@ -431,6 +431,12 @@ def help_text(trigger: str, limits: Limits, voice: Voice) -> str:
             sp.t(
                 "- `{trigger} export [7d|30d|90d]` gives you a link to a CSV of those meetings; it works for 15"
                 " minutes.",
+                trigger=trigger,
+            ),
+            sp.t(
+                "- `{trigger} every weekday 09:00 Europe/Berlin [topic] [duration]` posts a room here a few minutes"
+                " before each meeting (also `every day`, `every monday`, `every mon,wed,fri`); `{trigger} schedules`"
+                " lists this channel's schedules and `{trigger} unschedule <id>` cancels one.",
                 trigger=trigger,
             ),
             sp.t("Example: `{trigger} Sprint review @alice 45m`", trigger=trigger),
