@@ -16,6 +16,7 @@ creator is told by a direct message from the bot where there is one, and ``/wher
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -104,7 +105,8 @@ def fire(event: Mapping[str, Any], ports: FirePorts) -> str:
     meeting_at = occurrence(schedule, now, ports.lead_minutes)
     day = meeting_at.date().isoformat()
     voice = _voice(schedule, ports)
-    minutes = max(1, round((meeting_at.timestamp() + schedule.minutes * 60 - now) / 60))
+    # Whole minutes from now, rounded up: the room is never closed before the meeting's end.
+    minutes = max(1, math.ceil((meeting_at.timestamp() + schedule.minutes * 60 - now) / 60))
     command = StartRoom(
         topic=schedule.topic or DEFAULT_SCHEDULED_TOPIC, minutes=minutes, slug_source=schedule.slug_source
     )
