@@ -10,8 +10,8 @@ Whose language: the chat user's own where the platform says it (Mattermost's use
 Slack's ``users.info``), the Kommo account's ``language`` for notes and tasks, and otherwise the stack's
 ``Language`` parameter. ``language_of`` maps what a platform says onto the languages the catalogue has.
 
-Dates and times are formatted with Babel, imported only when a date is formatted: the chat routes that never show
-one do not pay for its import.
+A meeting's day and time is written from the catalogue too (the short names of days and months, and the order), so
+a note or a post needs no Babel; Babel writes the rarer full dates and large numbers, imported only then.
 """
 
 from __future__ import annotations
@@ -28,15 +28,21 @@ DEFAULT_LANGUAGE = "en"
 # English is the message ids themselves; the others have a catalogue each. pt_BR is the Portuguese of Kommo's and
 # Mattermost's largest Portuguese-speaking market; a Portuguese user from elsewhere reads it too.
 LANGUAGES = ("en", "es", "pt_BR", "ru")
-# English's names, written out: strftime's %a and %b follow the process's C locale.
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TAG = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,8}))?")
 
 
 def N_(message: str) -> str:
     """Marks a sentence kept in a constant for extraction; ``Speech.t`` translates it where it is said."""
     return message
+
+
+# The short names are in the catalogue (as CLDR writes them in a date: "дек.", "dez."), so that a note or a post
+# with a date needs no Babel: its import and locale data cost a function about 0.15x of its cold start.
+_DAYS = (N_("Mon"), N_("Tue"), N_("Wed"), N_("Thu"), N_("Fri"), N_("Sat"), N_("Sun"))
+_MONTHS = (
+    N_("Jan"), N_("Feb"), N_("Mar"), N_("Apr"), N_("May"), N_("Jun"),
+    N_("Jul"), N_("Aug"), N_("Sep"), N_("Oct"), N_("Nov"), N_("Dec"),
+)  # fmt: skip
 
 
 def language_of(tag: object, default: str = DEFAULT_LANGUAGE) -> str:
@@ -105,19 +111,16 @@ class Speech:
         return format_decimal(n, locale=self.language)
 
     def day_and_time(self, when: datetime) -> str:
-        """A weekday, a day and a 24-hour time, as the language writes them.
+        """A weekday, a day and a 24-hour time, as the language writes them ("Thu 4 Dec, 14:00").
 
         The weekday and the month's name keep the date from being misread in any locale; ``when`` is already in
         the zone it is shown in."""
-        if self.language == DEFAULT_LANGUAGE:
-            # "Thu 4 Dec, 14:00": the day before the month, which no English reader misreads, and no Babel import.
-            return f"{_DAYS[when.weekday()]} {when.day} {_MONTHS[when.month - 1]}, {when:%H:%M}"
-        from babel.dates import format_skeleton
-
         return self.t(
-            "{date}, {time}",
-            date=format_skeleton("MMMEd", when, locale=self.language),
-            time=format_skeleton("Hm", when, locale=self.language),
+            "{weekday} {day} {month}, {time}",
+            weekday=self.t(_DAYS[when.weekday()]),
+            day=when.day,
+            month=self.t(_MONTHS[when.month - 1]),
+            time=f"{when:%H:%M}",
         )
 
     def date(self, when: datetime) -> str:
