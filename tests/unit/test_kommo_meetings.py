@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import boto3
 import pytest
@@ -344,6 +344,16 @@ def test_a_deal_that_moves_on_to_a_stage_with_no_rule_has_its_room_closed_once(m
     post(meetings, lead_body("status", DEMO_STATUS, at + 120, MEETING))
     meetings.drain()
     assert len(whereby_sim.meetings()) == 1
+
+
+def test_a_stage_change_that_names_no_stage_closes_nothing(meetings, whereby_sim, kommo_sim):
+    at = enter_demo(meetings)
+    moved = parse_qsl(lead_body("status", NO_RULE_STATUS, at + 60, MEETING).decode())
+    nameless = urlencode([(key, value) for key, value in moved if not key.endswith("[status_id]")]).encode()
+    assert post(meetings, nameless) == {"accepted": 0, "ignored": 1}
+    assert meetings.drain().failed == 0
+    assert len(whereby_sim.meetings()) == 1 and len(live_rooms(meetings)) == 1
+    assert not [n for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]
 
 
 def test_a_missed_move_to_a_stage_with_no_rule_is_caught_by_the_reconciliation(meetings, whereby_sim, kommo_sim):
