@@ -170,6 +170,19 @@ def test_entries_the_bridge_does_not_use_are_answered_as_ignored_one_each(stack,
     assert stack.queue_depth("JobsQueue") == 1
 
 
+def test_the_jobs_a_delivery_enqueues_are_counted_for_the_dashboard(stack, whereby_sim, capsys):
+    capsys.readouterr()
+    status, answer = post(stack, multi_lead_body([201, 202, 203]) + b"&contacts[add][0][id]=7")
+    assert (status, answer) == (200, {"accepted": 3, "ignored": 1})
+    # The dashboard's "enqueued from webhooks" line: the jobs, not the entries Kommo sent.
+    enqueued = [
+        sum(record["JobsEnqueued"])
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "JobsEnqueued" in (record := json.loads(line))
+    ]
+    assert enqueued == [3]
+
+
 def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
     status, answer = post(stack, multi_lead_body([5], status=999))
     assert (status, answer) == (200, {"accepted": 0, "ignored": 1})
