@@ -235,6 +235,11 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, cap
     assert table_items(stack) == []
 
 
+def test_a_body_that_is_no_kommo_webhook_is_answered_with_what_is_wrong_with_it(stack, whereby_sim):
+    assert post(stack, b"\xff\xfe garbage") == (400, {"error": "body is not UTF-8"})
+    assert post(stack, b"leads[status][0][id]=1") == (400, {"error": "no account in body"})
+
+
 def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
     from bridge import runtime
     from bridge.kommo.intake import IntakeRuntime, answer, stage_job_kind
@@ -260,7 +265,7 @@ def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
     secrets.put_secret_value(
         SecretId=stack.stack.refs["KommoWebhookSecret"], SecretString='{"kommo_webhook_token": ""}'
     )
-    assert post(stack, STAGE_BODY, token=None)[0] == 503
+    assert post(stack, STAGE_BODY, token=None) == (503, {"error": "temporarily unavailable, retry later"})
     assert post(stack, STAGE_BODY, token="")[0] == 503
     assert stack.queue_depth("JobsQueue") == 0
     assert whereby_sim.meetings() == [] and table_items(stack) == []
