@@ -240,6 +240,30 @@ def test_a_body_that_is_no_kommo_webhook_is_answered_with_what_is_wrong_with_it(
     assert post(stack, b"leads[status][0][id]=1") == (400, {"error": "no account in body"})
 
 
+def test_a_body_api_gateway_cannot_decode_gets_a_400_counted_as_malformed(stack, whereby_sim, capsys):
+    from devstack.lambda_events import http_api_event
+
+    query = urlencode({"token": SECRET["kommo_webhook_token"]})
+    event = http_api_event(
+        "POST",
+        "/kommo/stage",
+        query=query,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        body=STAGE_BODY,
+    )
+    event.update(body="%%% not base64", isBase64Encoded=True)
+    capsys.readouterr()
+    answer = stack.invoke("KommoStageFunction", event)
+    assert (answer["statusCode"], json.loads(answer["body"])) == (400, {"error": "body is not valid base64"})
+    reasons = [
+        record.get("reason")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "WebhooksRejected" in (record := json.loads(line))
+    ]
+    assert sorted(reasons, key=str) == [None, "malformed"]
+    assert stack.queue_depth("JobsQueue") == 0
+
+
 def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
     from bridge import runtime
     from bridge.kommo.intake import IntakeRuntime, answer, stage_job_kind
