@@ -183,6 +183,14 @@ def test_the_jobs_a_delivery_enqueues_are_counted_for_the_dashboard(stack, where
     assert enqueued == [3]
 
 
+def test_a_webhook_that_names_its_account_only_by_id_is_matched_by_the_configured_id(stack, whereby_sim):
+    # The README's KommoAccountId: "webhooks that carry account[id] but no subdomain are matched by it".
+    body = multi_lead_body([301]).replace(f"account%5Bsubdomain%5D={SUBDOMAIN}&".encode(), b"")
+    assert b"subdomain" not in body
+    assert post(stack, body) == (200, {"accepted": 1, "ignored": 0})
+    assert post(stack, body.replace(b"account%5Bid%5D=16503244", b"account%5Bid%5D=16503245"))[0] == 403
+
+
 def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
     status, answer = post(stack, multi_lead_body([5], status=999))
     assert (status, answer) == (200, {"accepted": 0, "ignored": 1})
