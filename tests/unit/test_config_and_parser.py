@@ -107,6 +107,7 @@ def test_several_leads_and_actions_in_one_body_keep_their_order():
         (b"leads[status][0][id]=1", "no account in body"),
         (b"account[subdomain]=x&leads[status][0][id]=abc", "leads[status] id is not a whole number"),
         (b"account[subdomain]=x&leads[status]=1", "leads[status] is not a list"),
+        (b"account[subdomain]=x&leads[status][0][id]=0", "leads[status] entry has no numeric id"),
         (b"account[subdomain]=x&leads=1", "leads is not an object"),
         (b"account[subdomain]=x&lea]ds=1", "body has a malformed key"),
         ("account[subdomain]=é".encode("latin-1"), "body is not UTF-8"),
