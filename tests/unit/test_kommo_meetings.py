@@ -393,6 +393,20 @@ def test_the_2025_update_sample_reads_the_api_as_its_author_and_its_custom_field
     assert event.field_value(957901) == "30052055" and event.field_value(1) is None
 
 
+def test_a_field_of_a_shape_the_bridge_does_not_know_hides_no_field_after_it():
+    from bridge.kommo.webhook import parse_webhook
+
+    body = lead_body("update", DEMO_STATUS, 1_767_225_000, MEETING).replace(
+        b"custom_fields%5D%5B0%5D", b"custom_fields%5D%5B1%5D"
+    )
+    # Another integration's field first, with no values list: skipped, and the meeting time after it still read.
+    odd = urlencode(
+        [("leads[update][0][custom_fields][0][id]", "777"), ("leads[update][0][custom_fields][0][values]", "x")]
+    )
+    [event] = parse_webhook(body + b"&" + odd.encode()).events
+    assert event.field_value(FIELD) == str(MEETING) and event.field_value(777) is None
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
