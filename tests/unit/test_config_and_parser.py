@@ -99,6 +99,13 @@ def test_several_leads_and_actions_in_one_body_keep_their_order():
     assert webhook.ignored == 1
 
 
+def test_a_batch_of_more_than_ten_entries_keeps_kommos_numeric_order():
+    # Entry 10 comes after entry 9, not after entry 1: the keys are numbers, not text.
+    entries = [(f"leads[status][{i}][id]", str(100 + i)) for i in range(12)]
+    webhook = parse_webhook(urlencode([("account[subdomain]", "x"), *reversed(entries)]).encode())
+    assert [e.lead_id for e in webhook.events] == [100 + i for i in range(12)]
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
