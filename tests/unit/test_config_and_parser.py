@@ -115,6 +115,14 @@ def test_a_batch_of_more_than_ten_entries_keeps_kommos_numeric_order():
         (b"account[subdomain]=x&leads[status][0][id]=abc", "leads[status] id is not a whole number"),
         (b"account[subdomain]=x&leads[status]=1", "leads[status] is not a list"),
         (b"account[subdomain]=x&leads[status][0][id]=0", "leads[status] entry has no numeric id"),
+        (
+            b"account[subdomain]=x&leads[add][0][id]=1&leads[add][0][updated_at]=x",
+            "leads[add] updated_at is not a whole number",
+        ),
+        (
+            b"account[subdomain]=x&leads[add][0][id]=1&leads[add][0][pipeline_id]=x",
+            "leads[add] pipeline_id is not a whole number",
+        ),
         (b"account[subdomain]=x&leads=1", "leads is not an object"),
         (b"account[subdomain]=x&lea]ds=1", "body has a malformed key"),
         ("account[subdomain]=é".encode("latin-1"), "body is not UTF-8"),
