@@ -144,6 +144,7 @@ def report(only: list[str] | None = None) -> bool:
     if only is not None:
         wanted = set(only)
         found = {module: {n: v for n, v in by.items() if n in wanted} for module, by in found.items()}
+        found = {module: by for module, by in found.items() if by}  # modules left out of a restricted sample
     if not found:
         print("No results yet: run make mutation.", file=sys.stderr)
         return False
