@@ -191,6 +191,25 @@ def test_a_webhook_that_names_its_account_only_by_id_is_matched_by_the_configure
     assert post(stack, body.replace(b"account%5Bid%5D=16503244", b"account%5Bid%5D=16503245"))[0] == 403
 
 
+def test_a_deal_back_in_the_stage_after_its_room_ended_gets_a_new_room(stack, whereby_sim, kommo_sim):
+    assert post(stack, multi_lead_body([401]))[0] == 200
+    assert stack.drain().failed == 0
+    [old] = rooms_in_table(stack)
+    # Its time passed, and the sweeper has not deleted it yet.
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    table.update_item(
+        Key={"pk": old["pk"], "sk": old["sk"]},
+        UpdateExpression="SET end_at = :past",
+        ExpressionAttributeValues={":past": 1_000},
+    )
+    later = multi_lead_body([401]).replace(b"1615985846", b"1615985906")
+    assert post(stack, later) == (200, {"accepted": 1, "ignored": 0})
+    assert stack.drain().failed == 0 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    states = {room["pk"]: room["state"] for room in rooms_in_table(stack)}
+    assert states.pop(old["pk"]) == "deleted" and list(states.values()) == ["active"]
+    assert len(kommo_sim.notes(401)) == 2
+
+
 def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
     status, answer = post(stack, multi_lead_body([5], status=999))
     assert (status, answer) == (200, {"accepted": 0, "ignored": 1})
