@@ -10,6 +10,7 @@ names that the tests hit are the names that mutmut expects. Settings are in pypr
     python -m devstack.mutation --fresh    # forget the last run's results first
     python -m devstack.mutation core.http_api chat.grammar.x_parse   # only these modules' or functions' mutants
     python -m devstack.mutation --sample 30  # a seeded random 30 mutants of each module, the score with its interval
+    python -m devstack.mutation --sample 30 kommo.intake kommo.webhook  # only these modules' part of that sample
 
 A full run is thousands of mutants, and a mutant that survives runs every test that reaches its function (minutes
 each for the shared helpers): hours on two cores. ``--sample`` measures each module's score on a random sample
@@ -20,6 +21,7 @@ interval next to each score, so a reader sees how far the sampled score can be f
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import math
@@ -61,25 +63,22 @@ def stage(fresh: bool) -> None:
         link = STAGE / name
         if not link.is_symlink():
             link.symlink_to(target)
-    # mutmut copies the sources once and keeps its verdicts: after a change to the layer or to the settings, both are
-    # of other mutants.
-    mutants, stamp = STAGE / "mutants", STAGE / "sources.sha256"
-    current = sources_hash(LINKS["bridge"], LINKS["pyproject.toml"])
-    if mutants.exists() and (not stamp.exists() or stamp.read_text() != current):
+    # mutmut regenerates the mutants of a source file that changed, and forgets the verdicts of the functions whose
+    # text changed while keeping the others: a change to the layer needs no fresh start. A change to the settings
+    # (which files and lines are mutated, how the tests run) makes other mutants, so the copy is started over.
+    mutants, stamp = STAGE / "mutants", STAGE / "settings.sha256"
+    current = settings_hash(LINKS["pyproject.toml"])
+    if mutants.exists() and stamp.exists() and stamp.read_text() != current:
         shutil.rmtree(mutants)
     stamp.write_text(current)
 
 
-def sources_hash(folder: Path, settings: Path) -> str:
-    """The layer's sources and the mutmut settings (which lines it mutates), which together make the mutants."""
-    digest = hashlib.sha256()
+def settings_hash(settings: Path) -> str:
+    """The mutmut settings, which decide which files and lines are mutated and how their tests run."""
     text = settings.read_text()
     start = text.find("[tool.mutmut]")
     end = text.find("\n[", start + 1)
-    digest.update(text[start : end if end > 0 else None].encode())
-    for path in sorted(folder.rglob("*.py")):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return hashlib.sha256(text[start : end if end > 0 else None].encode()).hexdigest()
 
 
 def run(workers: int, modules: list[str]) -> int:
@@ -145,6 +144,7 @@ def report(only: list[str] | None = None) -> bool:
     if only is not None:
         wanted = set(only)
         found = {module: {n: v for n, v in by.items() if n in wanted} for module, by in found.items()}
+        found = {module: by for module, by in found.items() if by}  # modules left out of a restricted sample
     if not found:
         print("No results yet: run make mutation.", file=sys.stderr)
         return False
@@ -189,6 +189,10 @@ def main() -> int:
             stage(args.fresh)
             run(args.workers, ["__generate_only__"])  # mutmut generates every mutant and matches none
         chosen = sample(args.sample, args.seed)
+        if args.modules:
+            # The same draw as the whole sample's, so a module's figures do not depend on which others were named.
+            patterns = [f"bridge.{module}*" for module in args.modules]
+            chosen = [name for name in chosen if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
     if not args.report:
         stage(args.fresh)
         if chosen is None:

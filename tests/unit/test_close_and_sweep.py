@@ -150,6 +150,26 @@ def test_sweeper_deletes_rooms_whose_time_is_up(stack, whereby_sim):
     assert [r["state"] for r in records(stack)] == ["deleted"]
 
 
+def test_the_sweep_goes_on_where_the_last_run_stopped_in_wherebys_room_list(stack, whereby_sim, monkeypatch):
+    from bridge import runtime
+    from bridge.whereby.client import RoomRequest, room_prefix
+    from bridge.whereby.sweeper import sweep
+
+    monkeypatch.setenv("SWEEP_MAX_PAGES", "1")  # one page of 100 a run
+    runtime.reset()
+    store, whereby = runtime.store(), runtime.whereby()
+    later = datetime.fromtimestamp(time.time() + 3600, UTC)
+    for _ in range(100):
+        whereby.create_meeting(RoomRequest(later, prefix="another-stacks-room-"))
+    # Ours, with no record (a lost answer): on the second page of Whereby's list.
+    orphan = whereby.create_meeting(RoomRequest(later, prefix=room_prefix("x", store.new_room_key())))
+    first = sweep(store, whereby, runtime.settings())
+    assert (first.pages_read, first.orphans) == (1, 0)
+    second = sweep(store, whereby, runtime.settings())
+    assert (second.pages_read, second.orphans) == (1, 1)
+    assert orphan.meeting_id not in {m["meetingId"] for m in whereby_sim.meetings()}
+
+
 def test_sweeper_reads_only_the_expired_records(stack, whereby_sim):
     from bridge.store.meetings import Room, lead_owner
     from bridge.whereby.sweeper import sweep

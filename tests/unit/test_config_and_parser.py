@@ -99,21 +99,40 @@ def test_several_leads_and_actions_in_one_body_keep_their_order():
     assert webhook.ignored == 1
 
 
+def test_a_batch_of_more_than_ten_entries_keeps_kommos_numeric_order():
+    # Entry 10 comes after entry 9, not after entry 1: the keys are numbers, not text.
+    entries = [(f"leads[status][{i}][id]", str(100 + i)) for i in range(12)]
+    webhook = parse_webhook(urlencode([("account[subdomain]", "x"), *reversed(entries)]).encode())
+    assert [e.lead_id for e in webhook.events] == [100 + i for i in range(12)]
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "reason"),
     [
-        b"",
-        b"account",
-        b"leads[status][0][id]=1",
-        b"account[subdomain]=x&leads[status][0][id]=abc",
-        b"account[subdomain]=x&leads[status]=1",
-        "account[subdomain]=é".encode("latin-1"),
+        (b"", "no account in body"),
+        (b"account", "body is not form-encoded"),
+        (b"leads[status][0][id]=1", "no account in body"),
+        (b"account[subdomain]=x&leads[status][0][id]=abc", "leads[status] id is not a whole number"),
+        (b"account[subdomain]=x&leads[status]=1", "leads[status] is not a list"),
+        (b"account[subdomain]=x&leads[status][0][id]=0", "leads[status] entry has no numeric id"),
+        (
+            b"account[subdomain]=x&leads[add][0][id]=1&leads[add][0][updated_at]=x",
+            "leads[add] updated_at is not a whole number",
+        ),
+        (
+            b"account[subdomain]=x&leads[add][0][id]=1&leads[add][0][pipeline_id]=x",
+            "leads[add] pipeline_id is not a whole number",
+        ),
+        (b"account[subdomain]=x&leads=1", "leads is not an object"),
+        (b"account[subdomain]=x&lea]ds=1", "body has a malformed key"),
+        ("account[subdomain]=é".encode("latin-1"), "body is not UTF-8"),
     ],
 )
-def test_what_is_not_a_kommo_webhook_is_refused_with_a_reason(body):
+def test_what_is_not_a_kommo_webhook_is_refused_with_a_reason(body, reason):
+    # The reason is the 400's answer, the one hint a Kommo admin gets about what the sender got wrong.
     with pytest.raises(MalformedWebhook) as error:
         parse_webhook(body)
-    assert str(error.value)
+    assert str(error.value) == reason
 
 
 def test_a_bad_setting_names_the_template_parameter_an_operator_sets():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import boto3
 import pytest
@@ -348,6 +348,16 @@ def test_a_deal_that_moves_on_to_a_stage_with_no_rule_has_its_room_closed_once(m
     assert len(whereby_sim.meetings()) == 1
 
 
+def test_a_stage_change_that_names_no_stage_closes_nothing(meetings, whereby_sim, kommo_sim):
+    at = enter_demo(meetings)
+    moved = parse_qsl(lead_body("status", NO_RULE_STATUS, at + 60, MEETING).decode())
+    nameless = urlencode([(key, value) for key, value in moved if not key.endswith("[status_id]")]).encode()
+    assert post(meetings, nameless) == {"accepted": 0, "ignored": 1}
+    assert meetings.drain().failed == 0
+    assert len(whereby_sim.meetings()) == 1 and len(live_rooms(meetings)) == 1
+    assert not [n for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]
+
+
 def test_a_missed_move_to_a_stage_with_no_rule_is_caught_by_the_reconciliation(meetings, whereby_sim, kommo_sim):
     from bridge import runtime
     from bridge.kommo.reconcile import reconcile
@@ -383,6 +393,20 @@ def test_the_2025_update_sample_reads_the_api_as_its_author_and_its_custom_field
     [event] = parse_webhook(sample("06_update_by_api_with_custom_field_2025.form")).events
     assert (event.action, event.modified_user_id, event.responsible_user_id) == ("update", 0, 2852878)
     assert event.field_value(957901) == "30052055" and event.field_value(1) is None
+
+
+def test_a_field_of_a_shape_the_bridge_does_not_know_hides_no_field_after_it():
+    from bridge.kommo.webhook import parse_webhook
+
+    body = lead_body("update", DEMO_STATUS, 1_767_225_000, MEETING).replace(
+        b"custom_fields%5D%5B0%5D", b"custom_fields%5D%5B1%5D"
+    )
+    # Another integration's field first, with no values list: skipped, and the meeting time after it still read.
+    odd = urlencode(
+        [("leads[update][0][custom_fields][0][id]", "777"), ("leads[update][0][custom_fields][0][values]", "x")]
+    )
+    [event] = parse_webhook(body + b"&" + odd.encode()).events
+    assert event.field_value(FIELD) == str(MEETING) and event.field_value(777) is None
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,46 @@ def test_entries_the_bridge_does_not_use_are_answered_as_ignored_one_each(stack,
     assert stack.queue_depth("JobsQueue") == 1
 
 
+def test_the_jobs_a_delivery_enqueues_are_counted_for_the_dashboard(stack, whereby_sim, capsys):
+    capsys.readouterr()
+    status, answer = post(stack, multi_lead_body([201, 202, 203]) + b"&contacts[add][0][id]=7")
+    assert (status, answer) == (200, {"accepted": 3, "ignored": 1})
+    # The dashboard's "enqueued from webhooks" line: the jobs, not the entries Kommo sent.
+    enqueued = [
+        sum(record["JobsEnqueued"])
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "JobsEnqueued" in (record := json.loads(line))
+    ]
+    assert enqueued == [3]
+
+
+def test_a_webhook_that_names_its_account_only_by_id_is_matched_by_the_configured_id(stack, whereby_sim):
+    # The README's KommoAccountId: "webhooks that carry account[id] but no subdomain are matched by it".
+    body = multi_lead_body([301]).replace(f"account%5Bsubdomain%5D={SUBDOMAIN}&".encode(), b"")
+    assert b"subdomain" not in body
+    assert post(stack, body) == (200, {"accepted": 1, "ignored": 0})
+    assert post(stack, body.replace(b"account%5Bid%5D=16503244", b"account%5Bid%5D=16503245"))[0] == 403
+
+
+def test_a_deal_back_in_the_stage_after_its_room_ended_gets_a_new_room(stack, whereby_sim, kommo_sim):
+    assert post(stack, multi_lead_body([401]))[0] == 200
+    assert stack.drain().failed == 0
+    [old] = rooms_in_table(stack)
+    # Its time passed, and the sweeper has not deleted it yet.
+    table = boto3.resource("dynamodb", region_name="eu-west-1").Table(stack.stack.refs["MeetingsTable"])
+    table.update_item(
+        Key={"pk": old["pk"], "sk": old["sk"]},
+        UpdateExpression="SET end_at = :past",
+        ExpressionAttributeValues={":past": 1_000},
+    )
+    later = multi_lead_body([401]).replace(b"1615985846", b"1615985906")
+    assert post(stack, later) == (200, {"accepted": 1, "ignored": 0})
+    assert stack.drain().failed == 0 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    states = {room["pk"]: room["state"] for room in rooms_in_table(stack)}
+    assert states.pop(old["pk"]) == "deleted" and list(states.values()) == ["active"]
+    assert len(kommo_sim.notes(401)) == 2
+
+
 def test_a_stage_without_a_rule_is_acknowledged_and_ignored(stack, whereby_sim):
     status, answer = post(stack, multi_lead_body([5], status=999))
     assert (status, answer) == (200, {"accepted": 0, "ignored": 1})
@@ -222,6 +262,35 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(stack, whereby_sim, cap
     assert table_items(stack) == []
 
 
+def test_a_body_that_is_no_kommo_webhook_is_answered_with_what_is_wrong_with_it(stack, whereby_sim):
+    assert post(stack, b"\xff\xfe garbage") == (400, {"error": "body is not UTF-8"})
+    assert post(stack, b"leads[status][0][id]=1") == (400, {"error": "no account in body"})
+
+
+def test_a_body_api_gateway_cannot_decode_gets_a_400_counted_as_malformed(stack, whereby_sim, capsys):
+    from devstack.lambda_events import http_api_event
+
+    query = urlencode({"token": SECRET["kommo_webhook_token"]})
+    event = http_api_event(
+        "POST",
+        "/kommo/stage",
+        query=query,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        body=STAGE_BODY,
+    )
+    event.update(body="%%% not base64", isBase64Encoded=True)
+    capsys.readouterr()
+    answer = stack.invoke("KommoStageFunction", event)
+    assert (answer["statusCode"], json.loads(answer["body"])) == (400, {"error": "body is not valid base64"})
+    reasons = [
+        record.get("reason")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "WebhooksRejected" in (record := json.loads(line))
+    ]
+    assert sorted(reasons, key=str) == [None, "malformed"]
+    assert stack.queue_depth("JobsQueue") == 0
+
+
 def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
     from bridge import runtime
     from bridge.kommo.intake import IntakeRuntime, answer, stage_job_kind
@@ -247,7 +316,7 @@ def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
     secrets.put_secret_value(
         SecretId=stack.stack.refs["KommoWebhookSecret"], SecretString='{"kommo_webhook_token": ""}'
     )
-    assert post(stack, STAGE_BODY, token=None)[0] == 503
+    assert post(stack, STAGE_BODY, token=None) == (503, {"error": "temporarily unavailable, retry later"})
     assert post(stack, STAGE_BODY, token="")[0] == 503
     assert stack.queue_depth("JobsQueue") == 0
     assert whereby_sim.meetings() == [] and table_items(stack) == []

@@ -173,6 +173,35 @@ def test_a_bad_mattermost_setting_leaves_the_kommo_webhooks_working(stack, monke
         stack.request("POST", "/mattermost/command", headers=FORM, body=b"token=x&team_id=t&channel_id=c&user_id=u")
 
 
+def test_a_bad_whereby_setting_fails_every_slash_command_naming_it(stack, monkeypatch):
+    """Even `/whereby help`, which calls no Whereby API: the first command after the deploy names the setting,
+    instead of the commands that make rooms failing later with a generic answer."""
+    from bridge import runtime
+    from bridge.core.config import ConfigError
+    from tests.unit.test_mattermost_command import command
+
+    monkeypatch.setenv("WHEREBY_BASE_URL", "api.whereby.dev/v1")  # no scheme
+    runtime.reset()
+    assert hook(stack, SECRET["kommo_webhook_token"]) == 200
+    with pytest.raises(ConfigError, match=r"WherebyBaseUrl \(WHEREBY_BASE_URL\)"):
+        command(stack, "help")
+
+
+def test_a_bad_kommo_setting_stops_the_kommo_webhooks_naming_it_and_leaves_the_slash_command_working(
+    stack, monkeypatch
+):
+    from bridge import runtime
+    from bridge.core.config import ConfigError
+    from tests.unit.test_mattermost_command import command
+
+    monkeypatch.setenv("STAGE_RULES", "{not json")
+    runtime.reset()
+    with pytest.raises(ConfigError, match=r"StageRules \(STAGE_RULES\)"):
+        hook(stack, SECRET["kommo_webhook_token"])
+    assert stack.queue_depth("JobsQueue") == 0
+    assert command(stack, "help")["statusCode"] == 200
+
+
 # Kommo disabling the webhook is noticed ----------------------------------------------------------------------------
 def test_changes_that_only_the_reconciliation_brought_are_counted_for_the_silent_webhook_alarm(stack, kommo_sim, capfd):
     import time as clock

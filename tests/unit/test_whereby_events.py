@@ -348,6 +348,19 @@ def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(sta
     assert (whereby_sim.points_used, len(kommo_sim.requests_seen())) == (points, kommo_calls)
 
 
+def test_a_meeting_held_note_whose_answer_and_lookup_both_failed_is_found_on_the_jobs_retry(
+    stack, whereby_sim, kommo_sim, gateway
+):
+    open_room(stack)
+    kommo_sim.fail_next(1, status=0, method="POST", lost_answer=True)  # the note is made, the answer lost
+    # The account's time zone is read for the note; then the lookup right after the lost answer fails too.
+    kommo_sim.fail_next(3, status=503, method="GET", after=1)
+    a_meeting(whereby_sim, room_name(whereby_sim))
+    result = stack.drain()  # the retry looks for the note before it posts
+    assert result.failed >= 1 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    assert len(notes_saying(kommo_sim, "Meeting held")) == 1
+
+
 def test_a_session_end_that_whereby_insights_have_not_closed_yet_is_told_ending_at_the_events_time(
     stack, whereby_sim, kommo_sim, gateway
 ):
