@@ -24,6 +24,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.core.errors import PeerUnavailable
+from bridge.store.meetings import MeetingsStore, _code
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb.service_resource import Table
@@ -230,21 +231,10 @@ class ScheduleStore:
             update["ExpressionAttributeValues"][":cap"] = cap
         return {"Update": update}  # type: ignore[typeddict-item]
 
-    @staticmethod
-    def _call(method: Any, **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs)
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                raise
-            raise PeerUnavailable(f"dynamodb {method.__name__} failed: {_code(exc)}") from None
-        except BotoCoreError as exc:
-            raise PeerUnavailable(f"dynamodb unreachable: {type(exc).__name__}") from None
+    # One translation of DynamoDB's errors for the whole table: a failed condition is the caller's to read, the rest
+    # is the storage being unavailable.
+    _call = staticmethod(MeetingsStore._call)
 
 
 def _key(schedule_id: str) -> dict[str, str]:
     return {"pk": f"SCHEDULE#{schedule_id}", "sk": "SCHEDULE"}
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
