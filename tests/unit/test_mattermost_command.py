@@ -237,9 +237,9 @@ def test_mentioned_people_are_echoed_in_the_post_and_never_in_the_room_name(stac
     assert "Invited: @alice @bob.smith" in answer["text"]
     assert "(45 min)" in answer["text"]
     prefix = whereby_sim.requests_seen()[0]["json"]["roomNamePrefix"]
-    assert prefix.startswith("design-review-z")
-    for private in ("alice", "bob", "smith", "town", "example", "docs", "spec"):
-        assert private not in prefix
+    # The topic's words, then the room key's random part (which may spell anything, "bob" included): nothing of
+    # the mentions, the channel, the address or the link.
+    assert re.fullmatch(r"design-review-z[0-9a-z]+-", prefix)
 
 
 def test_a_get_configured_command_works_from_the_query_string(stack, whereby_sim):
