@@ -26,7 +26,9 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = ROOT / "layers" / "shared" / "bridge"
+# `make mutation` runs the tests in `.mutation/mutants/`, whose `bridge/` holds every mutant's text: the catalogue is
+# checked against the stage's link to the layer itself, one folder up.
+LAYER = next(path for path in (ROOT / "layers" / "shared" / "bridge", ROOT.parent / "bridge") if path.is_dir())
 LOCALE_DIR = LAYER / "core" / "locale"
 DOMAIN = "bridge"
 TEMPLATE = LOCALE_DIR / f"{DOMAIN}.pot"

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,9 @@ TARGET = 0.85
 # Verdicts that count as killed: the tests failed, or ran out of time (an endless loop is a failure a user sees).
 KILLED = {"killed", "timeout", "caught by type check"}
 UNCOUNTED = KILLED | {"skipped", "not checked"}
+ACCEPTED_IN = ROOT / "docs" / "testing.md"
+# A row of the accepted survivors' tables: | `module.x_function__mutmut_N` | the change | why it is accepted |
+ACCEPTED_ROW = re.compile(r"^\| `(?P<name>[\w.ǁ]+__mutmut_\d+)` \| (?P<change>.+?) \| .+ \|$")
 
 
 def stage(fresh: bool) -> None:
@@ -135,11 +139,25 @@ def verdicts() -> dict[str, dict[str, str]]:
     return found
 
 
+def accepted() -> dict[str, str]:
+    """The surviving mutants accepted in docs/testing.md (equivalent, or timing or log text only), with the change.
+
+    They are read from the tables there, one row per mutant, so the reason a reader sees is the one the score uses."""
+    found: dict[str, str] = {}
+    for line in ACCEPTED_IN.read_text().splitlines():
+        row = ACCEPTED_ROW.match(line)
+        if row:
+            found[f"bridge.{row['name']}"] = row["change"]
+    return found
+
+
 def report(only: list[str] | None = None) -> bool:
     """Prints the score per module and every mutant not killed; True when every module reaches the target.
 
-    The score counts the mutants tested: an interrupted run leaves some unchecked, and says how many. With ``only``
-    (a sample), the other mutants' verdicts are left out, so a score is the sample's alone."""
+    The score counts the mutants tested: an interrupted run leaves some unchecked, and says how many. A survivor
+    accepted in docs/testing.md is left out of its module's score, as an equivalent mutant is; the raw score, with
+    them counted as not killed, is printed next to it. With ``only`` (a sample), the other mutants' verdicts are left
+    out, so a score is the sample's alone."""
     found = verdicts()
     if only is not None:
         wanted = set(only)
@@ -150,7 +168,9 @@ def report(only: list[str] | None = None) -> bool:
         return False
     if only is not None:
         print(f"A sample of {len(only)} mutants; 95 % is the Wilson interval of each module's score.")
-    print(f"{'module':28} {'killed':>7} {'tested':>7} {'score':>7} {'unchecked':>10} {'95 %':>14}")
+    known = accepted()
+    heading = {"killed": 6, "accepted": 8, "tested": 6, "score": 6, "raw": 6, "unchecked": 9, "95 %": 11}
+    print(f"{'module':24} " + " ".join(f"{word:>{width}}" for word, width in heading.items()))
     met = True
     survivors: list[str] = []
     for module, by_name in found.items():
@@ -158,14 +178,24 @@ def report(only: list[str] | None = None) -> bool:
         killed = sum(counts[status] for status in KILLED)
         unchecked = counts["not checked"]
         tested = len(by_name) - counts["skipped"] - unchecked
-        score = killed / tested if tested else 0.0
+        spared = sum(1 for name, status in by_name.items() if status not in UNCOUNTED and name in known)
+        counted = tested - spared
+        score = killed / counted if counted else 0.0
         met = met and score >= TARGET and not unchecked
         flag = "" if score >= TARGET else "  below target"
-        shown = f"{score:.1%}" if tested else "-"
-        low, high = wilson(killed, tested)
-        interval = f"{low:.0%} to {high:.0%}" if tested else "-"
-        print(f"{module:28} {killed:7} {tested:7} {shown:>7} {unchecked:10} {interval:>14}{flag}")
-        survivors += [f"{name}: {status}" for name, status in by_name.items() if status not in UNCOUNTED]
+        shown = f"{score:.0%}" if counted else "-"
+        raw = f"{killed / tested:.0%}" if tested else "-"
+        low, high = wilson(killed, counted)
+        interval = f"{low:.0%}-{high:.0%}" if counted else "-"
+        print(
+            f"{module.removeprefix('bridge.'):24} {killed:6} {spared:8} {tested:6} {shown:>6} {raw:>6} {unchecked:9}"
+            f" {interval:>11}{flag}"
+        )
+        survivors += [
+            f"{name}: {status}" + (f" (accepted: {known[name]})" if name in known else "")
+            for name, status in by_name.items()
+            if status not in UNCOUNTED
+        ]
     print(f"\nNot killed ({len(survivors)}); `.venv/bin/mutmut show <name>` in .mutation/ prints one's diff:")
     for line in survivors:
         print(f"  {line}")
