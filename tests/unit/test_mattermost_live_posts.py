@@ -426,6 +426,38 @@ def test_no_click_body_ever_gets_a_5xx(stack, body):
     assert answer["statusCode"] in (400, 403)
 
 
+def test_an_unreadable_bot_secret_or_button_key_still_gives_the_room_and_the_log_names_which_secret(
+    stack, whereby_sim, mattermost_sim, log_lines
+):
+    from bridge import runtime
+
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+    # A bot address that is not https: the operator must fix ChatBotSecret, and the room must not wait for it.
+    bad_bot = {"mattermost_url": "ftp://chat.example.com", "mattermost_bot_token": MATTERMOST_BOT_TOKEN}
+    secrets.put_secret_value(SecretId=stack.stack.refs["ChatBotSecret"], SecretString=json.dumps(bad_bot))
+    mattermost_sim.add_member(CHANNEL)
+    answer = whereby(stack, "Standup 30m")
+
+    [meeting] = whereby_sim.meetings()
+    assert answer["response_type"] == "in_channel" and meeting["roomUrl"] in answer["text"]
+    assert answer["attachments"][0]["actions"][0]["id"] == "endroom"
+    assert mattermost_sim.posts() == []
+    logged = "\n".join(log_lines())
+    assert "the chat bot's token could not be read: the post is made without it" in logged
+    assert "secret key 'mattermost_url' must be the server's https address" in logged
+    assert MATTERMOST_BOT_TOKEN not in logged
+
+    # A signing key too short to trust: the room is posted without its End button.
+    secrets.put_secret_value(SecretId=stack.stack.refs["ActionKeySecret"], SecretString='{"action_signing_key": "k"}')
+    runtime.reset()  # as a new container would: a secret is otherwise read again only after its cache time
+    answer = whereby(stack, "Review 30m")
+
+    assert whereby_sim.meetings()[1]["roomUrl"] in answer["text"] and "attachments" not in answer
+    logged = "\n".join(log_lines())
+    assert "the End button's signing key could not be read: the post is made without it" in logged
+    assert "the chat bot's token could not be read" in logged  # read again by the new container
+
+
 def test_no_secret_reaches_a_post_a_reply_or_a_log(stack, whereby_sim, bot, gateway, log_lines):
     whereby(stack, "Standup 30m")
     [post] = bot.posts(CHANNEL)
