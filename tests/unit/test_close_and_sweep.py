@@ -170,6 +170,27 @@ def test_the_sweep_goes_on_where_the_last_run_stopped_in_wherebys_room_list(stac
     assert orphan.meeting_id not in {m["meetingId"] for m in whereby_sim.meetings()}
 
 
+def test_one_sweep_walks_every_page_of_wherebys_room_list_once_then_starts_over(stack, whereby_sim, monkeypatch):
+    from bridge import runtime
+    from bridge.whereby.client import RoomRequest, room_prefix
+    from bridge.whereby.sweeper import sweep
+
+    monkeypatch.setenv("SWEEP_MAX_PAGES", "5")
+    runtime.reset()
+    store, whereby = runtime.store(), runtime.whereby()
+    later = datetime.fromtimestamp(time.time() + 3600, UTC)
+    for _ in range(100):
+        whereby.create_meeting(RoomRequest(later, prefix="another-stacks-room-"))
+    orphan = whereby.create_meeting(RoomRequest(later, prefix=room_prefix("x", store.new_room_key())))
+
+    first = sweep(store, whereby, runtime.settings())
+    assert (first.pages_read, first.orphans, first.walk_done) == (2, 1, True)
+    assert orphan.meeting_id not in {m["meetingId"] for m in whereby_sim.meetings()}
+    second = sweep(store, whereby, runtime.settings())
+    # The walk was done: the next run starts again at the first page, which now holds every room.
+    assert (second.walk_from_start, second.pages_read, second.orphans) == (True, 1, 0)
+
+
 def test_sweeper_reads_only_the_expired_records(stack, whereby_sim):
     from bridge.store.meetings import Room, lead_owner
     from bridge.whereby.sweeper import sweep

@@ -157,7 +157,7 @@ def shown_texts(answer: dict) -> list[str]:
 
 
 # creating a room ------------------------------------------------------------------------------------------------
-def test_a_real_request_posts_the_link_in_the_channel_and_the_host_link_to_the_caller_only(stack, whereby_sim):
+def test_a_real_request_posts_the_link_in_the_channel_and_the_host_link_to_the_caller_only(stack, whereby_sim, capsys):
     before = time.time()
     answer = run(stack, sample=WEATHER)  # text "toronto week", as captured
 
@@ -184,6 +184,11 @@ def test_a_real_request_posts_the_link_in_the_channel_and_the_host_link_to_the_c
     assert record["owner"] == "CHANNEL#wx4zz8t4ttgmtxqiwfohijayzc#fukxanjgjbnp7ng383at53k1sy"
     assert record["creator"] == "erj6qck3rfgtujs86w5r6rckzh" and record["label"] == "toronto week"
     assert record["meeting_id"] == meeting["meetingId"]
+    # Counted where the operator reads how much the command is used (the EMF record the function prints).
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert {"MattermostCommands"} <= {
+        m["Name"] for r in emf for d in r["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+    }
 
 
 def test_empty_text_makes_a_room_with_the_default_topic_and_duration(stack, whereby_sim):

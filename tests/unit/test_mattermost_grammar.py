@@ -236,7 +236,10 @@ def test_a_long_reference_that_names_no_room_is_quoted_back_clipped_to_80_charac
     reference = "sprint" * 20
     command = parse(f"end {reference}", LIMITS)
     assert isinstance(command, Invalid)
-    assert command.problem.startswith(f"“{reference[:79]}…” is not the name or link of a room")
+    assert command.problem == (
+        f"“{reference[:79]}…” is not the name or link of a room made with /whereby."
+        " `/whereby list` shows the rooms of this channel."
+    )
 
 
 @pytest.mark.parametrize("reference", ["standup", "https://example.whereby.com/", "zabc", "xzabcdefghij-1"])
