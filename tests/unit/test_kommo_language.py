@@ -113,6 +113,21 @@ def test_a_close_note_posted_in_english_is_not_posted_again_in_russian_when_the_
     assert whereby_sim.meetings() == []
 
 
+def test_a_russian_no_show_note_whose_answer_was_lost_is_found_not_posted_twice(stack, whereby_sim, kommo_sim):
+    from tests.unit.test_whereby_events import sweep_at
+
+    kommo_sim.language = "ru"
+    open_room(stack)
+    name = room_name(whereby_sim)
+    # The no-show note is made but its answer is lost: it must be found by its Russian marker, not made again.
+    kommo_sim.fail_next(1, status=0, method="POST", lost_answer=True)
+    assert sweep_at(2 * 3600)["deleted"] == 1
+    assert stack.drain().failed == 0
+
+    [note] = notes_saying(kommo_sim, "Никто не пришёл")
+    assert note.endswith(f"Никто не пришёл на встречу в комнате {name}")
+
+
 # The recording link's answers ---------------------------------------------------------------------------------
 def test_a_recording_link_answers_in_the_browsers_language_else_in_the_language_parameter(stack, monkeypatch):
     unknown = f"/recordings/{'x' * 32}"

@@ -94,6 +94,10 @@ def test_a_spanish_user_gets_the_room_post_the_host_link_a_refusal_and_the_help_
     assert "(por defecto 1 h, mínimo 5 min y máximo 8 h)" in helped
     assert len(whereby_sim.meetings()) == 1  # the refusal and the help changed nothing
 
+    whereby(stack, "")  # no topic: the default one, in the caller's language
+    untitled = bot.posts(CHANNEL)[-1]
+    assert untitled["message"].startswith(":video_camera: **Reunión de Whereby** · [Entrar a la sala de Whereby](")
+
 
 def test_a_russian_user_gets_russian_answers_in_each_of_the_three_plural_forms(stack, whereby_sim, bot, events):
     bot.set_locale(CREATOR, "ru")

@@ -227,6 +227,17 @@ def test_the_grammar_reads_the_same_text_the_same_way_on_both_platforms(typed):
         assert on_slack == on_mattermost
 
 
+def test_a_reference_that_names_no_room_is_quoted_back_in_slacks_own_escapes():
+    from bridge.chat.grammar import Invalid, Limits, parse
+    from bridge.chat.slack import slack_literal
+
+    refused = parse("end <!here>*sprint*", Limits(60, 480), "/whereby", quote=slack_literal)
+    assert isinstance(refused, Invalid)
+    # Slack shows &lt; as <: no mention forms, and no backslash of Mattermost's escapes shows up.
+    assert refused.problem.startswith("“&lt;!here&gt;*sprint*” is not the name or link of a room")
+    assert "\\" not in refused.problem
+
+
 def test_help_and_an_empty_list_say_the_same_on_both_platforms_in_each_ones_markup(stack, slack_sim):
     from bridge.chat.grammar import Limits
     from bridge.chat.mattermost import VOICE as MATTERMOST
