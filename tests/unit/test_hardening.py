@@ -585,7 +585,8 @@ def test_a_whereby_refusal_to_delete_during_a_close_is_given_up_and_the_rest_of_
 
 def test_a_note_whose_answer_and_lookup_both_failed_is_found_on_the_jobs_retry(stack, whereby_sim, kommo_sim):
     kommo_sim.fail_next(1, status=0, method="POST", lost_answer=True)  # the note is made, the answer lost
-    kommo_sim.fail_next(3, status=503, method="GET")  # and the lookup right after fails too: the job fails
+    # And the lookup right after fails too (the account's read, for its language, comes first): the job fails.
+    kommo_sim.fail_next(3, status=503, method="GET", after=1)
     post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
     first = stack.drain(max_rounds=1)
     assert first.failed == 1
