@@ -222,3 +222,25 @@ def test_changes_that_only_the_reconciliation_brought_are_counted_for_the_silent
         if '"MissedWebhooksRecovered"' in line and line.startswith('{"_aws"')
     ]
     assert recovered == [[1.0]]  # the missed change only; the delivered one was found done
+
+
+def test_a_restore_whose_webhook_never_came_is_done_by_the_reconciliation_and_counted(stack, kommo_sim, capfd):
+    import time as clock
+
+    from tests.kommo_bodies import delete_body
+
+    lead = 5103
+    deleted = kommo_sim.delete_lead(lead, at=int(clock.time()) - 400)
+    query = urlencode({"token": SECRET["kommo_webhook_token"]})
+    assert stack.request("POST", "/kommo/close", query=query, headers=FORM, body=delete_body(lead))["statusCode"] == 200
+    assert stack.drain().failed == 0 and deleted["type"] == "lead_deleted"
+    kommo_sim.restore_lead(lead, at=int(clock.time()) - 300)  # taken back from the trash; its webhook never came
+    capfd.readouterr()
+    stack.invoke("KommoReconcileFunction", {"source": "schedule"})
+    assert stack.drain().failed == 0 and stack.queue_depth("JobsDeadLetterQueue") == 0
+    recovered = [
+        json.loads(line)["MissedWebhooksRecovered"]
+        for line in capfd.readouterr().out.splitlines()
+        if '"MissedWebhooksRecovered"' in line and line.startswith('{"_aws"')
+    ]
+    assert recovered == [[1.0]]

@@ -225,6 +225,14 @@ def test_a_whereby_outage_gets_a_503_with_retry_after(stack, whereby_sim, kommo_
     assert json.loads(answer["body"]) == {"error": "Whereby cannot be reached right now; try again shortly"}
 
 
+def test_whereby_asking_to_wait_passes_its_wait_on_to_the_browser(stack, whereby_sim, kommo_sim):
+    link_id = deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, 1_767_225_000)
+    whereby_sim.fail_next(1, status=429, retry_after=120)  # longer than a browser should be kept waiting
+    answer = follow(stack, link_id)
+    assert (answer["statusCode"], answer["headers"]["Retry-After"]) == (503, "120")
+    assert json.loads(answer["body"]) == {"error": "Whereby asks us to wait; try again shortly"}
+
+
 def test_no_log_line_of_a_link_request_holds_its_id(stack, whereby_sim, kommo_sim, caplog, capfd):
     caplog.set_level(logging.INFO)  # botocore DEBUG dumps raw bodies; Lambda never runs it at that level
     link_id = deal_with_recording(stack, whereby_sim, kommo_sim, LEAD, 1_767_225_000)
