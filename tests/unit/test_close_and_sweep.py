@@ -50,6 +50,24 @@ def test_won_or_lost_deal_deletes_its_room_and_says_so(stack, whereby_sim, kommo
     assert text.startswith(f"Video room closed: deal {word}.\n{room_name}")  # which link died
 
 
+def test_a_deal_moved_into_another_closing_stage_of_closedstatusids_deletes_its_room_and_says_so(
+    stack, whereby_sim, kommo_sim, monkeypatch
+):
+    from tests.unit.test_hardening import use_setting
+
+    use_setting(stack, monkeypatch, CLOSED_STATUS_IDS="142,143,61234599")  # a team's own "Cancelled" stage
+    open_room(stack)
+    assert post(stack, "/kommo/close", status_body(LEAD, 61234599, 1_767_225_600)) == (
+        200,
+        {"accepted": 1, "ignored": 0},
+    )
+    assert stack.drain().failed == 0
+    assert whereby_sim.meetings() == []
+    room_name = whereby_sim.requests_seen()[0]["json"]["roomNamePrefix"]
+    text = kommo_sim.notes(LEAD)[-1]["params"]["text"]
+    assert text.startswith(f"Video room closed: deal closed.\n{room_name}")
+
+
 def test_deleted_deal_deletes_its_room_without_a_note(stack, whereby_sim, kommo_sim):
     open_room(stack)
     assert post(stack, "/kommo/close", delete_body(LEAD))[0] == 200
