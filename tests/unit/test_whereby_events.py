@@ -411,7 +411,7 @@ def sweep_at(seconds_later: float) -> dict:
     )
 
 
-def test_a_deal_room_whose_time_passed_with_nobody_in_it_gets_one_no_show_note(stack, whereby_sim, kommo_sim):
+def test_a_deal_room_whose_time_passed_with_nobody_in_it_gets_one_no_show_note(stack, whereby_sim, kommo_sim, capsys):
     open_room(stack)
     name = room_name(whereby_sim)
     assert sweep_at(2 * 3600)["deleted"] == 1
@@ -438,6 +438,9 @@ def test_a_deal_room_whose_time_passed_with_nobody_in_it_gets_one_no_show_note(s
     runtime.job_queue().send_message(again.to_json(), again.group_id, again.dedup_id + "-again")
     assert stack.drain().failed == 0
     assert len(notes_saying(kommo_sim, "No one joined")) == 1
+    # Counted once, where the dashboard's "no one joined" line reads it.
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert sum(sum(record.get("NoShows", [])) for record in emf) == 1
 
 
 def test_a_room_someone_joined_gets_no_no_show_note(stack, whereby_sim, kommo_sim, gateway):
