@@ -336,6 +336,14 @@ def test_a_deal_restored_into_a_configured_stage_gets_a_room_at_once(stack, wher
     assert len(kommo_sim.notes(LEAD)) == 2  # the first room's note, and the new one's
 
 
+def test_a_restore_whose_delete_never_reached_us_still_gives_the_room_of_its_stage(stack, whereby_sim, kommo_sim):
+    # Kommo's delete webhook was lost: to the bridge the deal was never in the trash.
+    assert post(stack, "/kommo/stage", restore_body(LEAD, DEMO_STATUS, None))[1]["accepted"] == 1
+    assert stack.drain().failed == 0
+    assert len(whereby_sim.meetings()) == 1
+    assert len(kommo_sim.notes(LEAD)) == 1
+
+
 # 8. Each function can read only the secrets it needs ------------------------------------------------------------
 def _secret_reads(function: dict) -> set[str]:
     reads = set()
