@@ -128,6 +128,16 @@ def test_a_russian_no_show_note_whose_answer_was_lost_is_found_not_posted_twice(
     assert note.endswith(f"Никто не пришёл на встречу в комнате {name}")
 
 
+def test_a_russian_account_is_told_its_recording_is_ready_in_russian(stack, whereby_sim, kommo_sim, gateway):  # noqa: F811
+    kommo_sim.language = "ru"
+    open_room(stack)
+    whereby_sim.finish_recording(room_name(whereby_sim))  # Whereby's signed event, through the route and the worker
+    assert stack.drain().failed == 0
+
+    [note] = notes_saying(kommo_sim, "Запись видеовстречи")
+    assert note.startswith("Запись видеовстречи (Demo) готова:")
+
+
 # The recording link's answers ---------------------------------------------------------------------------------
 def test_a_recording_link_answers_in_the_browsers_language_else_in_the_language_parameter(stack, monkeypatch):
     unknown = f"/recordings/{'x' * 32}"
