@@ -603,6 +603,15 @@ def test_a_note_whose_answer_and_lookup_both_failed_is_found_on_the_jobs_retry(s
     assert len(whereby_sim.meetings()) == 1
 
 
+def test_a_note_that_kommo_never_made_is_posted_on_the_jobs_retry(stack, whereby_sim, kommo_sim):
+    kommo_sim.fail_next(3, status=503, method="POST")  # Kommo is down for the note: nothing is made, the job fails
+    post(stack, "/kommo/stage", status_body(LEAD, DEMO_STATUS, 1_767_225_000))
+    assert stack.drain(max_rounds=1).failed == 1
+    assert kommo_sim.notes(LEAD) == []
+    assert stack.drain().failed == 0
+    assert len(kommo_sim.notes(LEAD)) == 1 and len(whereby_sim.meetings()) == 1
+
+
 def test_a_restore_dated_before_our_receipt_of_the_delete_still_lets_the_next_stage_change_in(stack, whereby_sim):
     now = int(time.time())
     open_room(stack, at=now - 1000)
