@@ -348,6 +348,30 @@ def test_a_deal_that_moves_on_to_a_stage_with_no_rule_has_its_room_closed_once(m
     assert len(whereby_sim.meetings()) == 1
 
 
+def test_leaving_for_a_stage_with_no_rule_closes_every_live_room_even_after_one_already_gone(
+    meetings, whereby_sim, kommo_sim, monkeypatch
+):
+    from bridge import runtime
+
+    follow_up = 61234600
+    rule = {"name": "Follow-up", "duration_minutes": 30, "prefix": "follow", "close_on_leave": True}
+    monkeypatch.setenv("STAGE_RULES", json.dumps({str(DEMO_STATUS): MEETING_RULE, str(follow_up): rule}))
+    runtime.reset()
+    at = enter_demo(meetings)
+    [demo] = live_rooms(meetings)
+    assert post(meetings, lead_body("status", follow_up, at + 30, MEETING))["accepted"] == 1
+    assert meetings.drain().failed == 0
+    runtime.store().mark_deleted(demo["room_key"])  # the Demo room is gone already (the sweeper, after its time)
+    [follow] = live_rooms(meetings)
+
+    assert post(meetings, lead_body("status", NO_RULE_STATUS, at + 60, MEETING))["accepted"] == 1
+    assert meetings.drain().failed == 0
+    assert live_rooms(meetings) == []
+    assert follow["meeting_id"] not in {m["meetingId"] for m in whereby_sim.meetings()}
+    closing = [n["params"]["text"] for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]
+    assert [text.splitlines()[0] for text in closing] == ["Video room closed: the deal left Follow-up."]
+
+
 def test_a_stage_change_that_names_no_stage_closes_nothing(meetings, whereby_sim, kommo_sim):
     at = enter_demo(meetings)
     moved = parse_qsl(lead_body("status", NO_RULE_STATUS, at + 60, MEETING).decode())
