@@ -372,6 +372,19 @@ def test_leaving_for_a_stage_with_no_rule_closes_every_live_room_even_after_one_
     assert [text.splitlines()[0] for text in closing] == ["Video room closed: the deal left Follow-up."]
 
 
+def test_a_leave_note_kommo_could_not_take_is_posted_on_the_retry_after_the_room_is_gone(
+    meetings, whereby_sim, kommo_sim
+):
+    at = enter_demo(meetings)
+    kommo_sim.fail_next(3, status=503, method="POST")  # the room is deleted, then Kommo is down for the note
+    assert post(meetings, lead_body("status", NO_RULE_STATUS, at + 60, MEETING))["accepted"] == 1
+    assert meetings.drain(max_rounds=1).failed == 1
+    assert whereby_sim.meetings() == []
+    assert meetings.drain().failed == 0
+    closing = [n["params"]["text"] for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]
+    assert [text.splitlines()[0] for text in closing] == ["Video room closed: the deal left Demo."]
+
+
 def test_a_stage_change_that_names_no_stage_closes_nothing(meetings, whereby_sim, kommo_sim):
     at = enter_demo(meetings)
     moved = parse_qsl(lead_body("status", NO_RULE_STATUS, at + 60, MEETING).decode())

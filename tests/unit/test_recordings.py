@@ -190,12 +190,15 @@ def test_the_whereby_link_opens_the_recording_without_the_api_key_until_the_reco
     assert gone.value.code == 404
 
 
-def test_an_unknown_link_gets_a_404_and_asks_whereby_nothing(stack, whereby_sim):
+def test_an_unknown_link_gets_a_404_and_asks_whereby_nothing(stack, whereby_sim, capsys):
+    from tests.unit.test_whereby_events import counted
+
     for link_id in ("x" * 32, "short", "A" * 31 + "!", "%2e%2e"):  # unknown, then malformed: all unknown
         answer = follow(stack, link_id)
         assert answer["statusCode"] == 404, link_id
         assert json.loads(answer["body"]) == {"error": "no such recording"}
     assert whereby_sim.requests_seen() == []
+    assert counted(capsys.readouterr().out, "RecordingLinksUnknown") == 4  # a burst of them is someone guessing
 
 
 def test_a_recording_whereby_gives_no_link_for_gets_a_502_not_a_4xx(stack, whereby_sim, kommo_sim, log_lines):

@@ -89,6 +89,12 @@ def items(stack, sort_prefix: str) -> list[dict]:
     return [i for i in table(stack).scan()["Items"] if i["sk"].startswith(sort_prefix)]  # inspection only
 
 
+def counted(out: str, metric: str) -> float:
+    """The total of one metric in the EMF records a function printed."""
+    records = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    return sum(sum(record.get(metric, [])) for record in records)
+
+
 def room_name(whereby_sim) -> str:
     return whereby_sim.meetings()[0]["roomName"].lstrip("/")
 
@@ -316,7 +322,9 @@ def test_the_events_route_loads_no_http_client_and_no_peer():
 
 
 # What the deal and the records get ---------------------------------------------------------------------------------
-def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(stack, whereby_sim, kommo_sim, gateway):
+def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(
+    stack, whereby_sim, kommo_sim, gateway, capsys
+):
     open_room(stack)
     whereby_sim.configure_webhook(f"{gateway.url}/whereby/events", SIGNING_SECRET, deliver_twice=True, hold=True)
     a_meeting(whereby_sim, room_name(whereby_sim))
@@ -346,6 +354,7 @@ def test_a_meeting_delivered_twice_and_backwards_gives_one_meeting_held_note(sta
     assert len(notes_saying(kommo_sim, "Meeting held")) == 1
     # Dropped before anyone is asked: no insights read paid from the points budget again, no call to Kommo.
     assert (whereby_sim.points_used, len(kommo_sim.requests_seen())) == (points, kommo_calls)
+    assert counted(capsys.readouterr().out, "SessionsRecorded") == 1  # the dashboard's "meetings held"
 
 
 def test_a_meeting_held_note_whose_answer_and_lookup_both_failed_is_found_on_the_jobs_retry(
@@ -438,9 +447,7 @@ def test_a_deal_room_whose_time_passed_with_nobody_in_it_gets_one_no_show_note(s
     runtime.job_queue().send_message(again.to_json(), again.group_id, again.dedup_id + "-again")
     assert stack.drain().failed == 0
     assert len(notes_saying(kommo_sim, "No one joined")) == 1
-    # Counted once, where the dashboard's "no one joined" line reads it.
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    assert sum(sum(record.get("NoShows", [])) for record in emf) == 1
+    assert counted(capsys.readouterr().out, "NoShows") == 1  # the dashboard's "no one joined"
 
 
 def test_a_room_someone_joined_gets_no_no_show_note(stack, whereby_sim, kommo_sim, gateway):
