@@ -342,6 +342,8 @@ def test_a_deal_that_moves_on_to_a_stage_with_no_rule_has_its_room_closed_once(m
     closing = [n for n in kommo_sim.notes(LEAD) if "closed" in n["params"]["text"]]
     assert [n["params"]["text"].splitlines()[0] for n in closing] == ["Video room closed: the deal left Demo."]
     assert meeting["roomName"].lstrip("/") in closing[0]["params"]["text"]
+    # Kommo's notes are looked through only when a post may have landed unseen: not on a first, answered post.
+    assert [r for r in kommo_sim.requests_seen() if r["method"] == "GET" and r["path"].endswith("/notes")] == []
     # Back in Demo later: a new room.
     post(meetings, lead_body("status", DEMO_STATUS, at + 120, MEETING))
     meetings.drain()
