@@ -202,13 +202,17 @@ def test_an_unknown_link_gets_a_404_and_asks_whereby_nothing(stack, whereby_sim,
 
 
 def test_a_recording_whereby_gives_no_link_for_gets_a_502_not_a_4xx(stack, whereby_sim, kommo_sim, log_lines):
+    from tests.unit.test_whereby_events import counted
+
     open_room(stack)
     # Kept in the organisation's own bucket: Whereby answers 403 to the access-link call.
     ready(whereby_sim.finish_recording(whereby_sim.meetings()[0]["roomName"], self_hosted=True))
     answer = follow(stack, link_id_in(recording_notes(kommo_sim, LEAD)[0]))
     assert answer["statusCode"] == 502
     assert json.loads(answer["body"]) == {"error": "Whereby gives no link to this recording"}
-    assert any("403" in line for line in log_lines())  # the operator learns why
+    logged = log_lines()
+    assert any("403" in line for line in logged)  # the operator learns why
+    assert counted("\n".join(logged), "RecordingLinksRefused") == 1
 
 
 def test_a_recording_deleted_at_whereby_gets_a_410_saying_whereby_no_longer_has_it(stack, whereby_sim, kommo_sim):
