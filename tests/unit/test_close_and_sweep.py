@@ -278,6 +278,24 @@ def test_an_orphan_whereby_would_not_delete_is_counted_failed_once_and_deleted_b
     assert orphan.meeting_id not in {m["meetingId"] for m in whereby_sim.meetings()}
 
 
+def test_orphans_past_the_runs_delete_cap_wait_for_the_next_run_which_says_why(stack, whereby_sim, monkeypatch):
+    from bridge import runtime
+    from bridge.whereby.client import RoomRequest, room_prefix
+    from bridge.whereby.sweeper import sweep
+
+    monkeypatch.setenv("SWEEP_MAX_DELETES", "1")
+    runtime.reset()
+    store, whereby, settings = ports()
+    in_an_hour = datetime.fromtimestamp(time.time() + 3600, UTC)
+    for _ in range(2):
+        whereby.create_meeting(RoomRequest(in_an_hour, prefix=room_prefix("demo", store.new_room_key())))
+    first = sweep(store, whereby, settings)
+    assert (first.orphans, first.stopped) == (1, "cap")  # the summary tells the operator why some are left
+    second = sweep(store, whereby, settings)
+    assert (second.orphans, second.stopped) == (1, "")
+    assert whereby_sim.meetings() == []
+
+
 def test_the_sweep_never_deletes_a_keyed_room_of_another_stack_sharing_the_organisation(stack, whereby_sim):
     """Two stacks (staging and production, say) may share one Whereby organisation; each sweeps only its own."""
     from bridge.store.meetings import new_room_key, stack_tag
