@@ -754,6 +754,17 @@ def test_unreadable_requests_get_a_4xx_saying_why_and_change_nothing(stack, wher
     assert table_items(stack) == [] and whereby_sim.requests_seen() == []
 
 
+def test_a_command_of_exactly_64_kib_is_read_and_one_byte_more_is_refused(stack, whereby_sim):
+    valid = form(text="Standup")
+    padded = f"{valid}&pad=".encode()
+    at_limit = padded + b"x" * (64 * 1024 - len(padded))
+    assert len(at_limit) == 64 * 1024
+    assert answer_of(stack.request("POST", "/mattermost/command", headers=HEADERS, body=at_limit))["response_type"]
+    assert len(whereby_sim.meetings()) == 1
+    over = stack.request("POST", "/mattermost/command", headers=HEADERS, body=at_limit + b"x")
+    assert (over["statusCode"], json.loads(over["body"])) == (400, {"error": "body too large"})
+
+
 def test_no_secret_and_no_raw_request_appear_in_logs_or_answers(stack, whereby_sim, log_lines):
     answers = [
         run(stack, "Sync @alice 30m"),

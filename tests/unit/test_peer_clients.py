@@ -246,3 +246,29 @@ def test_by_default_the_workers_and_the_reconciliation_together_stay_within_komm
         client.get_lead(7)
     gaps = arrival_gaps(kommo_sim)
     assert sum(gaps) >= 2 / settings.kommo_requests_per_second - 0.01, gaps
+
+
+# What an operator reads when a peer fails ---------------------------------------------------------------------
+def test_a_peers_refusal_names_the_peer_the_call_and_the_status(kommo, kommo_sim):
+    kommo_sim.fail_next(1, status=401)
+    with pytest.raises(Unauthorized) as refused:
+        kommo.get_lead(7)
+    assert str(refused.value).startswith("kommo GET /api/v4/leads/7 answered 401")
+    assert refused.value.status == 401  # what the worker's log line and the refusal's handling go by
+
+
+def test_a_peer_that_cannot_be_reached_is_named_with_the_call_and_the_kind_of_failure(whereby, whereby_sim):
+    whereby_sim.fail_next(3, status=0)  # no answer, three times: every try of the policy
+    with pytest.raises(PeerUnavailable) as unreachable:
+        whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    assert str(unreachable.value).startswith("whereby POST /meetings: ")
+    assert str(unreachable.value).endswith("Error")  # the kind of failure, e.g. ConnectionError
+
+
+def test_the_waits_between_tries_of_a_failing_peer_double_with_at_most_half_again_of_jitter(
+    whereby, whereby_sim, sleeps
+):
+    whereby_sim.fail_next(2, status=503, method="POST")
+    whereby.create_meeting(RoomRequest(IN_AN_HOUR, prefix="x-"))
+    first, second = sleeps  # FAST's backoff is 0.01 s
+    assert 0.01 <= first < 0.015 and 0.02 <= second < 0.03
