@@ -242,6 +242,24 @@ def test_a_meeting_moved_later_gets_a_new_room_the_old_one_deleted_one_note_and_
     assert [f["values"] for f in field if f["field_id"] == 884411] == [[{"value": new["meetingId"]}]]
 
 
+def test_a_follow_up_refused_for_good_is_given_up_and_the_error_log_says_which(
+    meetings, whereby_sim, kommo_sim, log_lines
+):
+    kommo_sim.add_lead(LEAD, status_id=DEMO_STATUS, responsible_user_id=OWNER)
+    kommo_sim.fail_next(1, status=400, method="POST", after=1)  # the room note passes; the task is refused
+    at = enter_demo(meetings)
+    assert kommo_sim.tasks(LEAD) == [] and len(kommo_sim.notes(LEAD)) == 1
+    logged = "\n".join(log_lines())
+    assert "the meeting task was refused for good and is given up" in logged
+
+    # The meeting moves: Whereby refuses to delete the replaced room (403), and the move still completes.
+    whereby_sim.fail_next(1, status=403, method="DELETE")
+    assert post(meetings, lead_body("update", DEMO_STATUS, at + 60, MEETING + 2 * 24 * HOUR))["accepted"] == 1
+    assert meetings.drain().failed == 0
+    assert len(whereby_sim.meetings()) == 2  # the old one is left to the sweeper, once its time has passed
+    assert "deleting replaced room" in "\n".join(log_lines())
+
+
 def test_a_move_later_interrupted_by_a_whereby_outage_finishes_on_retry_with_one_room_and_one_note(
     meetings, whereby_sim, kommo_sim
 ):
