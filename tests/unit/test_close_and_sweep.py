@@ -168,43 +168,41 @@ def test_sweeper_deletes_rooms_whose_time_is_up(stack, whereby_sim):
     assert [r["state"] for r in records(stack)] == ["deleted"]
 
 
-def test_the_sweep_goes_on_where_the_last_run_stopped_in_wherebys_room_list(stack, whereby_sim, monkeypatch):
+def an_orphan_behind_a_full_page(monkeypatch, max_pages: int):
+    """Whereby's list: a full first page of another stack's rooms, then a room of ours with no record (a lost answer)
+    on the second page; the sweep reads ``max_pages`` pages a run."""
     from bridge import runtime
     from bridge.whereby.client import RoomRequest, room_prefix
-    from bridge.whereby.sweeper import sweep
 
-    monkeypatch.setenv("SWEEP_MAX_PAGES", "1")  # one page of 100 a run
+    monkeypatch.setenv("SWEEP_MAX_PAGES", str(max_pages))
     runtime.reset()
     store, whereby = runtime.store(), runtime.whereby()
     later = datetime.fromtimestamp(time.time() + 3600, UTC)
     for _ in range(100):
         whereby.create_meeting(RoomRequest(later, prefix="another-stacks-room-"))
-    # Ours, with no record (a lost answer): on the second page of Whereby's list.
     orphan = whereby.create_meeting(RoomRequest(later, prefix=room_prefix("x", store.new_room_key())))
-    first = sweep(store, whereby, runtime.settings())
+    return store, whereby, runtime.settings(), orphan
+
+
+def test_the_sweep_goes_on_where_the_last_run_stopped_in_wherebys_room_list(stack, whereby_sim, monkeypatch):
+    from bridge.whereby.sweeper import sweep
+
+    store, whereby, settings, orphan = an_orphan_behind_a_full_page(monkeypatch, max_pages=1)
+    first = sweep(store, whereby, settings)
     assert (first.pages_read, first.orphans) == (1, 0)
-    second = sweep(store, whereby, runtime.settings())
+    second = sweep(store, whereby, settings)
     assert (second.pages_read, second.orphans) == (1, 1)
     assert orphan.meeting_id not in {m["meetingId"] for m in whereby_sim.meetings()}
 
 
 def test_one_sweep_walks_every_page_of_wherebys_room_list_once_then_starts_over(stack, whereby_sim, monkeypatch):
-    from bridge import runtime
-    from bridge.whereby.client import RoomRequest, room_prefix
     from bridge.whereby.sweeper import sweep
 
-    monkeypatch.setenv("SWEEP_MAX_PAGES", "5")
-    runtime.reset()
-    store, whereby = runtime.store(), runtime.whereby()
-    later = datetime.fromtimestamp(time.time() + 3600, UTC)
-    for _ in range(100):
-        whereby.create_meeting(RoomRequest(later, prefix="another-stacks-room-"))
-    orphan = whereby.create_meeting(RoomRequest(later, prefix=room_prefix("x", store.new_room_key())))
-
-    first = sweep(store, whereby, runtime.settings())
+    store, whereby, settings, orphan = an_orphan_behind_a_full_page(monkeypatch, max_pages=5)
+    first = sweep(store, whereby, settings)
     assert (first.pages_read, first.orphans, first.walk_done) == (2, 1, True)
     assert orphan.meeting_id not in {m["meetingId"] for m in whereby_sim.meetings()}
-    second = sweep(store, whereby, runtime.settings())
+    second = sweep(store, whereby, settings)
     # The walk was done: the next run starts again at the first page, which now holds every room.
     assert (second.walk_from_start, second.pages_read, second.orphans) == (True, 1, 0)
 
