@@ -11,6 +11,7 @@ names that the tests hit are the names that mutmut expects. Settings are in pypr
     python -m devstack.mutation core.http_api chat.grammar.x_parse   # only these modules' or functions' mutants
     python -m devstack.mutation --sample 30  # a seeded random 30 mutants of each module, the score with its interval
     python -m devstack.mutation --sample 30 kommo.intake kommo.webhook  # only these modules' part of that sample
+    python -m devstack.mutation --sample 30 --cap 90  # each sampled mutant at most 90 s; those cut short are listed
 
 A full run is thousands of mutants, and a mutant that survives runs every test that reaches its function (minutes
 each for the shared helpers): hours on two cores. ``--sample`` measures each module's score on a random sample
@@ -31,7 +32,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devstack.template import ROOT
@@ -93,6 +96,25 @@ def run(workers: int, modules: list[str]) -> int:
     return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
 
 
+def generate(workers: int) -> None:
+    """Bring the mutants and mutmut's records of which tests reach which function up to today's code, testing none.
+
+    mutmut has no switch for that: it is asked for a mutant that does not exist, and ends on saying none matches."""
+    mutmut = Path(sys.executable).parent / "mutmut"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("CI", None)
+    done = subprocess.run(
+        [str(mutmut), "run", "--max-children", str(workers), "__generate_only__"],
+        cwd=STAGE,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if "nothing matches" not in done.stdout + done.stderr:
+        sys.stdout.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit("mutmut could not generate the mutants or record the tests (above)")
+
+
 def mutant_names() -> dict[str, list[str]]:
     """Every mutant of each module, by name, from the .meta files mutmut writes when it generates them."""
     found: dict[str, list[str]] = {}
@@ -125,6 +147,53 @@ def run_names(workers: int, names: list[str]) -> int:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)
     return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
+
+
+def run_capped(names: list[str], cap: float, workers: int) -> None:
+    """Each mutant under mutmut's own switch (``MUTANT_UNDER_TEST``) with the tests mutmut recorded for its function,
+    the quickest first, for at most ``cap`` seconds.
+
+    A survivor of a shared helper runs most of the suite, minutes on a busy machine: with a cap, a sample finishes in an
+    hour, and the mutants cut short are printed to be read by hand (then killed by a test, or accepted in
+    docs/testing.md). Killed and survived are written into mutmut's files, as its own run writes them."""
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.format_utils import mangled_name_from_mutant_name
+
+    mutants = STAGE / "mutants"
+    stats = json.loads((mutants / "mutmut-stats.json").read_text())
+    tests_by, took = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
+    lock = threading.Lock()
+
+    def one(name: str) -> tuple[str, str]:
+        tests = sorted(tests_by.get(mangled_name_from_mutant_name(name), ()), key=lambda test: took.get(test, 1.0))
+        if not tests:
+            return name, "no tests"
+        env = {**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("CI", None)
+        # As mutmut runs them: the first failure kills, in the same order each time, with few examples per property.
+        pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+        pytest.append("--hypothesis-profile=mutation")
+        try:
+            done = subprocess.run([*pytest, *tests], cwd=mutants, env=env, capture_output=True, timeout=cap)
+        except subprocess.TimeoutExpired:
+            return name, "cut short"
+        if done.returncode not in (0, 1):
+            return name, f"pytest exit {done.returncode}"
+        with lock:
+            record(name, done.returncode)
+        return name, status_by_exit_code[done.returncode]
+
+    with ThreadPoolExecutor(workers) as pool:
+        for name, verdict in pool.map(one, names):
+            print(f"{verdict:10} {name}", flush=True)
+
+
+def record(name: str, exit_code: int) -> None:
+    """Write one mutant's verdict into the .meta file of its module, where mutmut keeps its own."""
+    meta = STAGE / "mutants" / (name.split(".x")[0].replace(".", os.sep) + ".py.meta")
+    data = json.loads(meta.read_text())
+    data["exit_code_by_key"][name] = exit_code
+    meta.write_text(json.dumps(data, indent=4))
 
 
 def verdicts() -> dict[str, dict[str, str]]:
@@ -212,12 +281,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--sample", type=int, default=0, help="test this many random mutants of each module")
     parser.add_argument("--seed", type=int, default=2026, help="the sample's seed (default 2026)")
+    parser.add_argument(
+        "--cap", type=float, default=0, help="with --sample: at most this many seconds per mutant; the rest is printed"
+    )
     args = parser.parse_args()
     chosen: list[str] | None = None
     if args.sample:
         if not mutant_names():
             stage(args.fresh)
-            run(args.workers, ["__generate_only__"])  # mutmut generates every mutant and matches none
+            generate(args.workers)
         chosen = sample(args.sample, args.seed)
         if args.modules:
             # The same draw as the whole sample's, so a module's figures do not depend on which others were named.
@@ -232,7 +304,12 @@ def main() -> int:
             # interrupted sample resumes.
             checked = {n for by in verdicts().values() for n, v in by.items() if v != "not checked"}
             pending = [name for name in chosen if name not in checked]
-            code = run_names(args.workers, pending) if pending else 0
+            if args.cap and pending:
+                generate(args.workers)
+                run_capped(pending, args.cap, args.workers)
+                code = 0
+            else:
+                code = run_names(args.workers, pending) if pending else 0
         if code:
             return code
     return 0 if report(chosen) else 1
