@@ -88,12 +88,16 @@ def settings_hash(settings: Path) -> str:
     return hashlib.sha256(text[start : end if end > 0 else None].encode()).hexdigest()
 
 
-def run(workers: int, modules: list[str]) -> int:
-    mutmut = Path(sys.executable).parent / "mutmut"
-    names = [f"bridge.{module}*" for module in modules]
+def mutmut_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)  # the mutation profile is picked by the command line, not by the CI variable
-    return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
+    return env
+
+
+def run(workers: int, names: list[str]) -> int:
+    """``mutmut run`` for these mutants (names, or patterns such as ``bridge.kommo.webhook*``)."""
+    mutmut = Path(sys.executable).parent / "mutmut"
+    return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=mutmut_env())
 
 
 def generate(workers: int) -> None:
@@ -101,12 +105,10 @@ def generate(workers: int) -> None:
 
     mutmut has no switch for that: it is asked for a mutant that does not exist, and ends on saying none matches."""
     mutmut = Path(sys.executable).parent / "mutmut"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("CI", None)
     done = subprocess.run(
         [str(mutmut), "run", "--max-children", str(workers), "__generate_only__"],
         cwd=STAGE,
-        env=env,
+        env=mutmut_env(),
         capture_output=True,
         text=True,
     )
@@ -142,19 +144,12 @@ def wilson(killed: int, tested: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_names(workers: int, names: list[str]) -> int:
-    mutmut = Path(sys.executable).parent / "mutmut"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("CI", None)
-    return subprocess.call([str(mutmut), "run", "--max-children", str(workers), *names], cwd=STAGE, env=env)
-
-
 def run_capped(names: list[str], cap: float, workers: int) -> None:
     """Each mutant under mutmut's own switch (``MUTANT_UNDER_TEST``) with the tests mutmut recorded for its function,
     the quickest first, for at most ``cap`` seconds.
 
-    A survivor of a shared helper runs most of the suite, minutes on a busy machine: with a cap, a sample finishes in an
-    hour, and the mutants cut short are printed to be read by hand (then killed by a test, or accepted in
+    A survivor of a shared helper runs most of the suite, minutes on a busy machine: with a cap, a sample takes hours,
+    not days, and the mutants cut short are printed to be read by hand (then killed by a test, or accepted in
     docs/testing.md). Killed and survived are written into mutmut's files, as its own run writes them."""
     from mutmut.stats import status_by_exit_code
     from mutmut.utils.format_utils import mangled_name_from_mutant_name
@@ -168,8 +163,7 @@ def run_capped(names: list[str], cap: float, workers: int) -> None:
         tests = sorted(tests_by.get(mangled_name_from_mutant_name(name), ()), key=lambda test: took.get(test, 1.0))
         if not tests:
             return name, "no tests"
-        env = {**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONDONTWRITEBYTECODE": "1"}
-        env.pop("CI", None)
+        env = {**mutmut_env(), "MUTANT_UNDER_TEST": name}
         # As mutmut runs them: the first failure kills, in the same order each time, with few examples per property.
         pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
         pytest.append("--hypothesis-profile=mutation")
@@ -298,7 +292,7 @@ def main() -> int:
     if not args.report:
         stage(args.fresh)
         if chosen is None:
-            code = run(args.workers, args.modules)
+            code = run(args.workers, [f"bridge.{module}*" for module in args.modules])
         else:
             # mutmut tests a named mutant again whatever its verdict: name only those not yet checked, so an
             # interrupted sample resumes.
@@ -309,7 +303,7 @@ def main() -> int:
                 run_capped(pending, args.cap, args.workers)
                 code = 0
             else:
-                code = run_names(args.workers, pending) if pending else 0
+                code = run(args.workers, pending) if pending else 0
         if code:
             return code
     return 0 if report(chosen) else 1

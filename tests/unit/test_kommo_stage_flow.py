@@ -267,17 +267,22 @@ def test_a_body_that_is_no_kommo_webhook_is_answered_with_what_is_wrong_with_it(
     assert post(stack, b"leads[status][0][id]=1") == (400, {"error": "no account in body"})
 
 
-def test_a_body_api_gateway_cannot_decode_gets_a_400_counted_as_malformed(stack, whereby_sim, capsys):
+def stage_event(query: str) -> dict:
+    """API Gateway's event for the stage webhook carrying STAGE_BODY, with ``query`` as its query string."""
     from devstack.lambda_events import http_api_event
 
-    query = urlencode({"token": SECRET["kommo_webhook_token"]})
-    event = http_api_event(
+    return http_api_event(
         "POST",
         "/kommo/stage",
         query=query,
         headers={"content-type": "application/x-www-form-urlencoded"},
         body=STAGE_BODY,
     )
+
+
+def test_a_body_api_gateway_cannot_decode_gets_a_400_counted_as_malformed(stack, whereby_sim, capsys):
+
+    event = stage_event(urlencode({"token": SECRET["kommo_webhook_token"]}))
     event.update(body="%%% not base64", isBase64Encoded=True)
     capsys.readouterr()
     answer = stack.invoke("KommoStageFunction", event)
@@ -294,18 +299,10 @@ def test_a_body_api_gateway_cannot_decode_gets_a_400_counted_as_malformed(stack,
 def test_an_empty_configured_webhook_token_admits_nobody(stack, whereby_sim):
     from bridge import runtime
     from bridge.kommo.intake import IntakeRuntime, answer, stage_job_kind
-    from devstack.lambda_events import http_api_event
 
     def deliver(query: str, tokens: tuple[str, ...]) -> int:
-        event = http_api_event(
-            "POST",
-            "/kommo/stage",
-            query=query,
-            headers={"content-type": "application/x-www-form-urlencoded"},
-            body=STAGE_BODY,
-        )
         route = IntakeRuntime(settings=runtime.settings, tokens=lambda: tokens, queue=runtime.job_queue)
-        return answer(ApiRequest.of(event), stage_job_kind, route)["statusCode"]
+        return answer(ApiRequest.of(stage_event(query)), stage_job_kind, route)["statusCode"]
 
     # The route itself, handed an empty token among the configured ones: no token, or an empty one, is no match.
     for query in ("", "token=", "token"):

@@ -373,21 +373,14 @@ def test_with_a_webhook_the_room_is_posted_through_it_and_the_caller_is_told_it_
 
 
 # Slack -----------------------------------------------------------------------------------------------------------
-SLACK_TEAM, SLACK_CHANNEL, SLACK_USER = "T0A1B2C3D4E", "C07RM8K2H1Q", "U05QWERTY12"  # test_slack_command's form
+SLACK_CHANNEL, SLACK_USER = "C07RM8K2H1Q", "U05QWERTY12"  # test_slack_command's form, in the slack_sim workspace
 
 
 @pytest.fixture
 def slack_bot(stack, slack_sim, monkeypatch):
-    """The workspace's bot token in the ChatBotSecret, and the Web API pointed at the simulator."""
-    from bridge import runtime
+    from tests.unit.test_slack_live_posts import with_slack_bot
 
-    secrets = boto3.client("secretsmanager", region_name="eu-west-1")
-    secrets.put_secret_value(
-        SecretId=stack.stack.refs["ChatBotSecret"],
-        SecretString=json.dumps({"slack_bot_tokens": {SLACK_TEAM: slack_sim.bot_token}}),
-    )
-    monkeypatch.setenv("SLACK_API_URL", slack_sim.api_url)
-    runtime.reset()
+    with_slack_bot(stack, slack_sim, monkeypatch)
     return slack_sim
 
 

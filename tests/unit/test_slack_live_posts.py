@@ -39,8 +39,7 @@ def gateway(stack, whereby_sim):
         yield running
 
 
-@pytest.fixture
-def bot(stack, slack_sim, monkeypatch):
+def with_slack_bot(stack, slack_sim, monkeypatch) -> None:
     """The workspace's bot token in the ChatBotSecret, and the Web API pointed at the simulator."""
     from bridge import runtime
 
@@ -51,6 +50,11 @@ def bot(stack, slack_sim, monkeypatch):
     )
     monkeypatch.setenv("SLACK_API_URL", slack_sim.api_url)
     runtime.reset()
+
+
+@pytest.fixture
+def bot(stack, slack_sim, monkeypatch):
+    with_slack_bot(stack, slack_sim, monkeypatch)
     return slack_sim.bot_token
 
 
